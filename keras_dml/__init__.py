@@ -1,0 +1,35 @@
+"""keras_dml: deep metric learning for TensorFlow / Keras 3.
+
+    import keras_dml as kd
+    kd.losses.ProxyAnchorLoss(), kd.layers.Proxies(num_classes), ...
+
+Light modules (ops, losses, layers) import eagerly; the heavier ones (data,
+backbones, models, evaluation, export, plots) import on first attribute
+access so that ``import keras_dml`` stays fast.
+"""
+
+import importlib
+import os
+
+if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    raise ImportError(
+        "keras_dml needs the TensorFlow Keras backend; KERAS_BACKEND is "
+        f"{os.environ['KERAS_BACKEND']!r}.")
+
+from keras_dml import layers, losses, ops  # noqa: E402
+
+__version__ = "0.1.0"
+
+_LAZY = ("label_distances", "models", "backbones", "data", "evaluation",
+         "export", "plots")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f"keras_dml.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_dml' has no attribute {name!r}")
+
+
+__all__ = ["layers", "losses", "ops", *_LAZY]

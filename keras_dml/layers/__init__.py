@@ -1,0 +1,7 @@
+"""Layers: proxies, L2 normalisation, the embedding head."""
+
+from keras_dml.layers.embedding_head import EmbeddingHead
+from keras_dml.layers.normalize import L2Normalize
+from keras_dml.layers.proxies import Proxies
+
+__all__ = ["EmbeddingHead", "L2Normalize", "Proxies"]

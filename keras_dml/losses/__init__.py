@@ -1,0 +1,9 @@
+"""Losses: one module per loss, each a functional core and a Keras Loss."""
+
+from keras_dml.losses.base import MetricLoss
+from keras_dml.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
+
+__all__ = [
+    "MetricLoss",
+    "ProxyAnchorLoss", "proxy_anchor_loss",
+]

@@ -1,0 +1,63 @@
+"""Proxy Anchor loss (Kim, Kim, Cho, Kwak, CVPR 2020)."""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, proxy_inputs
+
+
+def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
+    """Proxy Anchor loss from cosine similarities to the class proxies.
+
+        l = 1/|P+| sum_{p in P+} log(1 + sum_{i in B_p+} exp(-alpha (s(i,p) - margin)))
+          + 1/|P|  sum_{p in P}  log(1 + sum_{j in B_p-} exp( alpha (s(j,p) + margin)))
+
+    P+ are the proxies with at least one positive in the batch, P all C
+    proxies. Each ``log(1 + sum exp)`` is a masked logsumexp with the +1
+    (``keras_dml.ops.masked_logsumexp``), so nothing overflows in float16.
+
+    Args:
+      labels: int class ids, [B].
+      cosines: cosine similarities to the proxies, [B, C].
+    Returns:
+      A scalar in the dtype of ``cosines``; 0 for an empty batch.
+    """
+    cosines = tf.convert_to_tensor(cosines)
+    num_classes = tf.shape(cosines)[1]
+    positive = tf.cast(tf.one_hot(labels, num_classes), tf.bool)   # [B, C]
+    negative = tf.logical_not(positive)
+    alpha = tf.cast(alpha, cosines.dtype)
+    margin = tf.cast(margin, cosines.dtype)
+    # Reduce over the batch axis: one term per proxy.
+    pos_terms = ops.masked_logsumexp(-alpha * (cosines - margin), positive,
+                                     axis=0, add_one=True)
+    neg_terms = ops.masked_logsumexp(alpha * (cosines + margin), negative,
+                                     axis=0, add_one=True)
+    num_with_positive = tf.reduce_sum(
+        tf.cast(tf.reduce_any(positive, axis=0), cosines.dtype))
+    pos_term = tf.math.divide_no_nan(tf.reduce_sum(pos_terms), num_with_positive)
+    neg_term = tf.reduce_sum(neg_terms) / tf.cast(num_classes, cosines.dtype)
+    return pos_term + neg_term
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class ProxyAnchorLoss(MetricLoss):
+    """Proxy Anchor loss on ``y_pred`` = cosines to proxies [B, C].
+
+    ``y_true`` are class ids [B] (or [B, 1]) in [0, C). Use with
+    ``keras_dml.layers.Proxies(num_classes)`` producing ``y_pred``. See
+    ``proxy_anchor_loss`` for the formula. Defaults are the paper's
+    (alpha=32, margin=0.1).
+    """
+
+    def __init__(self, alpha=32.0, margin=0.1, num_classes=None,
+                 name="proxy_anchor_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = alpha
+        self.margin = margin
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        labels, cosines, _ = proxy_inputs(y_true, y_pred, 1, self.num_classes)
+        return proxy_anchor_loss(labels, cosines, self.alpha, self.margin)
