@@ -1,0 +1,59 @@
+"""SoftTriple loss (Qian et al., ICCV 2019), as configured in PML."""
+
+import keras
+import tensorflow as tf
+
+from keras_dml.losses.base import MetricLoss, proxy_inputs
+
+
+def soft_triple_loss(labels, cosines, centers_per_class=10, la=20.0, gamma=0.1,
+                     margin=0.01):
+    """SoftTriple from cosines to K centres per class, [B, C*K] class-major.
+
+        S'_{i,c} = sum_k softmax_k(s_{i,c,k} / gamma) s_{i,c,k}
+        l = mean_i -log softmax_c( la * (S'_{i,c} - margin [c = y_i]) )[y_i]
+
+    Column ``c*K + k`` is centre k of class c. The centre regulariser of the
+    paper is not part of the loss (as in pytorch-metric-learning's
+    ``SoftTripleLoss`` without a weight regulariser).
+    """
+    cosines = tf.convert_to_tensor(cosines)
+    k = int(centers_per_class)
+    per_center = tf.reshape(cosines, [tf.shape(cosines)[0], -1, k])   # [B, C, K]
+    weights = tf.nn.softmax(per_center / tf.cast(gamma, cosines.dtype), axis=2)
+    per_class = tf.reduce_sum(weights * per_center, axis=2)             # [B, C]
+    num_classes = tf.shape(per_class)[1]
+    margins = tf.cast(margin, cosines.dtype) * tf.one_hot(
+        labels, num_classes, dtype=cosines.dtype)
+    logits = tf.cast(la, cosines.dtype) * (per_class - margins)
+    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_sample),
+                                 tf.cast(tf.size(per_sample), cosines.dtype))
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class SoftTripleLoss(MetricLoss):
+    """SoftTriple loss on ``y_pred`` = cosines to centres [B, C*K] (class-major).
+
+    Use with ``keras_dml.layers.Proxies(num_classes, proxies_per_class=K)``.
+    Defaults are the Proxy Anchor authors' PML configuration (K=10, la=20,
+    gamma=0.1, margin=0.01). See ``soft_triple_loss`` for the formula.
+    """
+
+    def __init__(self, centers_per_class=10, la=20.0, gamma=0.1, margin=0.01,
+                 num_classes=None, name="soft_triple_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if int(centers_per_class) < 1:
+            raise ValueError("centers_per_class must be >= 1.")
+        self.centers_per_class = int(centers_per_class)
+        self.la = la
+        self.gamma = gamma
+        self.margin = margin
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        labels, cosines, _ = proxy_inputs(
+            y_true, y_pred, self.centers_per_class, self.num_classes)
+        return soft_triple_loss(labels, cosines, self.centers_per_class,
+                                self.la, self.gamma, self.margin)
