@@ -4,10 +4,22 @@ from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_dml.losses.proxy_nca import ProxyNCALoss, proxy_nca_loss
 from keras_dml.losses.soft_triple import SoftTripleLoss, soft_triple_loss
+from keras_dml.losses.triplet import TripletLoss, triplet_loss
+from keras_dml.losses.contrastive import ContrastiveLoss, contrastive_loss
+from keras_dml.losses.multi_similarity import (
+    MultiSimilarityLoss, multi_similarity_loss, multi_similarity_pairs)
+from keras_dml.losses.npair import NPairLoss, npair_loss
+from keras_dml.losses.lifted_structure import (
+    LiftedStructureLoss, lifted_structure_loss)
 
 __all__ = [
     "MetricLoss",
     "ProxyAnchorLoss", "proxy_anchor_loss",
     "ProxyNCALoss", "proxy_nca_loss",
     "SoftTripleLoss", "soft_triple_loss",
+    "TripletLoss", "triplet_loss",
+    "ContrastiveLoss", "contrastive_loss",
+    "MultiSimilarityLoss", "multi_similarity_loss", "multi_similarity_pairs",
+    "NPairLoss", "npair_loss",
+    "LiftedStructureLoss", "lifted_structure_loss",
 ]

@@ -1,0 +1,61 @@
+"""Contrastive loss over all in-batch pairs (PML ContrastiveLoss)."""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, class_pair_inputs
+
+
+def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
+    """Contrastive loss with the non-zero averaging of pytorch-metric-learning.
+
+    With d the Euclidean distance between L2-normalised embeddings, over the
+    ordered pairs (i, j), i != j, of the batch:
+
+        positive pairs (same class):      l+ = max(0, d(i,j) - pos_margin)
+        negative pairs (other class):     l- = max(0, neg_margin - d(i,j))
+        loss = mean_{l+ > 0} l+  +  mean_{l- > 0} l-
+
+    Each mean is over the pairs whose term is strictly positive and is 0 when
+    there is none (PML's ``AvgNonZeroReducer`` applied to each sub-loss).
+    Both orders of every pair are counted, as in PML; this does not change
+    the means.
+
+    Args:
+      labels: int class ids, [B].
+      embeddings: [B, D] (normalised here).
+    Returns:
+      A scalar in the dtype of ``embeddings``.
+    """
+    embeddings = tf.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
+    pos_margin = tf.cast(pos_margin, dtype)
+    neg_margin = tf.cast(neg_margin, dtype)
+    d = ops.pairwise_distances(ops.l2_normalize(embeddings))
+    positive, negative = ops.label_masks(labels)
+    zeros = tf.zeros_like(d)
+    pos_losses = tf.where(positive, tf.nn.relu(d - pos_margin), zeros)
+    neg_losses = tf.where(negative, tf.nn.relu(neg_margin - d), zeros)
+    return ops.positive_mean(pos_losses) + ops.positive_mean(neg_losses)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class ContrastiveLoss(MetricLoss):
+    """Contrastive loss on embeddings ``y_pred`` [B, D], class ids ``y_true``.
+
+    Equals pytorch-metric-learning's ``ContrastiveLoss(pos_margin,
+    neg_margin)``; the defaults are the Proxy Anchor authors' (neg_margin
+    0.5). See ``contrastive_loss`` for the formula.
+    """
+
+    def __init__(self, pos_margin=0.0, neg_margin=0.5,
+                 name="contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.pos_margin = pos_margin
+        self.neg_margin = neg_margin
+
+    def call(self, y_true, y_pred):
+        labels, embeddings = class_pair_inputs(y_true, y_pred)
+        return contrastive_loss(labels, embeddings, self.pos_margin,
+                                self.neg_margin)

@@ -1,0 +1,69 @@
+"""Lifted structured loss (Oh Song et al., CVPR 2016; PML LiftedStructureLoss)."""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, class_pair_inputs
+
+
+def lifted_structure_loss(labels, embeddings, neg_margin=1.0, pos_margin=0.0):
+    """Lifted structured loss as pytorch-metric-learning computes it.
+
+    With d the Euclidean distance between L2-normalised embeddings and
+    N(i) the samples of another class than i, every ordered positive pair
+    (a, p), a != p, has
+
+        J(a,p) = LSE( {neg_margin - d(a,n)}_{n in N(a)} U {neg_margin - d(p,n)}_{n in N(p)} )
+                 + d(a,p) - pos_margin
+        l(a,p) = max(0, J(a,p))^2 / 2
+
+    (a plain logsumexp, no "+1"), and the loss is the mean of l over all
+    positive pairs (PML's ``MeanReducer``); 0 with a zero gradient if the
+    batch has no positive or no negative pair. The LSE over the union is
+    ``logaddexp(L_a, L_p)`` with ``L_i = LSE_{n in N(i)} (neg_margin - d(i,n))``,
+    so the cost is O(B^2).
+
+    Args:
+      labels: int class ids, [B].
+      embeddings: [B, D] (normalised here).
+    Returns:
+      A scalar in the dtype of ``embeddings``.
+    """
+    embeddings = tf.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
+    neg_margin = tf.cast(neg_margin, dtype)
+    pos_margin = tf.cast(pos_margin, dtype)
+    d = ops.pairwise_distances(ops.l2_normalize(embeddings))
+    positive, negative = ops.label_masks(labels)
+    per_anchor = ops.masked_logsumexp(neg_margin - d, negative, axis=1)  # [B]
+    shape = tf.shape(d)
+    pair_lse = tf.reduce_logsumexp(
+        tf.stack([tf.broadcast_to(per_anchor[:, None], shape),
+                  tf.broadcast_to(per_anchor[None, :], shape)], axis=-1),
+        axis=-1)
+    per_pair = tf.square(tf.nn.relu(pair_lse + d - pos_margin)) / 2
+    # Either every sample has a negative or none has (a single class).
+    any_negative = tf.reduce_any(negative)
+    kept = tf.logical_and(positive, any_negative)
+    return ops.masked_mean(per_pair, kept)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class LiftedStructureLoss(MetricLoss):
+    """Lifted structured loss on embeddings ``y_pred`` [B, D], ids ``y_true``.
+
+    Equals pytorch-metric-learning's ``LiftedStructureLoss(neg_margin,
+    pos_margin)`` (its defaults, 1 and 0). See ``lifted_structure_loss``.
+    """
+
+    def __init__(self, neg_margin=1.0, pos_margin=0.0,
+                 name="lifted_structure_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.neg_margin = neg_margin
+        self.pos_margin = pos_margin
+
+    def call(self, y_true, y_pred):
+        labels, embeddings = class_pair_inputs(y_true, y_pred)
+        return lifted_structure_loss(labels, embeddings, self.neg_margin,
+                                     self.pos_margin)

@@ -1,0 +1,106 @@
+"""Multi-similarity loss with its pair miner (Wang et al., CVPR 2019; PML version)."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, class_pair_inputs
+
+
+def multi_similarity_pairs(labels, similarities, epsilon=0.1):
+    """The pairs kept by PML's ``MultiSimilarityMiner(epsilon)``.
+
+    With S the cosine similarities, a positive pair (a, p) is kept iff
+    ``S(a,p) - epsilon < max_{n negative of a} S(a,n)`` and a negative pair
+    (a, n) iff ``S(a,n) + epsilon > min_{p positive of a} S(a,p)``; an anchor
+    without negatives keeps no positive and one without positives keeps no
+    negative. If the batch has no positive pair or no negative pair, nothing
+    is kept.
+
+    Returns boolean masks (kept positives, kept negatives), [B, B].
+    """
+    positive, negative = ops.label_masks(labels)
+    s = tf.stop_gradient(similarities)
+    eps = tf.cast(epsilon, s.dtype)
+    inf = tf.constant(np.inf, s.dtype)
+    hardest_neg = tf.reduce_max(tf.where(negative, s, -inf), axis=1,
+                                keepdims=True)
+    easiest_pos = tf.reduce_min(tf.where(positive, s, inf), axis=1,
+                                keepdims=True)
+    kept_pos = tf.logical_and(positive, s - eps < hardest_neg)
+    kept_neg = tf.logical_and(negative, s + eps > easiest_pos)
+    both = tf.logical_and(tf.reduce_any(positive), tf.reduce_any(negative))
+    return tf.logical_and(kept_pos, both), tf.logical_and(kept_neg, both)
+
+
+def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
+                          epsilon=0.1):
+    """Multi-similarity loss (PML ``MultiSimilarityMiner`` + ``MultiSimilarityLoss``).
+
+    With S the cosine similarities and P_a, N_a the positive / negative pairs
+    of anchor a kept by the miner (``multi_similarity_pairs``; all pairs when
+    ``epsilon`` is None):
+
+        l_a = 1/alpha log(1 + sum_{p in P_a} exp(-alpha (S(a,p) - base)))
+            + 1/beta  log(1 + sum_{n in N_a} exp( beta (S(a,n) - base)))
+        loss = 1/B sum_a l_a
+
+    The mean is over all B anchors (PML's ``MeanReducer``): anchors with
+    nothing kept contribute 0. Both log(1 + sum exp) are masked logsumexps.
+
+    PML quirk, replicated: its ``GenericPairLoss`` returns 0 when every index
+    list is of length <= 1, i.e. when the miner kept at most one positive
+    pair and at most one negative pair; so does this function.
+
+    Args:
+      labels: int class ids, [B].
+      embeddings: [B, D] (normalised here).
+      epsilon: the miner's margin; None for no mining (all pairs).
+    Returns:
+      A scalar in the dtype of ``embeddings``.
+    """
+    embeddings = tf.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
+    s = ops.cosine_similarity(embeddings)
+    if epsilon is None:
+        kept_pos, kept_neg = ops.label_masks(labels)
+    else:
+        kept_pos, kept_neg = multi_similarity_pairs(labels, s, epsilon)
+    alpha = tf.cast(alpha, dtype)
+    beta = tf.cast(beta, dtype)
+    base = tf.cast(base, dtype)
+    pos_terms = ops.masked_logsumexp(-alpha * (s - base), kept_pos, axis=1,
+                                     add_one=True) / alpha
+    neg_terms = ops.masked_logsumexp(beta * (s - base), kept_neg, axis=1,
+                                     add_one=True) / beta
+    loss = tf.reduce_mean(pos_terms + neg_terms)
+    # PML's GenericPairLoss: zero when each index list has length <= 1.
+    num_pos = tf.reduce_sum(tf.cast(kept_pos, tf.int32))
+    num_neg = tf.reduce_sum(tf.cast(kept_neg, tf.int32))
+    too_few = tf.logical_and(num_pos <= 1, num_neg <= 1)
+    return tf.where(too_few, tf.zeros_like(loss), loss)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class MultiSimilarityLoss(MetricLoss):
+    """Multi-similarity loss on embeddings ``y_pred`` [B, D], ids ``y_true``.
+
+    Equals pytorch-metric-learning's ``MultiSimilarityMiner(epsilon)`` then
+    ``MultiSimilarityLoss(alpha, beta, base)``; the defaults are the Proxy
+    Anchor authors' (2, 50, 0.5, 0.1). ``epsilon=None`` turns mining off.
+    See ``multi_similarity_loss`` for the formula.
+    """
+
+    def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1,
+                 name="multi_similarity_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = alpha
+        self.beta = beta
+        self.base = base
+        self.epsilon = epsilon
+
+    def call(self, y_true, y_pred):
+        labels, embeddings = class_pair_inputs(y_true, y_pred)
+        return multi_similarity_loss(labels, embeddings, self.alpha, self.beta,
+                                     self.base, self.epsilon)

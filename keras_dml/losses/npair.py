@@ -1,0 +1,64 @@
+"""N-pair loss (Sohn, NIPS 2016; PML NPairsLoss)."""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, class_pair_inputs
+
+
+def npair_loss(labels, embeddings):
+    """N-pair loss over one anchor-positive pair per class.
+
+    Each class with at least two samples in the batch gives one pair: the
+    anchor is its first sample in batch order, the positive its second. With
+    A the anchors and P the positives (raw embeddings, not normalised) of the
+    N pairs,
+
+        loss = 1/N sum_i [ -A_i.P_i + log sum_j exp(A_i.P_j) ]
+
+    the mean cross-entropy of the logits A P^T with each anchor's own pair as
+    target; 0 (with a zero gradient) if no class has two samples. Computed
+    with [B, B] masks, no gathers: a sample is an anchor if it is its class's
+    first and the class has >= 2 samples, a positive if it is its class's
+    second.
+
+    Args:
+      labels: int class ids, [B].
+      embeddings: [B, D], used as they are.
+    Returns:
+      A scalar in the dtype of ``embeddings``.
+    """
+    embeddings = tf.convert_to_tensor(embeddings)
+    same = tf.equal(labels[:, None], labels[None, :])
+    earlier = tf.cast(tf.linalg.band_part(tf.ones_like(same, tf.int32), -1, 0)
+                      - tf.eye(tf.shape(labels)[0], dtype=tf.int32), tf.bool)
+    # rank[i]: how many samples of i's class come before i.
+    rank = tf.reduce_sum(tf.cast(tf.logical_and(same, earlier), tf.int32), 1)
+    count = tf.reduce_sum(tf.cast(same, tf.int32), axis=1)
+    is_anchor = tf.logical_and(tf.equal(rank, 0), count >= 2)
+    is_positive = tf.equal(rank, 1)
+    logits = tf.matmul(embeddings, embeddings, transpose_b=True)
+    columns = tf.broadcast_to(is_positive[None, :], tf.shape(logits))
+    target = tf.logical_and(same, columns)     # row i: the positive of i's class
+    log_norm = ops.masked_logsumexp(logits, columns, axis=1)
+    target_logit = tf.reduce_sum(
+        tf.where(target, logits, tf.zeros_like(logits)), axis=1)
+    return ops.masked_mean(log_norm - target_logit, is_anchor)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class NPairLoss(MetricLoss):
+    """N-pair loss on embeddings ``y_pred`` [B, D] with class ids ``y_true``.
+
+    Equals pytorch-metric-learning's ``NPairsLoss`` with an unnormalised dot
+    product, as the Proxy Anchor authors configure it
+    (``normalize_embeddings=False``). See ``npair_loss`` for the formula.
+    """
+
+    def __init__(self, name="npair_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        labels, embeddings = class_pair_inputs(y_true, y_pred)
+        return npair_loss(labels, embeddings)
