@@ -27,8 +27,8 @@ def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
     num_classes = tf.shape(cosines)[1]
     positive = tf.cast(tf.one_hot(labels, num_classes), tf.bool)   # [B, C]
     negative = tf.logical_not(positive)
-    alpha = tf.cast(alpha, cosines.dtype)
-    margin = tf.cast(margin, cosines.dtype)
+    alpha = tf.constant(alpha, cosines.dtype)
+    margin = tf.constant(margin, cosines.dtype)
     # Reduce over the batch axis: one term per proxy.
     pos_terms = ops.masked_logsumexp(-alpha * (cosines - margin), positive,
                                      axis=0, add_one=True)

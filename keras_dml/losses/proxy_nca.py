@@ -17,7 +17,7 @@ def proxy_nca_loss(labels, cosines, scale=32.0):
     between normalised vectors), computed with a stable log-softmax.
     """
     cosines = tf.convert_to_tensor(cosines)
-    logits = 2.0 * tf.cast(scale, cosines.dtype) * cosines
+    logits = 2.0 * tf.constant(scale, cosines.dtype) * cosines
     per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits)
     return tf.math.divide_no_nan(tf.reduce_sum(per_sample),

@@ -20,12 +20,12 @@ def soft_triple_loss(labels, cosines, centers_per_class=10, la=20.0, gamma=0.1,
     cosines = tf.convert_to_tensor(cosines)
     k = int(centers_per_class)
     per_center = tf.reshape(cosines, [tf.shape(cosines)[0], -1, k])   # [B, C, K]
-    weights = tf.nn.softmax(per_center / tf.cast(gamma, cosines.dtype), axis=2)
+    weights = tf.nn.softmax(per_center / tf.constant(gamma, cosines.dtype), axis=2)
     per_class = tf.reduce_sum(weights * per_center, axis=2)             # [B, C]
     num_classes = tf.shape(per_class)[1]
-    margins = tf.cast(margin, cosines.dtype) * tf.one_hot(
+    margins = tf.constant(margin, cosines.dtype) * tf.one_hot(
         labels, num_classes, dtype=cosines.dtype)
-    logits = tf.cast(la, cosines.dtype) * (per_class - margins)
+    logits = tf.constant(la, cosines.dtype) * (per_class - margins)
     per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits)
     return tf.math.divide_no_nan(tf.reduce_sum(per_sample),
