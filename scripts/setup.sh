@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh machine: data package, virtualenv, the project.
+#   bash scripts/setup.sh            # library, apps, tests
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Fashion-MNIST for the offline demo and its tests (Debian package; root or sudo).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip
+"$VPY" -m pip install -q -e ".[test]"
+
+# Optional: pytorch-metric-learning, to check our losses against it. Only a
+# local CPU build of torch is taken (never the multi-GB CUDA one); where none
+# is available the parity tests skip.
+if ! "$VPY" -c "import pytorch_metric_learning" 2>/dev/null; then
+  if "$VPY" -m pip install -q --only-binary=:all: "torch==2.13.0+cpu" 2>/dev/null; then
+    "$VPY" -m pip install -q --no-deps "pytorch-metric-learning>=2.5,<3"
+  else
+    echo "setup: no local CPU torch wheel; PML parity tests will be skipped"
+  fi
+fi
+echo "setup: done ($("$VPY" -c 'import tensorflow as tf, keras; print("tensorflow", tf.__version__, "keras", keras.__version__)'))"
