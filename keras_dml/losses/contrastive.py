@@ -30,8 +30,8 @@ def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
     """
     embeddings = tf.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    pos_margin = tf.cast(pos_margin, dtype)
-    neg_margin = tf.cast(neg_margin, dtype)
+    pos_margin = tf.constant(pos_margin, dtype)
+    neg_margin = tf.constant(neg_margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
     zeros = tf.zeros_like(d)

@@ -32,8 +32,8 @@ def lifted_structure_loss(labels, embeddings, neg_margin=1.0, pos_margin=0.0):
     """
     embeddings = tf.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    neg_margin = tf.cast(neg_margin, dtype)
-    pos_margin = tf.cast(pos_margin, dtype)
+    neg_margin = tf.constant(neg_margin, dtype)
+    pos_margin = tf.constant(pos_margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
     per_anchor = ops.masked_logsumexp(neg_margin - d, negative, axis=1)  # [B]

@@ -22,7 +22,7 @@ def multi_similarity_pairs(labels, similarities, epsilon=0.1):
     """
     positive, negative = ops.label_masks(labels)
     s = tf.stop_gradient(similarities)
-    eps = tf.cast(epsilon, s.dtype)
+    eps = tf.constant(epsilon, s.dtype)
     inf = tf.constant(np.inf, s.dtype)
     hardest_neg = tf.reduce_max(tf.where(negative, s, -inf), axis=1,
                                 keepdims=True)
@@ -67,9 +67,9 @@ def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
         kept_pos, kept_neg = ops.label_masks(labels)
     else:
         kept_pos, kept_neg = multi_similarity_pairs(labels, s, epsilon)
-    alpha = tf.cast(alpha, dtype)
-    beta = tf.cast(beta, dtype)
-    base = tf.cast(base, dtype)
+    alpha = tf.constant(alpha, dtype)
+    beta = tf.constant(beta, dtype)
+    base = tf.constant(base, dtype)
     pos_terms = ops.masked_logsumexp(-alpha * (s - base), kept_pos, axis=1,
                                      add_one=True) / alpha
     neg_terms = ops.masked_logsumexp(beta * (s - base), kept_neg, axis=1,

@@ -47,7 +47,7 @@ def triplet_loss(labels, embeddings, margin=0.1, mining="semihard"):
     _check_mining(mining)
     embeddings = tf.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    margin = tf.cast(margin, dtype)
+    margin = tf.constant(margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
     d_ap = d[:, :, None]                               # [a, p, 1]
