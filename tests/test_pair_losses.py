@@ -457,3 +457,21 @@ def test_triplet_rejects_unknown_mining():
     with pytest.raises(ValueError, match="mining"):
         kd.losses.triplet_loss(tf.constant([0, 0, 1]), tf.ones((3, 2)),
                                mining="semi-hard")
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_finite_and_close(name, dtype):
+    cls, kwargs, _, _ = CLASSES[name]
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=32)
+    emb = rng.normal(size=(32, 16))
+    reference = float(cls(**kwargs, dtype="float64")(labels, emb))
+    x = tf.constant(emb, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = cls(**kwargs, dtype=dtype)(labels, x)
+    grad = tf.cast(tape.gradient(value, x), tf.float32).numpy()
+    assert value.dtype == dtype
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(float(value), reference, rtol=3e-2)
