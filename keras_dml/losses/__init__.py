@@ -11,6 +11,9 @@ from keras_dml.losses.multi_similarity import (
 from keras_dml.losses.npair import NPairLoss, npair_loss
 from keras_dml.losses.lifted_structure import (
     LiftedStructureLoss, lifted_structure_loss)
+from keras_dml.losses.log_ratio import LogRatioLoss, log_ratio_loss
+from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
+from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
 
 __all__ = [
     "MetricLoss",
@@ -22,4 +25,7 @@ __all__ = [
     "MultiSimilarityLoss", "multi_similarity_loss", "multi_similarity_pairs",
     "NPairLoss", "npair_loss",
     "LiftedStructureLoss", "lifted_structure_loss",
+    "LogRatioLoss", "log_ratio_loss",
+    "DenseTripletLoss", "dense_triplet_loss",
+    "BinaryTripletLoss", "binary_triplet_loss",
 ]

@@ -1,0 +1,133 @@
+"""Triplet loss on binarised label distances: the "Binary Tri." baseline.
+
+Kim et al., CVPR 2019 compare the log-ratio loss with a triplet loss that
+throws the degree of similarity away: label distances are thresholded into
+same / not-same and a plain triplet loss is trained on (anchor, positive,
+negative).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_dml.losses.base import MetricLoss
+from keras_dml.losses.dense_triplet import (
+    _not_anchor, chunked_triplet_hinge, triplet_distances)
+from keras_dml.losses.log_ratio import (
+    _check_anchors, _check_label_distance, continuous_inputs,
+    deserialize_label_distance, serialize_label_distance)
+
+
+def binary_label_masks(label_dist, positives=5, threshold=None, first_row=0):
+    """(positive, negative) bool masks [A, B] from label distances [A, B].
+
+    Row r is anchor ``first_row + r``; the anchor is neither.
+
+    * ``threshold=None``: the ``positives`` nearest samples of the anchor in
+      label space (ties broken by batch position, the earlier first) are
+      positives, every other sample is a negative.
+    * ``threshold`` given: positives are the samples with
+      ``D_y(a, i) <= threshold`` (``positives`` is not used).
+    """
+    label_dist = tf.convert_to_tensor(label_dist)
+    rows, width = tf.shape(label_dist)[0], tf.shape(label_dist)[1]
+    not_self = _not_anchor(first_row, first_row + rows, width)
+    if threshold is None:
+        big = tf.constant(label_dist.dtype.max, label_dist.dtype)
+        scores = tf.where(not_self, label_dist, big)
+        order = tf.argsort(scores, axis=1, stable=True)
+        rank = tf.argsort(order, axis=1, stable=True)     # inverse permutation
+        pos = rank < positives
+    else:
+        pos = label_dist <= tf.constant(threshold, label_dist.dtype)
+    pos = tf.logical_and(pos, not_self)
+    neg = tf.logical_and(tf.logical_not(pos), not_self)
+    return pos, neg
+
+
+def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
+                        threshold=None, squared=True, normalize=True,
+                        anchors="all", block_size=None):
+    """Triplet loss over (anchor, positive, negative) of binarised labels.
+
+        L = 1/|T| sum_{(a,p,n) in T} max(0, D(f_a, f_p) - D(f_a, f_n) + margin)
+        T = {(a, p, n): p positive of a, n negative of a}  (``binary_label_masks``)
+
+    The rule is the authors' naive sampling, moved into the batch: their
+    "Binary Tri." batch is an anchor, 5 random samples among its 30 nearest
+    neighbours in label space (positives) and random samples from outside
+    those 30 (negatives); triplets are (anchor 0, each positive, each
+    negative); loss ``clamp(D(a,p) - D(a,n) + 0.2, min=1e-12)`` with
+    ``Squared_L2dist`` on unit-normalised embeddings, averaged over *all*
+    those triplets (``Li.sum() / N``). With such a batch and
+    ``anchors="first", positives=5`` the 5 in-batch nearest are exactly their
+    positives, so this is their loss (up to the 1e-12 clamp floor per inactive
+    triplet). ``anchors="all"`` lets every sample be an anchor with its own
+    in-batch nearest neighbours as positives.
+
+    Memory: chunked over anchors like ``dense_triplet_loss``.
+    Returns:
+      A scalar; 0 with a zero gradient when there is no triplet.
+    """
+    _check_anchors(anchors)
+    embeddings = tf.convert_to_tensor(embeddings)
+    first = anchors == "first"
+    dist = triplet_distances(embeddings, squared, normalize, first)
+    dy = tf.cast(label_dist, dist.dtype)
+    if first:
+        dy = dy[:1]
+    pos, neg = binary_label_masks(dy, positives, threshold)
+
+    def valid_fn(start, stop):
+        return tf.logical_and(pos[start:stop, :, None], neg[start:stop, None, :])
+
+    return chunked_triplet_hinge(dist, valid_fn, margin, block_size)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class BinaryTripletLoss(MetricLoss):
+    """The paper's "Binary Tri." baseline on embeddings ``y_pred`` [B, D].
+
+    Label distances (``label_distance`` on ``y_true``, or a precomputed
+    [B, B] matrix) are binarised per anchor: its ``positives`` nearest
+    samples in label space are positives and the rest negatives (or, with
+    ``threshold``, D_y <= threshold is positive); then the mean triplet loss
+    over every (anchor, positive, negative). Defaults are the authors'
+    (5 positives, margin 0.2, squared distance, normalised embeddings). See
+    ``binary_triplet_loss``.
+    """
+
+    def __init__(self, positives=5, margin=0.2, threshold=None, squared=True,
+                 normalize=True, anchors="all", label_distance="squared_l2",
+                 label_distance_kwargs=None, block_size=None,
+                 name="binary_triplet_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_anchors(anchors)
+        _check_label_distance(label_distance)
+        if threshold is None and (positives is None or int(positives) < 1):
+            raise ValueError(f"positives must be >= 1; got {positives}.")
+        if block_size is not None and int(block_size) < 1:
+            raise ValueError(f"block_size must be >= 1; got {block_size}.")
+        self.positives = positives
+        self.margin = margin
+        self.threshold = threshold
+        self.squared = squared
+        self.normalize = normalize
+        self.anchors = anchors
+        self.label_distance = label_distance
+        self.label_distance_kwargs = label_distance_kwargs
+        self.block_size = block_size
+
+    def call(self, y_true, y_pred):
+        embeddings, dy = continuous_inputs(
+            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
+            first_row_only=self.anchors == "first", name=type(self).__name__)
+        return binary_triplet_loss(
+            embeddings, dy, self.positives, self.margin, self.threshold,
+            self.squared, self.normalize, self.anchors, self.block_size)
+
+    def get_config(self):
+        return serialize_label_distance(super().get_config())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_label_distance(config))

@@ -1,0 +1,217 @@
+"""Log-ratio loss (Kim, Seo, Laptev, Cho, Kwak, CVPR 2019).
+
+"Deep Metric Learning Beyond Binary Supervision": with continuous labels, the
+ratio of embedding distances should match the ratio of label distances for
+every triplet (a, i, j) of the minibatch (dense triplet mining).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import label_distances as ld
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss, check_embeddings
+
+ANCHORS = ("all", "first")
+
+
+def _check_anchors(anchors):
+    if anchors not in ANCHORS:
+        raise ValueError(f"anchors must be one of {ANCHORS}; got {anchors!r}.")
+
+
+def continuous_inputs(y_true, y_pred, label_distance, label_distance_kwargs,
+                      first_row_only, name):
+    """Validate (labels, embeddings) of a continuous-label loss.
+
+    Returns the embeddings [B, D] (checked finite) and the label distances
+    [B, B] (or [1, B] for ``first_row_only``), checked finite and >= 0, with
+    no gradient.
+    """
+    embeddings = check_embeddings(y_pred)
+    tf.debugging.assert_all_finite(
+        embeddings, message=f"{name}: y_pred (embeddings) contains NaN or Inf")
+    dy = ld.batch_label_distances(
+        y_true, label_distance, batch_size=tf.shape(embeddings)[0],
+        first_row_only=first_row_only,
+        label_distance_kwargs=label_distance_kwargs, name=name)
+    dy = tf.stop_gradient(tf.cast(dy, embeddings.dtype))
+    return embeddings, dy
+
+
+def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
+    """D(a, i) for a = 0 ([1, B]) or every a ([B, B]).
+
+    ``distance_epsilon`` is added to the squared distance (before the square
+    root when ``squared=False``), as the authors' ``L2dist`` does.
+    """
+    if first_only:
+        # Direct differences: exact (no |x|^2 + |y|^2 - 2xy cancellation).
+        diff = embeddings - embeddings[:1]
+        sq = tf.reduce_sum(tf.square(diff), axis=1)[None, :]
+    else:
+        # Distances are translation invariant; centring reduces the
+        # cancellation of the matmul form in float32.
+        centred = embeddings - tf.reduce_mean(embeddings, axis=0, keepdims=True)
+        sq = ops.pairwise_squared_distances(centred)
+    if not tf.is_tensor(distance_epsilon):
+        distance_epsilon = tf.constant(distance_epsilon, sq.dtype)
+    sq = sq + tf.cast(distance_epsilon, sq.dtype)
+    return sq if squared else ops.safe_sqrt(sq)
+
+
+def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
+                   epsilon=1e-6, distance_epsilon="auto"):
+    """Log-ratio loss from embeddings and label distances, O(B^2).
+
+    For an anchor a and the n = B - 1 other samples, with
+
+        r_a(i) = log(D(f_a, f_i) + eps) - log(D_y(a, i) + eps)
+
+    the loss of the anchor is the mean over the n (n - 1) / 2 unordered pairs
+    {i, j} (i, j != a, i != j) of
+
+        ((log D(a,i) - log D(a,j)) - (log D_y(a,i) - log D_y(a,j)))^2
+          = (r_a(i) - r_a(j))^2.
+
+    Exact O(B^2) evaluation (no B^3 triplet tensor): a sum of squared pairwise
+    differences is ``sum_{i<j} (r_i - r_j)^2 = n * sum_i (r_i - mean r)^2``,
+    so the anchor's loss is ``2 / (n - 1) * sum_i (r_i - mean r)^2`` (twice
+    the unbiased variance of r_a), computed per anchor row of [B, B] tensors
+    (the centred, two-pass form is stable in float32).
+
+    ``anchors="first"``: only row 0 is the anchor (the authors' code, where
+    each batch is built around one anchor). ``anchors="all"``: every sample is
+    an anchor in turn and the anchors' losses are averaged.
+
+    D is the squared Euclidean distance (``squared=True``, the paper) or the
+    Euclidean distance (``squared=False``, the authors' code), each computed
+    as ``||f_a - f_i||^2 + de`` (then square-rooted). ``distance_epsilon`` de:
+    "auto" is the authors' ``L2dist`` constant ``1e-4 / dim`` for the
+    Euclidean distance and 0 for the squared one; or a float. With de = 0 the
+    square root has a zero gradient at coincident embeddings, so gradients
+    stay finite.
+
+    Args:
+      embeddings: [B, D] (not normalised: the loss needs no unit sphere).
+      label_dist: [B, B] label distances (for "first", row 0 is used; a
+        [1, B] row is accepted too).
+      anchors: "all" or "first".
+      squared: squared Euclidean (True) or Euclidean (False) distance.
+      epsilon: added inside both logarithms (> 0).
+      distance_epsilon: "auto" or a float >= 0, see above.
+    Returns:
+      A scalar; 0 (with a zero gradient) when B < 3.
+    """
+    _check_anchors(anchors)
+    embeddings = tf.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
+    label_dist = tf.cast(label_dist, dtype)
+    if distance_epsilon == "auto":
+        if squared:
+            distance_epsilon = 0.0
+        else:
+            distance_epsilon = (tf.constant(1e-4, dtype)
+                                / tf.cast(tf.shape(embeddings)[1], dtype))
+    first = anchors == "first"
+    d = _embedding_distances(embeddings, squared, distance_epsilon, first)
+    if first:
+        label_dist = label_dist[:1]
+    eps = tf.constant(epsilon, dtype)
+    r = tf.math.log(d + eps) - tf.math.log(label_dist + eps)      # [A, B]
+    batch = tf.shape(embeddings)[0]
+    rows = tf.shape(r)[0]
+    # The anchor itself (column a of row a) is not one of the others.
+    others = tf.logical_not(tf.cast(tf.eye(rows, batch), tf.bool))
+    r = tf.where(others, r, tf.zeros_like(r))
+    n = tf.cast(batch - 1, dtype)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(r, axis=1, keepdims=True), n)
+    centred = tf.where(others, r - mean, tf.zeros_like(r))
+    per_anchor = 2.0 * tf.math.divide_no_nan(
+        tf.reduce_sum(tf.square(centred), axis=1), n - 1.0)
+    loss = tf.math.divide_no_nan(tf.reduce_sum(per_anchor), tf.cast(rows, dtype))
+    return tf.where(batch >= 3, loss, tf.zeros_like(loss))
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class LogRatioLoss(MetricLoss):
+    """Log-ratio loss with dense triplet mining, on embeddings ``y_pred`` [B, D].
+
+    ``y_true`` are continuous labels [B, L] (or maps / caption embeddings,
+    whatever ``label_distance`` reads), or with
+    ``label_distance="precomputed"`` a [B, B] label-distance matrix (with
+    ``anchors="first"`` also the [B] row D_y(0, i)). See ``log_ratio_loss``
+    for the formula.
+
+    ``LogRatioLoss(anchors="first", squared=False)`` is the authors' released
+    ``LogRatioLoss`` (tjddus9597/Beyond-Binary-Supervision-CVPR19): anchor =
+    row 0, all (B-1)(B-2)/2 pairs of the other rows with uniform weights,
+    D = sqrt(||f_0 - f_i||^2 + 1e-4/dim), ``log(x + 1e-6)`` on both D and
+    D_y. The default ``anchors="all", squared=True`` is the paper's squared
+    distance with every sample as an anchor.
+
+    Args:
+      anchors: "all" or "first".
+      squared: squared Euclidean (paper) or Euclidean (authors' code).
+      epsilon: inside the logs.
+      label_distance: "squared_l2" (default), "one_minus_miou",
+        "caption_set", "precomputed", or a callable ``fn(y1, y2=None)``.
+      distance_epsilon: "auto" or a float, see ``log_ratio_loss``.
+      label_distance_kwargs: keyword arguments of the named label distance
+        (e.g. ``{"num_classes": 5}`` for "one_minus_miou").
+    """
+
+    def __init__(self, anchors="all", squared=True, epsilon=1e-6,
+                 label_distance="squared_l2", distance_epsilon="auto",
+                 label_distance_kwargs=None, name="log_ratio_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_anchors(anchors)
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0 (it keeps log(0) away); got {epsilon}.")
+        if distance_epsilon != "auto" and not distance_epsilon >= 0:
+            raise ValueError(
+                f"distance_epsilon must be 'auto' or >= 0; got {distance_epsilon!r}.")
+        _check_label_distance(label_distance)
+        self.anchors = anchors
+        self.squared = squared
+        self.epsilon = epsilon
+        self.label_distance = label_distance
+        self.distance_epsilon = distance_epsilon
+        self.label_distance_kwargs = label_distance_kwargs
+
+    def call(self, y_true, y_pred):
+        embeddings, dy = continuous_inputs(
+            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
+            first_row_only=self.anchors == "first", name=type(self).__name__)
+        return log_ratio_loss(embeddings, dy, self.anchors, self.squared,
+                              self.epsilon, self.distance_epsilon)
+
+    def get_config(self):
+        return serialize_label_distance(super().get_config())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_label_distance(config))
+
+
+def _check_label_distance(label_distance):
+    if label_distance == "precomputed" or callable(label_distance):
+        return
+    ld.get(label_distance)    # raises on an unknown name
+
+
+def serialize_label_distance(config):
+    """Callables in ``label_distance`` go through Keras (de)serialisation."""
+    if callable(config.get("label_distance")):
+        config = dict(config)
+        config["label_distance"] = keras.saving.serialize_keras_object(
+            config["label_distance"])
+    return config
+
+
+def deserialize_label_distance(config):
+    if isinstance(config.get("label_distance"), dict):
+        config = dict(config)
+        config["label_distance"] = keras.saving.deserialize_keras_object(
+            config["label_distance"])
+    return config
