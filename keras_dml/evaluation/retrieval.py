@@ -1,0 +1,241 @@
+"""Class-label retrieval metrics: Recall@K, MAP@R, R-precision, NMI.
+
+Definitions (for a query q with label y_q, gallery items ranked by decreasing
+cosine similarity, ties by lower gallery index, q itself excluded by index in
+self-retrieval):
+
+    R_q        = number of gallery items with label y_q (q itself not counted)
+    rel_q(i)   = 1 if the item at rank i (1-based) has label y_q, else 0
+    first_q    = rank of the highest-ranked item with label y_q
+
+    Recall@K    = mean_q [first_q <= K]
+    R-precision = mean_q (1/R_q) sum_{i=1..R_q} rel_q(i)
+    MAP@R       = mean_q (1/R_q) sum_{i=1..R_q} rel_q(i) * P_q(i),
+                  P_q(i) = (1/i) sum_{j=1..i} rel_q(j)
+
+MAP@R and R-precision are those of Musgrave et al. 2020, "A Metric Learning
+Reality Check", and equal pytorch-metric-learning's ``AccuracyCalculator``
+("mean_average_precision_at_r", "r_precision"); Recall@1 equals its
+"precision_at_1".
+
+Queries with R_q = 0 ("lone" queries: a class with a single item in
+self-retrieval, or a query class absent from the gallery) have no correct
+answer. By default (``lone_queries="exclude"``) they are left out of every
+metric's mean, exactly as ``AccuracyCalculator`` does. ``lone_queries="count"``
+keeps them in the denominators as failures (Recall@K 0, MAP@R 0,
+R-precision 0), which is what the papers' own scripts do for Recall@K.
+
+NMI: k-means (scikit-learn, k = number of distinct query labels, seeded) on
+the L2-normalised query embeddings, scored with
+``sklearn.metrics.normalized_mutual_info_score`` against the query labels.
+
+Cost: Recall@K for every K comes from ``first_q``, which is found by counting
+(items scored above the best same-class item, plus equal-scored items of
+lower index), so large K (SOP's K=1000) costs nothing extra. MAP@R and
+R-precision need the top max_q R_q items of each query (``tf.math.top_k``).
+Memory per chunk is O(chunk * (Ng + max R)); the full [Nq, Ng] matrix is never
+formed.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_dml.evaluation import search
+
+METRICS = ("recall", "map_at_r", "r_precision", "nmi")
+LONE_QUERY_POLICIES = ("exclude", "count")
+
+
+def _as_labels(labels, name, n):
+    if isinstance(labels, tf.Tensor):
+        labels = labels.numpy()
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be class labels of shape [N] or [N, 1]; "
+                         f"got shape {labels.shape}.")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but there are "
+                         f"{n} embeddings.")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return labels
+
+
+def _check_ks(ks):
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(ks)
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers; got {ks!r}.")
+    return tuple(int(k) for k in ks)
+
+
+@tf.function(input_signature=[
+    tf.TensorSpec([None, None], tf.float32),  # queries, L2-normalised
+    tf.TensorSpec([None], tf.int32),          # query label ids
+    tf.TensorSpec([None, None], tf.float32),  # gallery, L2-normalised
+    tf.TensorSpec([None], tf.int32),          # gallery label ids
+    tf.TensorSpec([], tf.int32),              # first query row of the chunk
+    tf.TensorSpec([], tf.int32),              # k for top_k (0: none)
+    tf.TensorSpec([], tf.bool),               # exclude self
+])
+def _chunk_stats(q, ql, g, gl, start, k_top, exclude_self):
+    """Rank of the first same-class item [c] and same-class flags of the top k."""
+    s = tf.matmul(q, g, transpose_b=True)
+    c = tf.shape(q)[0]
+    n = tf.shape(g)[0]
+    rows = tf.range(c)
+    neg_inf = tf.constant(-np.inf, tf.float32)
+    s = tf.cond(
+        exclude_self,
+        lambda: tf.tensor_scatter_nd_update(
+            s, tf.stack([rows, start + rows], axis=1), tf.fill([c], neg_inf)),
+        lambda: s)
+    same = tf.equal(ql[:, None], gl[None, :])
+    # Best score among same-class items (the query itself is at -inf).
+    best = tf.reduce_max(tf.where(same, s, neg_inf), axis=1, keepdims=True)
+    above = tf.reduce_sum(tf.cast(s > best, tf.int32), axis=1)
+    # Ties with the best positive: items of lower index rank before it.
+    col = tf.range(n)[None, :]
+    ties = tf.equal(s, best)
+    first_pos = tf.reduce_min(
+        tf.where(tf.logical_and(ties, same), col, n), axis=1, keepdims=True)
+    tied_before = tf.reduce_sum(
+        tf.cast(tf.logical_and(ties, col < first_pos), tf.int32), axis=1)
+    first_rank = above + tied_before + 1            # 1-based
+    _, top_idx = tf.math.top_k(s, k=k_top)
+    top_same = tf.equal(tf.gather(gl, top_idx), ql[:, None])
+    return first_rank, top_same
+
+
+def _average_precision_at_r(top_same, r):
+    """Per-row MAP@R and R-precision from [n, k] same-class flags and R [n]."""
+    k = top_same.shape[1]
+    in_r = np.arange(k)[None, :] < r[:, None]
+    rel = top_same & in_r
+    hits = np.cumsum(rel, axis=1)
+    prec = hits / np.arange(1, k + 1)[None, :]
+    r_safe = np.maximum(r, 1)
+    ap = np.sum(prec * rel, axis=1) / r_safe
+    rp = np.sum(rel, axis=1) / r_safe
+    return ap, rp
+
+
+def _nmi(embeddings, labels, seed):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True),
+                                1e-6)
+    k = len(np.unique(labels))
+    if k > x.shape[0]:
+        raise ValueError("NMI needs at least as many queries as classes.")
+    clusters = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x)
+    return float(normalized_mutual_info_score(labels, clusters))
+
+
+def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
+                      gallery_labels=None, ks=(1, 2, 4, 8),
+                      metrics=("recall", "map_at_r", "r_precision"),
+                      lone_queries="exclude", chunk_size=None, seed=0):
+    """Recall@K, MAP@R, R-precision (and NMI) of cosine nearest neighbours.
+
+    Args:
+        query_emb: [Nq, D] embeddings (any scale; they are L2-normalised).
+        query_labels: [Nq] class labels (any hashable numpy dtype: ints, str).
+        gallery_emb, gallery_labels: [Ng, D] / [Ng] gallery (query/gallery mode,
+            e.g. In-Shop). If None, every query searches the other queries and
+            is excluded from its own results by index.
+        ks: the K of Recall@K.
+        metrics: any of "recall", "map_at_r", "r_precision", "nmi".
+        lone_queries: "exclude" (PML's behaviour) or "count"; see module doc.
+        chunk_size: queries per chunk (None: from a 256 MB budget).
+        seed: k-means seed for NMI.
+
+    Returns:
+        dict of Python floats: "recall@K" for each K, "map@r", "r_precision",
+        "nmi" (those requested).
+    """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = set(metrics) - set(METRICS)
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be a non-empty subset of {METRICS}; "
+                         f"got {metrics!r}.")
+    if lone_queries not in LONE_QUERY_POLICIES:
+        raise ValueError(f"lone_queries must be one of {LONE_QUERY_POLICIES}; "
+                         f"got {lone_queries!r}.")
+    ks = _check_ks(ks)
+    q = search.as_embeddings(query_emb, "query_emb")
+    ql = _as_labels(query_labels, "query_labels", q.shape[0])
+    self_retrieval = gallery_emb is None
+    if self_retrieval:
+        if gallery_labels is not None:
+            raise ValueError("gallery_labels given without gallery_emb.")
+        g, gl = q, ql
+    else:
+        if gallery_labels is None:
+            raise ValueError("gallery_emb given without gallery_labels.")
+        g = search.as_embeddings(gallery_emb, "gallery_emb")
+        gl = _as_labels(gallery_labels, "gallery_labels", g.shape[0])
+        if g.shape[1] != q.shape[1]:
+            raise ValueError(f"query_emb has dimension {q.shape[1]} but "
+                             f"gallery_emb has {g.shape[1]}.")
+    if q.shape[0] == 0 or g.shape[0] == 0:
+        raise ValueError("query and gallery sets must not be empty.")
+
+    # Integer class ids shared by queries and gallery.
+    _, ids = np.unique(np.concatenate([ql, gl]), return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int32)
+    qid, gid = ids[:q.shape[0]], ids[q.shape[0]:]
+    counts = np.bincount(gid, minlength=int(ids.max()) + 1)
+    r = counts[qid] - (1 if self_retrieval else 0)        # R_q
+    has_match = r > 0
+
+    out = {}
+    need_knn = [m for m in metrics if m != "nmi"]
+    if need_knn:
+        if lone_queries == "exclude":
+            if not np.any(has_match):
+                raise ValueError(
+                    "No query has a same-class item in the gallery (every "
+                    "class has a single item in self-retrieval, or the query "
+                    "classes are absent from the gallery): retrieval metrics "
+                    "are undefined.")
+            weight = has_match.astype(np.float64)
+        else:
+            weight = np.ones(q.shape[0], np.float64)
+        need_top = any(m in ("map_at_r", "r_precision") for m in metrics)
+        k_top = int(r.max()) if need_top else 0
+        chunk = search.check_chunk_size(chunk_size, q.shape[0], g.shape[0], k_top)
+        gallery = search.Gallery(g, "cosine")
+        g_ids = tf.constant(gid)
+        first_rank = np.empty(q.shape[0], np.int64)
+        ap = np.zeros(q.shape[0])
+        rp = np.zeros(q.shape[0])
+        for start in range(0, q.shape[0], chunk):
+            stop = min(start + chunk, q.shape[0])
+            qc = gallery.prepare_queries(q[start:stop])
+            rank, top_same = _chunk_stats(
+                qc, tf.constant(qid[start:stop]), gallery.embeddings, g_ids,
+                tf.constant(start, tf.int32), tf.constant(k_top, tf.int32),
+                tf.constant(self_retrieval))
+            first_rank[start:stop] = rank.numpy()
+            if need_top:
+                ap[start:stop], rp[start:stop] = _average_precision_at_r(
+                    top_same.numpy(), r[start:stop])
+        first_rank[~has_match] = np.iinfo(np.int64).max     # never a hit
+        ap[~has_match] = 0.0
+        rp[~has_match] = 0.0
+        total = weight.sum()
+        if "recall" in metrics:
+            for k in ks:
+                out[f"recall@{k}"] = float(np.sum(weight * (first_rank <= k)) / total)
+        if "map_at_r" in metrics:
+            out["map@r"] = float(np.sum(weight * ap) / total)
+        if "r_precision" in metrics:
+            out["r_precision"] = float(np.sum(weight * rp) / total)
+    if "nmi" in metrics:
+        out["nmi"] = _nmi(q, qid, seed)
+    return out
