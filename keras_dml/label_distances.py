@@ -39,6 +39,14 @@ __all__ = [
 ]
 
 
+def _nonzero(x):
+    """Boolean ``x != 0`` for bool, int or float masks."""
+    x = tf.convert_to_tensor(x)
+    if x.dtype == tf.bool:
+        return x
+    return tf.not_equal(x, tf.zeros_like(x))
+
+
 def _float_tensor(x, name):
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -55,7 +63,7 @@ def _expand_visibility(visibility, num_coords, dtype, name):
     v = tf.convert_to_tensor(visibility)
     if v.shape.rank != 2:
         raise ValueError(f"{name} must have shape [N, J] or [N, L]; got {v.shape}.")
-    v = tf.cast(tf.not_equal(v, tf.zeros_like(v)), dtype)
+    v = tf.cast(_nonzero(v), dtype)
     width = v.shape[1]
     if width is None:
         raise ValueError(f"The width of {name} must be known.")
@@ -199,7 +207,7 @@ def one_minus_miou(maps1, maps2=None, num_classes=None, mask1=None, mask2=None):
         flat = tf.reshape(maps, [tf.shape(maps)[0], -1])
         oh = tf.one_hot(flat, num_classes, dtype=tf.float32)    # [N, P, C]; out of range -> 0
         if mask is not None:
-            m = tf.reshape(tf.cast(tf.not_equal(tf.convert_to_tensor(mask), 0), tf.float32),
+            m = tf.reshape(tf.cast(_nonzero(mask), tf.float32),
                            [tf.shape(maps)[0], -1])
             oh = oh * m[:, :, None]
         return oh
@@ -368,7 +376,7 @@ def caption_set_distance(captions1, captions2=None, mask1=None, mask2=None,
     def present(c, mask):
         if mask is None:
             return tf.reduce_any(tf.not_equal(c, 0), axis=-1)
-        return tf.not_equal(tf.convert_to_tensor(mask), 0)
+        return _nonzero(mask)
 
     p1 = present(c1, mask1)
     p2 = p1 if self_distances else present(c2, mask2)
