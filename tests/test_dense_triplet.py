@@ -175,18 +175,20 @@ def test_dense_first_is_the_authors_code_on_a_sorted_batch(rng):
 def test_chunked_hinge_visits_bounded_blocks(rng):
     b, block = 23, 4
     d = tf.constant(rng.uniform(size=(b, b)))
-    sizes = []
+    seen = []
 
-    def valid_fn(start, stop):
-        sizes.append(int(stop - start))
-        return tf.ones([stop - start, b, b], tf.bool)
+    def valid_fn(anchors, rows):
+        seen.append(anchors.numpy().tolist())
+        assert rows[0].shape == (block, b)
+        return tf.ones([block, b, b], tf.bool)
 
     with tf.GradientTape() as tape:
         tape.watch(d)
-        loss = chunked_triplet_hinge(d, valid_fn, 0.1, block_size=block)
+        loss = chunked_triplet_hinge(d, [d], valid_fn, 0.1, block_size=block)
     g = tape.gradient(loss, d).numpy()
-    assert sizes == [4, 4, 4, 4, 4, 3]
-    assert max(sizes) * b * b < b ** 3
+    # Six blocks of 4 anchors; the last is padded (anchor 23 does not exist
+    # and contributes no triplet).
+    assert seen == [list(range(s, s + 4)) for s in range(0, 24, 4)]
     # Reference over all (a, i, j): mean of relu(d[a,i] - d[a,j] + 0.1).
     dn = d.numpy()
     h = dn[:, :, None] - dn[:, None, :] + 0.1
@@ -338,3 +340,37 @@ def test_bad_arguments():
         kd.losses.DenseTripletLoss(block_size=0)
     with pytest.raises(ValueError, match="anchors"):
         kd.losses.DenseTripletLoss(anchors="x")
+
+
+# ---------------------------------------------------------------- XLA
+
+XLA_LOSSES = [
+    ("log_ratio", lambda: kd.losses.LogRatioLoss()),
+    ("log_ratio_first", lambda: kd.losses.LogRatioLoss(anchors="first", squared=False)),
+    ("dense", lambda: kd.losses.DenseTripletLoss()),
+    ("dense_blocks", lambda: kd.losses.DenseTripletLoss(block_size=4)),
+    ("dense_first", lambda: kd.losses.DenseTripletLoss(anchors="first")),
+    ("binary", lambda: kd.losses.BinaryTripletLoss(positives=3)),
+    ("binary_blocks", lambda: kd.losses.BinaryTripletLoss(positives=2, block_size=3)),
+    ("binary_threshold", lambda: kd.losses.BinaryTripletLoss(threshold=1.0, block_size=5)),
+]
+
+
+@pytest.mark.parametrize("name,make", XLA_LOSSES, ids=[n for n, _ in XLA_LOSSES])
+def test_xla_matches_eager(rng, name, make):
+    # Keras turns XLA on by default in fit() on GPU machines (jit_compile="auto").
+    loss = make()
+    f = tf.constant(rng.normal(size=(11, 3)).astype("float32"))
+    y = tf.constant(rng.normal(size=(11, 2)).astype("float32"))
+
+    def step(y, f):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            value = loss(y, f)
+        return value, tape.gradient(value, f)
+
+    eager = step(y, f)
+    xla = tf.function(step, jit_compile=True)(y, f)
+    np.testing.assert_allclose(xla[0].numpy(), eager[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(xla[1].numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(eager[1].numpy()).max() > 1e-4

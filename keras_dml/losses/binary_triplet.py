@@ -11,16 +11,16 @@ import tensorflow as tf
 
 from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.dense_triplet import (
-    _not_anchor, chunked_triplet_hinge, triplet_distances)
+    _dim, _not_anchor, chunked_triplet_hinge, triplet_distances)
 from keras_dml.losses.log_ratio import (
     _check_anchors, _check_label_distance, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 
-def binary_label_masks(label_dist, positives=5, threshold=None, first_row=0):
+def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
     """(positive, negative) bool masks [A, B] from label distances [A, B].
 
-    Row r is anchor ``first_row + r``; the anchor is neither.
+    Row r is anchor ``anchors[r]`` (default r); the anchor is neither.
 
     * ``threshold=None``: the ``positives`` nearest samples of the anchor in
       label space (ties broken by batch position, the earlier first) are
@@ -29,8 +29,9 @@ def binary_label_masks(label_dist, positives=5, threshold=None, first_row=0):
       ``D_y(a, i) <= threshold`` (``positives`` is not used).
     """
     label_dist = tf.convert_to_tensor(label_dist)
-    rows, width = tf.shape(label_dist)[0], tf.shape(label_dist)[1]
-    not_self = _not_anchor(first_row, first_row + rows, width)
+    if anchors is None:
+        anchors = tf.range(tf.shape(label_dist)[0])
+    not_self = _not_anchor(anchors, _dim(label_dist, 1))
     if threshold is None:
         big = tf.constant(label_dist.dtype.max, label_dist.dtype)
         scores = tf.where(not_self, label_dist, big)
@@ -75,12 +76,12 @@ def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
     dy = tf.cast(label_dist, dist.dtype)
     if first:
         dy = dy[:1]
-    pos, neg = binary_label_masks(dy, positives, threshold)
 
-    def valid_fn(start, stop):
-        return tf.logical_and(pos[start:stop, :, None], neg[start:stop, None, :])
+    def valid_fn(anchor_ids, rows):
+        pos, neg = binary_label_masks(rows[0], positives, threshold, anchor_ids)
+        return tf.logical_and(pos[:, :, None], neg[:, None, :])
 
-    return chunked_triplet_hinge(dist, valid_fn, margin, block_size)
+    return chunked_triplet_hinge(dist, [dy], valid_fn, margin, block_size)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

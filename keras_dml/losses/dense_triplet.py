@@ -18,64 +18,99 @@ from keras_dml.losses.log_ratio import (
 DEFAULT_TRIPLET_BUDGET = 1 << 22
 
 
-def chunked_triplet_hinge(dist, valid_fn, margin, block_size=None):
+def _dim(x, axis):
+    """Static size of ``x`` along ``axis`` if known, else a scalar tensor."""
+    static = x.shape[axis]
+    return static if static is not None else tf.shape(x)[axis]
+
+
+def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None):
     """Mean over valid triplets of ``relu(dist[a, i] - dist[a, j] + margin)``.
 
         L = 1/|T| * sum_{(a, i, j) in T} max(0, dist[a, i] - dist[a, j] + margin)
 
-    T is given block by block by ``valid_fn(start, stop) -> bool [b, B, B]``
-    (anchors ``start..stop-1``). The anchors are processed in blocks of
-    ``block_size`` (default: as many as fit in ``DEFAULT_TRIPLET_BUDGET``
-    floats, ``block * B * B``), so no more than one block of triplets lives at
-    once, in the forward *and* the backward pass: the gradient with respect to
-    ``dist`` is accumulated blockwise in the same loop,
+    The anchors are processed in blocks of ``block_size`` (default: as many
+    as fit in ``DEFAULT_TRIPLET_BUDGET`` floats, ``block * B * B``), so no
+    more than one block of triplets lives at once, in the forward *and* the
+    backward pass: the gradient with respect to ``dist`` is accumulated
+    blockwise in the same loop,
 
-        dL/d dist[a, i] = 1/|T| (#{j: (a, i, j) active} - #{j: (a, j, i) active}),
+        dL/d dist[a, i] = 1/|T| (#{j: (a, i, j) active} - #{j: (a, j, i) active})
 
     (active = valid and hinge > 0) and returned by a custom gradient, instead
     of letting autodiff keep every block of the loop for backprop.
 
+    XLA: with a static batch size every block has a static shape (the anchors
+    are padded to a whole number of blocks; padded anchors have no triplet),
+    so the loop compiles with ``jit_compile=True``.
+
     Args:
       dist: [A, B] embedding distances, row r = anchor r.
-      valid_fn: callable (start, stop) -> [stop - start, B, B] bool.
+      row_data: list of [A, B] tensors (e.g. label distances) sliced into the
+        same anchor blocks as ``dist`` and handed to ``valid_fn``.
+      valid_fn: callable (anchors, rows) -> [b, B, B] bool, the triplets T
+        of the block: ``anchors`` int32 [b] are the rows' anchor indices,
+        ``rows`` the blocks of ``row_data``.
       margin: float.
+      block_size: anchors per block (None: from the budget).
     Returns:
       A scalar; 0 with a zero gradient if T is empty.
     """
     dist = tf.convert_to_tensor(dist)
     dtype = dist.dtype
     margin = tf.constant(margin, dtype)
+    row_data = [tf.convert_to_tensor(x) for x in row_data]
 
     @tf.custom_gradient
     def hinge(d):
-        num_anchors = tf.shape(d)[0]
-        width = tf.shape(d)[1]
-        if block_size is None:
-            block = tf.maximum(1, DEFAULT_TRIPLET_BUDGET // tf.maximum(width * width, 1))
+        num_anchors, width = _dim(d, 0), _dim(d, 1)
+        static = isinstance(num_anchors, int) and isinstance(width, int)
+        if block_size is not None:
+            block = int(block_size)
+        elif isinstance(width, int):
+            block = max(1, DEFAULT_TRIPLET_BUDGET // max(width * width, 1))
         else:
-            block = tf.constant(int(block_size), tf.int32)
+            block = tf.maximum(1, DEFAULT_TRIPLET_BUDGET // tf.maximum(width * width, 1))
+        if isinstance(num_anchors, int) and isinstance(block, int):
+            block = max(1, min(block, num_anchors))
+        num_blocks = (num_anchors + block - 1) // block
+        pad = num_blocks * block - num_anchors
+        padded = [tf.pad(x, [[0, pad], [0, 0]]) for x in [d] + row_data]
 
-        def body(start, total, count, grads, step):
-            stop = tf.minimum(start + block, num_anchors)
-            rows = d[start:stop]
+        def body(step, total, count, grads):
+            start = step * block
+            blocks = [tf.slice(x, tf.stack([start, 0]), tf.stack([block, _dim(x, 1)]))
+                      for x in padded]
+            rows = blocks[0]
+            if static:
+                rows = tf.ensure_shape(rows, [block, width])
+            anchors = start + tf.range(block)
+            real = anchors < num_anchors                          # padding rows: none
             h = rows[:, :, None] - rows[:, None, :] + margin        # [b, B, B]
-            valid = valid_fn(start, stop)
+            valid = tf.logical_and(valid_fn(anchors, blocks[1:]), real[:, None, None])
             active = tf.logical_and(valid, h > 0)
             total += tf.reduce_sum(tf.where(active, h, tf.zeros_like(h)))
             count += tf.reduce_sum(tf.cast(valid, dtype))
             act = tf.cast(active, dtype)
             grads = grads.write(step, tf.reduce_sum(act, axis=2) - tf.reduce_sum(act, axis=1))
-            return stop, total, count, grads, step + 1
+            return step + 1, total, count, grads
 
         zero = tf.zeros([], dtype)
-        grads = tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False,
-                               element_shape=tf.TensorShape([None, None]))
-        _, total, count, grads, _ = tf.while_loop(
-            lambda start, *_: start < num_anchors, body,
-            (tf.constant(0, tf.int32), zero, zero, grads, tf.constant(0, tf.int32)))
-        g = tf.cond(num_anchors > 0, lambda: grads.concat(),
-                    lambda: tf.zeros_like(d))
-        g = tf.reshape(g, tf.shape(d))
+        if isinstance(num_blocks, int) and num_blocks == 0:
+            total, count, g = zero, zero, tf.zeros_like(d)
+        else:
+            shape = tf.TensorShape([block if isinstance(block, int) else None,
+                                    width if isinstance(width, int) else None])
+            grads = tf.TensorArray(dtype, size=num_blocks, element_shape=shape)
+            _, total, count, grads = tf.while_loop(
+                lambda step, *_: step < num_blocks, body,
+                (tf.constant(0, tf.int32), zero, zero, grads))
+            if static:
+                g = grads.stack()
+            else:
+                g = tf.cond(num_blocks > 0, grads.stack,
+                            lambda: tf.zeros([0, block, width], dtype))
+            g = tf.reshape(g, tf.stack([num_blocks * block, width]))[:num_anchors]
         loss = tf.math.divide_no_nan(total, count)
 
         def grad(upstream):
@@ -86,9 +121,8 @@ def chunked_triplet_hinge(dist, valid_fn, margin, block_size=None):
     return hinge(dist)
 
 
-def _not_anchor(start, stop, width):
-    """[b, B] bool: column i is not the anchor start + r of row r."""
-    anchors = tf.range(start, stop)
+def _not_anchor(anchors, width):
+    """[b, B] bool: column i is not the anchor ``anchors[r]`` of row r."""
     return tf.not_equal(tf.range(width)[None, :], anchors[:, None])
 
 
@@ -139,16 +173,15 @@ def dense_triplet_loss(embeddings, label_dist, margin=0.03, squared=True,
     dy = tf.cast(label_dist, dist.dtype)
     if first:
         dy = dy[:1]
-    width = tf.shape(dist)[1]
+    width = _dim(dist, 1)
 
-    def valid_fn(start, stop):
-        rows = dy[start:stop]
-        closer = rows[:, :, None] < rows[:, None, :]
-        not_a = _not_anchor(start, stop, width)
+    def valid_fn(anchor_ids, rows):
+        closer = rows[0][:, :, None] < rows[0][:, None, :]
+        not_a = _not_anchor(anchor_ids, width)
         return tf.logical_and(
             closer, tf.logical_and(not_a[:, :, None], not_a[:, None, :]))
 
-    return chunked_triplet_hinge(dist, valid_fn, margin, block_size)
+    return chunked_triplet_hinge(dist, [dy], valid_fn, margin, block_size)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

@@ -1,0 +1,199 @@
+"""Time and peak memory per training step of LogRatioLoss(anchors="all").
+
+    python bench/log_ratio.py            # B = 128 ... 2048, D = 128
+    python bench/log_ratio.py --quick    # tiny sizes, to check the script runs
+
+A step is the loss and its gradient w.r.t. the embeddings [B, D] (labels
+[B, 3], squared-L2 label distances computed in the loss) inside
+``tf.function``. Two implementations are compared:
+
+* ``O(B^2)``: ``kd.losses.LogRatioLoss(anchors="all")`` (per-anchor sums of
+  squares, [B, B] tensors only);
+* ``B^3``: the straightforward enumeration of every triplet (a, i, j) as a
+  [B, B, B] tensor of log-ratio differences, run only where its estimated
+  memory fits ``--naive-max-gb``. Both give the same value (checked, the
+  relative difference is printed).
+
+Each (implementation, B) runs in a fresh subprocess. Peak memory is
+``tf.config.experimental.get_memory_info("GPU:0")`` on a GPU; on CPU (where
+TF's counter sees only some allocations: 0 for the O(B^2) step) it is the
+growth of the process' peak RSS (``ru_maxrss``) over the RSS just before the
+first step (after import, inputs and tracing); allocator caching and the
+~15 MB of first-run buffers make it a coarse, upper-bound figure at small B. The
+analytic size of the largest tensor (4 B^2 or 4 B^3 bytes) is printed next
+to it. The cost exponent is the least-squares slope of log(time) against
+log(B) (all sizes, and the three largest, where per-op overheads matter
+least).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def naive_log_ratio(labels, embeddings, eps=1e-6):
+    """Every triplet enumerated: [B, B, B] differences (the baseline)."""
+    import tensorflow as tf
+    from keras_dml import label_distances, ops
+    b = tf.shape(embeddings)[0]
+    d = ops.pairwise_squared_distances(embeddings)
+    dy = label_distances.squared_l2(labels)
+    r = tf.math.log(d + eps) - tf.math.log(dy + eps)
+    diff = r[:, :, None] - r[:, None, :]                           # [a, i, j]
+    idx = tf.range(b)
+    pair = idx[:, None] < idx[None, :]
+    not_a = tf.not_equal(idx[None, :], idx[:, None])               # [a, i]
+    mask = tf.logical_and(pair[None], tf.logical_and(not_a[:, :, None], not_a[:, None, :]))
+    mask = tf.cast(mask, d.dtype)
+    per_anchor = tf.reduce_sum(tf.square(diff) * mask, axis=[1, 2]) / tf.reduce_sum(mask, axis=[1, 2])
+    return tf.reduce_mean(per_anchor)
+
+
+def worker(method, batch, dim, repeats, threads):
+    import resource
+
+    import numpy as np
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras_dml as kd
+
+    rng = np.random.default_rng(0)
+    emb = tf.constant(rng.normal(size=(batch, dim)).astype("float32"))
+    labels = tf.constant(rng.uniform(size=(batch, 3)).astype("float32"))
+    loss = kd.losses.LogRatioLoss(anchors="all")
+
+    def value(y, f):
+        return loss(y, f) if method == "ours" else naive_log_ratio(y, f)
+
+    @tf.function
+    def step(y, f):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            v = value(y, f)
+        return v, tape.gradient(v, f)
+
+    step.get_concrete_function(labels, emb)                  # trace only
+    rss_before = _current_rss()
+    v, g = step(labels, emb)
+    _ = g.numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        v, g = step(labels, emb)
+        _ = g.numpy()
+        times.append(time.perf_counter() - start)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if tf.config.list_logical_devices("GPU"):
+        peak, how = tf.config.experimental.get_memory_info("GPU:0")["peak"], "tf"
+    else:
+        # TF's CPU counter (get_memory_info("CPU:0")) tracks only some
+        # allocations (0 for the O(B^2) step here): use the RSS peak.
+        peak, how = max(peak_rss - rss_before, 0), "rss"
+    largest = 4 * batch ** 2 if method == "ours" else 4 * batch ** 3
+    print(json.dumps({"method": method, "batch": batch, "ms": 1e3 * float(np.median(times)),
+                      "peak_bytes": int(peak), "how": how, "largest_bytes": largest,
+                      "value": float(v)}))
+
+
+def _current_rss():
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss
+    except ImportError:                                       # Linux fallback
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_worker(method, batch, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", method,
+           "--batch", str(batch), "--dim", str(args.dim),
+           "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"method": method, "batch": batch, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def slope(points):
+    import numpy as np
+    if len(points) < 2:
+        return float("nan")
+    x = np.log([p[0] for p in points])
+    y = np.log([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (B = 32, 64, 128)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--naive-max-gb", type=float, default=4.0,
+                        help="skip the B^3 enumeration above ~6 * 4 B^3 bytes")
+    parser.add_argument("--threads", type=int, default=0, help="TF threads (0: default)")
+    parser.add_argument("--worker", choices=["ours", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 10
+    if args.worker:
+        worker(args.worker, args.batch, args.dim, args.repeats, args.threads)
+        return
+    sizes = args.sizes or ([32, 64, 128] if args.quick else [128, 256, 512, 1024, 2048])
+
+    rows = []
+    for b in sizes:
+        ours = run_worker("ours", b, args)
+        naive_gb = 6 * 4 * b ** 3 / 2 ** 30
+        naive = (run_worker("naive", b, args) if naive_gb <= args.naive_max_gb
+                 else {"skipped": f"~{naive_gb:.0f} GB"})
+        rows.append((b, ours, naive))
+        print(f"  done B={b}", file=sys.stderr, flush=True)
+
+    print(f"\nLogRatioLoss(anchors='all'), forward + backward, D = {args.dim}, "
+          f"median of {args.repeats} steps\n")
+    print("| B | O(B^2) ms | O(B^2) peak MB | largest tensor MB | B^3 ms | B^3 peak MB "
+          "| largest tensor MB | speed-up | rel. diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    hows = set()
+    for b, o, n in rows:
+        if "error" in o:
+            print(f"| {b} | error: {o['error']} | | | | | | | |")
+            continue
+        hows.add(o["how"])
+        cells = [str(b), f"{o['ms']:.2f}", f"{o['peak_bytes'] / 2**20:.1f}",
+                 f"{o['largest_bytes'] / 2**20:.2f}"]
+        if "ms" in n:
+            hows.add(n["how"])
+            rel = abs(n["value"] - o["value"]) / max(abs(n["value"]), 1e-30)
+            cells += [f"{n['ms']:.2f}", f"{n['peak_bytes'] / 2**20:.1f}",
+                      f"{n['largest_bytes'] / 2**20:.1f}", f"{n['ms'] / o['ms']:.1f}x",
+                      f"{rel:.1e}"]
+        else:
+            cells += [n.get("skipped", f"error: {n.get('error')}"), "", "", "", ""]
+        print("| " + " | ".join(cells) + " |")
+    ours_pts = [(b, o["ms"]) for b, o, _ in rows if "ms" in o]
+    naive_pts = [(b, n["ms"]) for b, _, n in rows if "ms" in n]
+    print(f"\nfitted cost exponent (log-log slope of time vs B):")
+    print(f"  O(B^2) implementation: {slope(ours_pts):.2f} (all sizes), "
+          f"{slope(ours_pts[-3:]):.2f} (three largest)")
+    if len(naive_pts) >= 2:
+        print(f"  B^3 enumeration:       {slope(naive_pts):.2f} (all sizes it ran)")
+    how = ", ".join(sorted(hows))
+    print(f"\npeak memory measured as: {how} "
+          "(rss = growth of the fresh subprocess' peak RSS over its RSS before the first step; "
+          "tf = tf.config.experimental.get_memory_info('GPU:0'))")
+
+
+if __name__ == "__main__":
+    main()
