@@ -1,0 +1,239 @@
+"""SavedModel export for serving: images in, L2-normalised embeddings out.
+
+    kd.export.export_saved_model(model, "out/saved_model", image_shape=(28, 28, 1),
+                                 preprocess="efficientnet_lite")
+
+    loaded = tf.saved_model.load("out/saved_model")
+    emb = loaded.signatures["serving_default"](images=uint8_batch)["embeddings"]
+    emb = loaded.signatures["serving_bytes"](image_bytes=png_or_jpeg_strings)["embeddings"]
+
+Two signatures:
+
+* ``serving_default(images)``: uint8 ``[N, H, W, C]`` in the data set's
+  native layout (``image_shape``; Fashion-MNIST ``[N, 28, 28, 1]``);
+* ``serving_bytes(image_bytes)``: string ``[N]`` of encoded JPEG or PNG
+  files, decoded to C channels, resized to (H, W) if they are another size,
+  then the same path as ``serving_default``. Bytes that are not a JPEG or a
+  PNG (or are truncated) fail with an ``InvalidArgumentError`` naming the
+  problem.
+
+Both return ``{"embeddings": float32 [N, D]}``, L2-normalised. Inside, in
+order: cast to float32 (values stay 0-255), grey -> RGB (or RGB -> grey) to
+the model's channel count, ``tf.image.resize`` to the model's input size
+(``resize_to``; bilinear, half-pixel centres, no antialiasing, skipped when
+the size already matches), the backbone's normalisation (``preprocess``),
+the model, L2 normalisation. Training pipelines should resize the same way
+for the served embeddings to equal the evaluated ones.
+
+The archive is written with ``keras.export.ExportArchive`` endpoints (not
+``archive.track(model)``): the archive then holds exactly the variables the
+two signatures read, so a ``MetricModel``'s proxies (used by the loss only)
+are not exported, and Keras 3 handles the Keras-variable / tf.Variable
+bookkeeping. A JSON description of the preprocessing is written to
+``<path>/assets.extra/keras_dml.json``.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.backbones import preprocessing as _preprocessing
+
+OUTPUT_KEY = "embeddings"
+_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
+                   "lanczos5", "gaussian", "mitchellcubic")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _resolve_preprocess(preprocess):
+    """(callable, name) from a preprocessing name, backbone name or callable."""
+    if callable(preprocess):
+        return preprocess, getattr(preprocess, "__name__", "callable")
+    if preprocess is None:
+        return _preprocessing.identity, "identity"
+    if preprocess in _preprocessing.PREPROCESSING:
+        return _preprocessing.PREPROCESSING[preprocess], preprocess
+    from keras_dml import backbones  # backbone names map to their preprocessing
+    try:
+        name = backbones.preprocessing_name(preprocess)
+    except ValueError:
+        raise ValueError(
+            f"unknown preprocess {preprocess!r}: give a callable, a "
+            f"preprocessing name {sorted(_preprocessing.PREPROCESSING)} or a "
+            f"backbone name {backbones.available()}.") from None
+    return _preprocessing.PREPROCESSING[name], name
+
+
+def _model_input_shape(model):
+    """(h, w, c) the model takes, with None for unknown dims, or None."""
+    shape = None
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        shape = None
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            raise ValueError("export_saved_model needs a single-input model.")
+        shape = shape[0]
+    if shape is None:
+        for attr in ("embedder", "backbone"):
+            sub = getattr(model, attr, None)
+            if isinstance(sub, keras.Model):
+                return _model_input_shape(sub)
+        return None
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"the model must take images [N, H, W, C]; its input shape is {shape}.")
+    return shape[1:]
+
+
+def _check_image_shape(image_shape):
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3 or image_shape[-1] not in (1, 3) or \
+            min(image_shape[:2]) < 1:
+        raise ValueError(
+            "image_shape must be (H, W, C) with C = 1 (grey) or 3 (RGB); got "
+            f"{image_shape}.")
+    return image_shape
+
+
+def _convert_channels(images, channels):
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(images)
+    if have == 3 and channels == 1:
+        return tf.image.rgb_to_grayscale(images)
+    raise ValueError(f"cannot convert {have}-channel images to {channels} channels.")
+
+
+def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None,
+                       resize_method="bilinear", channels=None):
+    """Write a SavedModel that maps raw images to L2-normalised embeddings.
+
+    Args:
+      model: a Keras model mapping preprocessed images [N, h, w, c] to
+        embeddings [N, D] (e.g. ``kd.models.MetricModel``, whose ``call``
+        gives embeddings without proxies). Called with ``training=False``.
+      path: output directory.
+      image_shape: (H, W, C) of the uint8 images the serving_default
+        signature takes, the data set's native layout (C = 1 or 3).
+      preprocess: the backbone's normalisation: a name from
+        ``kd.backbones.preprocessing.PREPROCESSING`` (e.g.
+        "efficientnet_lite"), a backbone name (e.g. "bn_inception"), a
+        callable on float32 0-255 images, or None (values stay 0-255).
+      resize_to: (h, w) the images are resized to before ``preprocess``;
+        default the model's static input size, else no resize.
+      resize_method: ``tf.image.resize`` method.
+      channels: channel count the model takes; default from the model's
+        input shape (needed only for models without one).
+    Returns:
+      ``path``.
+    """
+    image_shape = _check_image_shape(image_shape)
+    height, width, image_channels = image_shape
+    preprocess_fn, preprocess_name = _resolve_preprocess(preprocess)
+    if resize_method not in _RESIZE_METHODS:
+        raise ValueError(
+            f"resize_method must be one of {_RESIZE_METHODS}; got {resize_method!r}.")
+    model_shape = _model_input_shape(model) or (None, None, None)
+    if channels is None:
+        channels = model_shape[2]
+    if channels is None:
+        raise ValueError(
+            "the model's input channel count is unknown; pass channels=1 or 3.")
+    channels = int(channels)
+    if channels not in (1, 3):
+        raise ValueError(f"models taking {channels} channels cannot be served "
+                         "from grey or RGB images.")
+    if resize_to is None:
+        resize_to = (model_shape[0] or height, model_shape[1] or width)
+    resize_to = tuple(int(d) for d in resize_to)
+    if len(resize_to) != 2 or min(resize_to) < 1:
+        raise ValueError(f"resize_to must be (h, w); got {resize_to}.")
+    for axis, (want, have) in enumerate(zip(model_shape[:2], resize_to)):
+        if want is not None and want != have:
+            raise ValueError(
+                f"resize_to={resize_to} does not match the model's input size "
+                f"{model_shape[:2]}.")
+
+    def prepare(images_float):
+        x = _convert_channels(images_float, channels)
+        if resize_to != (height, width):
+            x = tf.image.resize(x, resize_to, method=resize_method)
+        return tf.cast(preprocess_fn(x), tf.float32)
+
+    def embed(images_float):
+        embeddings = model(prepare(images_float), training=False)
+        if isinstance(embeddings, (dict, list, tuple)):
+            raise ValueError(
+                "the model must return one embeddings tensor [N, D] from call(); "
+                f"got {type(embeddings).__name__}.")
+        embeddings = tf.cast(embeddings, tf.float32)
+        return {OUTPUT_KEY: ops.l2_normalize(embeddings, axis=-1)}
+
+    # One eager call builds an unbuilt model and surfaces shape errors here,
+    # not deep inside tracing.
+    probe = embed(tf.zeros((1, height, width, image_channels), tf.float32))
+    if probe[OUTPUT_KEY].shape.rank != 2:
+        raise ValueError(
+            "the model must return embeddings of shape [N, D]; got "
+            f"{probe[OUTPUT_KEY].shape}.")
+
+    def serving_default(images):
+        return embed(tf.cast(images, tf.float32))
+
+    def decode_one(data):
+        image = tf.io.decode_image(data, channels=image_channels,
+                                   expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        size = tf.shape(image)[:2]
+        same = tf.reduce_all(tf.equal(size, [height, width]))
+        image = tf.cond(
+            same, lambda: image,
+            lambda: tf.image.resize(image, (height, width), method=resize_method))
+        return tf.ensure_shape(image, (height, width, image_channels))
+
+    def serving_bytes(image_bytes):
+        jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)),
+                        _JPEG_MAGIC)
+        png = tf.equal(tf.strings.substr(image_bytes, 0, len(_PNG_MAGIC)),
+                       _PNG_MAGIC)
+        ok = tf.logical_or(jpeg, png)
+        bad = tf.cast(tf.where(tf.logical_not(ok)), tf.int32)
+        check = tf.debugging.Assert(
+            tf.reduce_all(ok),
+            ["serving_bytes: these inputs are not JPEG or PNG files (corrupt "
+             "or empty bytes?); indices:", bad[:, 0]], summarize=20)
+        with tf.control_dependencies([check]):
+            images = tf.map_fn(
+                decode_one, image_bytes,
+                fn_output_signature=tf.TensorSpec((height, width, image_channels),
+                                                  tf.float32))
+        return embed(images)
+
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(
+        "serving_default", serving_default,
+        input_signature=[tf.TensorSpec((None, height, width, image_channels),
+                                       tf.uint8, name="images")])
+    archive.add_endpoint(
+        "serving_bytes", serving_bytes,
+        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    path = os.fspath(path)
+    archive.write_out(path, verbose=False)
+    extra = os.path.join(path, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, "keras_dml.json"), "w") as f:
+        json.dump({"image_shape": list(image_shape), "channels": channels,
+                   "resize_to": list(resize_to), "resize_method": resize_method,
+                   "preprocess": preprocess_name, "output_key": OUTPUT_KEY,
+                   "signatures": ["serving_default", "serving_bytes"]}, f,
+                  indent=2)
+    return path
