@@ -197,15 +197,18 @@ def test_chunked_hinge_visits_bounded_blocks(rng):
     np.testing.assert_allclose(g, (act.sum(2) - act.sum(1)) / b ** 3, rtol=1e-10)
 
 
-def test_default_block_keeps_batch_150_in_one_small_block(rng):
+def test_default_blocks_at_batch_150(rng):
     from keras_dml.losses import dense_triplet
     b = 150
-    assert b ** 3 <= dense_triplet.DEFAULT_TRIPLET_BUDGET      # 3.4M floats: one block
+    per_block = dense_triplet.DEFAULT_TRIPLET_BUDGET // (b * b)
+    assert 1 <= per_block < b                     # blocked, at most budget floats
     f = rng.normal(size=(b, 16)).astype("float32")
     y = rng.normal(size=(b, 4)).astype("float32")
-    one = kd.losses.DenseTripletLoss()(y, f)
-    blocked = kd.losses.DenseTripletLoss(block_size=7)(y, f)
-    np.testing.assert_allclose(float(one), float(blocked), rtol=1e-5)
+    default = kd.losses.DenseTripletLoss()(y, f)
+    whole = kd.losses.DenseTripletLoss(block_size=b)(y, f)
+    small = kd.losses.DenseTripletLoss(block_size=7)(y, f)
+    np.testing.assert_allclose(float(default), float(whole), rtol=1e-5)
+    np.testing.assert_allclose(float(small), float(whole), rtol=1e-5)
 
 
 def test_dense_in_tf_function_matches_eager(rng):
