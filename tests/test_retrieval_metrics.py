@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 
 import keras_dml as kd
+import keras_dml.evaluation.retrieval as retrieval_module
 
 retrieval_metrics = kd.evaluation.retrieval_metrics
+
+
+@pytest.fixture(params=[1, 3, None], ids=["cap1", "cap3", "default_cap"])
+def topk_cap(request, monkeypatch):
+    """Recall@K comes from top_k up to a cap and from counting beyond it: a
+    small cap sends most queries through the counting path."""
+    if request.param is not None:
+        monkeypatch.setattr(retrieval_module, "_TOPK_CAP", request.param)
+    return request.param
 
 
 # ---------------------------------------------------------------- reference
@@ -76,17 +86,20 @@ def exact_tie_embeddings(rng, n, dim):
 
 # ---------------------------------------------------- against the reference
 @pytest.mark.parametrize("chunk_size", [1, 7, None])
-def test_self_retrieval_matches_reference(rng, chunk_size):
+def test_self_retrieval_matches_reference(rng, chunk_size, topk_cap):
     x, y = clustered(rng, 90, 6, 12, noise=1.0)
     ks = (1, 2, 4, 8, 200)          # K larger than the gallery is well defined
     ours = retrieval_metrics(x, y, ks=ks, chunk_size=chunk_size)
     assert_close(ours, reference_metrics(x, y, ks=ks))
+    recall_only = retrieval_metrics(x, y, ks=ks, chunk_size=chunk_size,
+                                    metrics=("recall",))
+    assert recall_only == {k: v for k, v in ours.items() if k.startswith("recall")}
     assert 0.0 < ours["recall@1"] < 1.0 and 0.0 < ours["map@r"] < 1.0
     assert ours["recall@200"] == 1.0
 
 
 @pytest.mark.parametrize("chunk_size", [5, None])
-def test_query_gallery_matches_reference(rng, chunk_size):
+def test_query_gallery_matches_reference(rng, chunk_size, topk_cap):
     q, ql = clustered(rng, 40, 5, 10, noise=1.0)
     g, gl = clustered(rng, 70, 5, 10, noise=1.0)
     ql[:3] = 99                     # query classes absent from the gallery
@@ -99,10 +112,14 @@ def test_query_gallery_matches_reference(rng, chunk_size):
 
 
 @pytest.mark.parametrize("chunk_size", [3, None])
-def test_exact_ties_broken_by_lower_index(rng, chunk_size):
+def test_exact_ties_broken_by_lower_index(rng, chunk_size, topk_cap):
     x = exact_tie_embeddings(rng, 80, 5)
     y = rng.integers(0, 6, 80)
-    ks = (1, 2, 4, 8)
+    ks = (1, 2, 4, 8, 30)
+    for metrics in (("recall",), ("recall", "map_at_r", "r_precision")):
+        ours = retrieval_metrics(x, y, ks=ks, chunk_size=chunk_size, metrics=metrics)
+        ref = reference_metrics(x, y, ks=ks)
+        assert_close(ours, {k: ref[k] for k in ours})
     ours = retrieval_metrics(x, y, ks=ks, chunk_size=chunk_size)
     assert_close(ours, reference_metrics(x, y, ks=ks))
     g = exact_tie_embeddings(rng, 50, 5)
@@ -111,7 +128,7 @@ def test_exact_ties_broken_by_lower_index(rng, chunk_size):
     assert_close(ours, reference_metrics(x, y, g, gl, ks=ks))
 
 
-def test_tie_rule_on_a_hand_case():
+def test_tie_rule_on_a_hand_case(topk_cap):
     # Query 0 scores 1.0 against items 1, 2 and 3 (all identical).
     x = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1]], np.float32)
     # The positive is item 3: items 1 and 2 (lower index, equal score) rank
@@ -127,7 +144,7 @@ def test_tie_rule_on_a_hand_case():
                     "map@r": 1.0, "r_precision": 1.0}
 
 
-def test_duplicates_of_the_query_count_as_hits():
+def test_duplicates_of_the_query_count_as_hits(topk_cap):
     # Items 0 and 1 are identical and of the same class. Excluding "the first
     # neighbour" instead of the query's own index could drop the duplicate.
     x = np.array([[1, 0], [1, 0], [0, 1], [0.1, 0.9], [0.2, 0.8]], np.float32)
@@ -192,7 +209,7 @@ def test_lone_queries_excluded_or_counted():
                                    "r_precision": 0.8})
 
 
-def test_zero_embeddings_are_finite_ties():
+def test_zero_embeddings_are_finite_ties(topk_cap):
     x = np.zeros((7, 4), np.float32)
     y = np.array([0, 0, 1, 1, 1, 2, 2])
     ours = retrieval_metrics(x, y, ks=(1, 3))

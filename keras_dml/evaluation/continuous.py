@@ -115,7 +115,7 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
         embedding_distance: "euclidean" (= "squared_euclidean", same ranking)
             or "cosine".
         metrics: any of "mean_label_distance", "ndcg".
-        chunk_size: queries per chunk (None: from a 256 MB budget).
+        chunk_size: queries per chunk (None: from a 512 MB budget).
         label_distance_kwargs: keyword arguments bound into a named or callable
             label distance (e.g. ``num_classes`` for "one_minus_miou").
 

@@ -29,12 +29,15 @@ NMI: k-means (scikit-learn, k = number of distinct query labels, seeded) on
 the L2-normalised query embeddings, scored with
 ``sklearn.metrics.normalized_mutual_info_score`` against the query labels.
 
-Cost: Recall@K for every K comes from ``first_q``, which is found by counting
-(items scored above the best same-class item, plus equal-scored items of
-lower index), so large K (SOP's K=1000) costs nothing extra. MAP@R and
-R-precision need the top max_q R_q items of each query (``tf.math.top_k``).
-Memory per chunk is O(chunk * (Ng + max R)); the full [Nq, Ng] matrix is never
-formed.
+Cost: per chunk of queries one matmul against the gallery and one
+``tf.math.top_k`` with k = max(max R_q, min(max K, 64)): MAP@R and
+R-precision read the top R_q, Recall@K reads ``first_q`` from the top k. When
+max K is larger than that k (SOP's K = 1000), ``first_q`` of the queries whose
+first same-class item is not in the top k is found by counting instead (items
+scored above the best same-class item, plus equal-scored items of lower
+index), so a large K costs no large top-k. Memory per chunk is
+O(chunk * (Ng + k)); the full [Nq, Ng] matrix is never formed. The chunk size
+defaults to 512 MB / (16 bytes * Ng) rows.
 """
 
 import numpy as np
@@ -72,41 +75,70 @@ def _check_ks(ks):
     return tuple(int(k) for k in ks)
 
 
-@tf.function(input_signature=[
-    tf.TensorSpec([None, None], tf.float32),  # queries, L2-normalised
-    tf.TensorSpec([None], tf.int32),          # query label ids
-    tf.TensorSpec([None, None], tf.float32),  # gallery, L2-normalised
-    tf.TensorSpec([None], tf.int32),          # gallery label ids
-    tf.TensorSpec([], tf.int32),              # first query row of the chunk
-    tf.TensorSpec([], tf.int32),              # k for top_k (0: none)
-    tf.TensorSpec([], tf.bool),               # exclude self
-])
-def _chunk_stats(q, ql, g, gl, start, k_top, exclude_self):
-    """Rank of the first same-class item [c] and same-class flags of the top k."""
-    s = tf.matmul(q, g, transpose_b=True)
-    c = tf.shape(q)[0]
-    n = tf.shape(g)[0]
-    rows = tf.range(c)
-    neg_inf = tf.constant(-np.inf, tf.float32)
-    s = tf.cond(
-        exclude_self,
-        lambda: tf.tensor_scatter_nd_update(
-            s, tf.stack([rows, start + rows], axis=1), tf.fill([c], neg_inf)),
-        lambda: s)
+# Recall@K for K up to this many comes from top_k; larger K (SOP's 1000) from
+# counting, only for the queries whose first same-class item is not in the top.
+_TOPK_CAP = 64
+_NO_RANK = np.iinfo(np.int32).max
+
+
+def _first_rank_by_counting(s, ql, gl):
+    """1-based rank of the best same-class item, ties to the lower index.
+
+    rank = #{j : s_j > best} + #{j : s_j == best, j < first same-class j with
+    s_j == best} + 1, one pass per term over the [m, Ng] scores.
+    """
+    n = tf.shape(s)[1]
+    neg_inf = tf.constant(-np.inf, s.dtype)
     same = tf.equal(ql[:, None], gl[None, :])
-    # Best score among same-class items (the query itself is at -inf).
     best = tf.reduce_max(tf.where(same, s, neg_inf), axis=1, keepdims=True)
     above = tf.reduce_sum(tf.cast(s > best, tf.int32), axis=1)
-    # Ties with the best positive: items of lower index rank before it.
     col = tf.range(n)[None, :]
     ties = tf.equal(s, best)
     first_pos = tf.reduce_min(
         tf.where(tf.logical_and(ties, same), col, n), axis=1, keepdims=True)
     tied_before = tf.reduce_sum(
         tf.cast(tf.logical_and(ties, col < first_pos), tf.int32), axis=1)
-    first_rank = above + tied_before + 1            # 1-based
-    _, top_idx = tf.math.top_k(s, k=k_top)
+    return above + tied_before + 1
+
+
+@tf.function(input_signature=[
+    tf.TensorSpec([None, None], tf.float32),  # queries, L2-normalised
+    tf.TensorSpec([None], tf.int32),          # query label ids
+    tf.TensorSpec([None], tf.bool),           # query has a same-class item
+    tf.TensorSpec([None, None], tf.float32),  # gallery, L2-normalised
+    tf.TensorSpec([None], tf.int32),          # gallery label ids
+    tf.TensorSpec([], tf.int32),              # first query row of the chunk
+    tf.TensorSpec([], tf.int32),              # k for top_k
+    tf.TensorSpec([], tf.bool),               # exclude self
+    tf.TensorSpec([], tf.bool),               # count ranks beyond the top k
+])
+def _chunk_stats(q, ql, has_match, g, gl, start, k_top, exclude_self,
+                 count_beyond):
+    """Rank of the first same-class item [c] and same-class flags of the top k.
+
+    Ranks beyond k_top are exact if ``count_beyond`` and ``_NO_RANK`` otherwise.
+    """
+    s = tf.matmul(q, g, transpose_b=True)
+    c = tf.shape(q)[0]
+    rows = tf.range(c)
+    s = tf.cond(
+        exclude_self,
+        lambda: tf.tensor_scatter_nd_update(
+            s, tf.stack([rows, start + rows], axis=1),
+            tf.fill([c], tf.constant(-np.inf, tf.float32))),
+        lambda: s)
+    _, top_idx = tf.math.top_k(s, k=k_top)          # ties: lower index first
     top_same = tf.equal(tf.gather(gl, top_idx), ql[:, None])
+    ranks = tf.range(1, k_top + 1)[None, :]
+    first_rank = tf.reduce_min(tf.where(top_same, ranks, _NO_RANK), axis=1)
+
+    def count():
+        missing = tf.where(tf.logical_and(has_match, first_rank == _NO_RANK))[:, 0]
+        counted = _first_rank_by_counting(
+            tf.gather(s, missing), tf.gather(ql, missing), gl)
+        return tf.tensor_scatter_nd_update(first_rank, missing[:, None], counted)
+
+    first_rank = tf.cond(count_beyond, count, lambda: first_rank)
     return first_rank, top_same
 
 
@@ -151,7 +183,7 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         ks: the K of Recall@K.
         metrics: any of "recall", "map_at_r", "r_precision", "nmi".
         lone_queries: "exclude" (PML's behaviour) or "count"; see module doc.
-        chunk_size: queries per chunk (None: from a 256 MB budget).
+        chunk_size: queries per chunk (None: from a 512 MB budget).
         seed: k-means seed for NMI.
 
     Returns:
@@ -207,7 +239,10 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         else:
             weight = np.ones(q.shape[0], np.float64)
         need_top = any(m in ("map_at_r", "r_precision") for m in metrics)
-        k_top = int(r.max()) if need_top else 0
+        available = g.shape[0] - int(self_retrieval)
+        k_recall = min(max(ks), _TOPK_CAP) if "recall" in metrics else 0
+        k_top = min(available, max(int(r.max()) if need_top else 0, k_recall, 1))
+        count_beyond = "recall" in metrics and max(ks) > k_top
         chunk = search.check_chunk_size(chunk_size, q.shape[0], g.shape[0], k_top)
         gallery = search.Gallery(g, "cosine")
         g_ids = tf.constant(gid)
@@ -218,9 +253,10 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
             stop = min(start + chunk, q.shape[0])
             qc = gallery.prepare_queries(q[start:stop])
             rank, top_same = _chunk_stats(
-                qc, tf.constant(qid[start:stop]), gallery.embeddings, g_ids,
-                tf.constant(start, tf.int32), tf.constant(k_top, tf.int32),
-                tf.constant(self_retrieval))
+                qc, tf.constant(qid[start:stop]), tf.constant(has_match[start:stop]),
+                gallery.embeddings, g_ids, tf.constant(start, tf.int32),
+                tf.constant(k_top, tf.int32), tf.constant(self_retrieval),
+                tf.constant(count_beyond))
             first_rank[start:stop] = rank.numpy()
             if need_top:
                 ap[start:stop], rp[start:stop] = _average_precision_at_r(

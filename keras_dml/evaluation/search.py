@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_dml import ops
 
-DEFAULT_MEMORY_BUDGET = 256 * 1024 ** 2   # bytes per chunk's [chunk, Ng] work
+DEFAULT_MEMORY_BUDGET = 512 * 1024 ** 2   # bytes per chunk's [chunk, Ng] work
 
 _SCORES = ("cosine", "euclidean")
 
@@ -148,7 +148,7 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
             ``gallery_emb`` is None and False otherwise; with a gallery it
             requires Nq <= Ng (query i is gallery item i).
         score: "cosine" (L2-normalised dot product) or "euclidean".
-        chunk_size: queries per chunk (None: from a 256 MB budget).
+        chunk_size: queries per chunk (None: from a 512 MB budget).
         return_scores: also return the [Nq, k] scores.
 
     Returns:
