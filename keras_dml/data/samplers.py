@@ -131,11 +131,13 @@ class _IndexBatchSampler:
         """A ``tf.data.Dataset`` of int64 index batches [batch_size].
 
         Each iteration of the dataset (each Keras epoch) is the sampler's next
-        epoch.
+        epoch. The cardinality is declared (``len(self)`` batches), so Keras
+        knows the steps per epoch.
         """
-        return tf.data.Dataset.from_generator(
+        ds = tf.data.Dataset.from_generator(
             self.__iter__,
             output_signature=tf.TensorSpec([self.batch_size], tf.int64))
+        return ds.apply(tf.data.experimental.assert_cardinality(len(self)))
 
     def _draw(self, rng):
         raise NotImplementedError
