@@ -157,6 +157,20 @@ def test_named_label_distance_from_label_distances(rng):
     assert_close(ours, ref, rel=1e-5)
 
 
+def test_pose_labels_with_visibility(rng):
+    ld = pytest.importorskip("keras_dml.label_distances")
+    poses = rng.standard_normal((15, 6))
+    visible = rng.integers(0, 2, size=(15, 3))
+    visible[:, 0] = 1                                 # at least one shared joint
+    x = rng.standard_normal((15, 3)).astype(np.float32)
+    ours = continuous_metrics(x, (poses, visible), ks=(1, 4))
+    matrix = np.asarray(ld.squared_l2(poses, poses, visible, visible))
+    assert_close(ours, continuous_metrics(x, None, ks=(1, 4),
+                                          label_distance=matrix), rel=1e-5)
+    # Visibility changes the distances, so the metrics differ from plain L2.
+    assert ours != continuous_metrics(x, poses, ks=(1, 4))
+
+
 def test_bad_input(rng):
     x, y = data(rng, 6)
     with pytest.raises(ValueError, match="exceeds"):

@@ -54,31 +54,33 @@ def _label_distance_fn(label_distance, kwargs):
         def fn(a, b):
             return label_distance(a, b, **kwargs)
         return fn
-    if label_distance == "squared_l2" and not kwargs:
-        def fn(a, b):
-            if isinstance(a, tuple):
-                raise ValueError("squared_l2 labels must be an array; pass "
-                                 "(values, visibility) labels through "
-                                 "keras_dml.label_distances instead.")
-            a = tf.convert_to_tensor(np.asarray(a, np.float64).reshape(len(a), -1))
-            b = tf.convert_to_tensor(np.asarray(b, np.float64).reshape(len(b), -1))
-            if a.shape[1] != b.shape[1]:
-                raise ValueError(f"query labels have {a.shape[1]} values but "
-                                 f"gallery labels have {b.shape[1]}.")
-            return ops.pairwise_squared_distances(a, b).numpy()
-        return fn
-    if isinstance(label_distance, str):
+    if not isinstance(label_distance, str):
+        raise ValueError("label_distance must be a name, a callable or a "
+                         f"precomputed matrix; got {type(label_distance).__name__}.")
+
+    def named(a, b):
+        # keras_dml.label_distances; tuple labels are (values, mask), e.g.
+        # poses with joint visibility.
         from keras_dml import label_distances
+        return label_distances.pairwise_label_distances(
+            a, fn=label_distance, labels2=b, chunk_size=max(1, _length(a)),
+            dtype=np.float64, **kwargs)
 
-        label_distances.get(label_distance, **kwargs)   # validates the name
+    if label_distance != "squared_l2" or kwargs:
+        from keras_dml import label_distances
+        label_distances.get(label_distance, **kwargs)    # validates the name
+        return named
 
-        def fn(a, b):
-            return label_distances.pairwise_label_distances(
-                a, fn=label_distance, labels2=b, chunk_size=max(1, _length(a)),
-                dtype=np.float64, **kwargs)
-        return fn
-    raise ValueError("label_distance must be a name, a callable or a "
-                     f"precomputed matrix; got {type(label_distance).__name__}.")
+    def squared_l2(a, b):          # plain label vectors: keras_dml.ops
+        if isinstance(a, tuple):
+            return named(a, b)
+        a = tf.convert_to_tensor(np.asarray(a, np.float64).reshape(len(a), -1))
+        b = tf.convert_to_tensor(np.asarray(b, np.float64).reshape(len(b), -1))
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"query labels have {a.shape[1]} values but "
+                             f"gallery labels have {b.shape[1]}.")
+        return ops.pairwise_squared_distances(a, b).numpy()
+    return squared_l2
 
 
 def _checked_distances(d, shape):
