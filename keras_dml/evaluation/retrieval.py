@@ -25,6 +25,14 @@ metric's mean, exactly as ``AccuracyCalculator`` does. ``lone_queries="count"``
 keeps them in the denominators as failures (Recall@K 0, MAP@R 0,
 R-precision 0), which is what the papers' own scripts do for Recall@K.
 
+Ties: items with equal similarity are ranked by increasing gallery index, in
+every metric (deterministic; ``tf.math.top_k``'s order). Exact ties only arise
+with duplicated or degenerate (e.g. all-zero) embeddings. For comparison, the
+Proxy-Anchor In-Shop script counts only strictly more similar negatives (ties
+go the query's way), and its self-retrieval scripts drop the first neighbour
+assuming it is the query, which is wrong when the query has duplicates; here
+the query is excluded by its index.
+
 NMI: k-means (scikit-learn, k = number of distinct query labels, seeded) on
 the L2-normalised query embeddings, scored with
 ``sklearn.metrics.normalized_mutual_info_score`` against the query labels.
