@@ -157,7 +157,7 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
     resize_to = tuple(int(d) for d in resize_to)
     if len(resize_to) != 2 or min(resize_to) < 1:
         raise ValueError(f"resize_to must be (h, w); got {resize_to}.")
-    for axis, (want, have) in enumerate(zip(model_shape[:2], resize_to)):
+    for want, have in zip(model_shape[:2], resize_to):
         if want is not None and want != have:
             raise ValueError(
                 f"resize_to={resize_to} does not match the model's input size "

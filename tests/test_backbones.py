@@ -231,7 +231,6 @@ def test_keras_application_weights_from_local_file(tmp_path, rng):
     ("resnet50", (64, 64, 3), (2, 2, 2048)),
     ("resnet101", (64, 64, 3), (2, 2, 2048)),
     ("inception_v3", (224, 224, 3), (5, 5, 2048)),
-    ("googlenet", (75, 75, 3), (1, 1, 2048)),
     ("efficientnet_lite0", (96, 128, 3), (3, 4, 1280)),
 ])
 def test_registry_builds_feature_maps(name, shape, out):

