@@ -172,7 +172,7 @@ def main():
             continue
         hows.add(o["how"])
         cells = [str(b), f"{o['ms']:.2f}", f"{o['peak_bytes'] / 2**20:.1f}",
-                 f"{o['largest_bytes'] / 2**20:.2f}"]
+                 f"{o['largest_bytes'] / 2**20:.3f}"]
         if "ms" in n:
             hows.add(n["how"])
             rel = abs(n["value"] - o["value"]) / max(abs(n["value"]), 1e-30)
