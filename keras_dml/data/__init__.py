@@ -1,8 +1,45 @@
 """tf.data pipelines for the benchmarks and tasks, and index-batch samplers.
 
+Loaders (each returns a ``RetrievalData`` of ``Split`` objects whose
+``dataset()`` yields ``(uint8 image [H, W, C], label)``):
+``load_cub200``, ``load_cars196``, ``load_sop`` (TFDS), ``load_inshop``,
+``load_mpii``, ``load_lsun_layout``, ``load_coco_captions``,
+``load_fashion_mnist``; ``load(name, ...)`` by name. Pipelines:
+``make_train_pipeline`` / ``make_eval_pipeline``; transforms in
+``keras_dml.data.augment``.
+
 ``keras_dml.data.samplers``: label-space batches for continuous labels (an
 anchor, its nearest neighbours in label space and random others), the
 chunked nearest-neighbour builder, and an M-per-class sampler.
 """
 
 from keras_dml.data import samplers  # noqa: F401
+from keras_dml.data import augment  # noqa: F401,E402
+from keras_dml.data.core import (  # noqa: F401,E402
+    DataNotFoundError, RetrievalData, Split, make_eval_pipeline,
+    make_train_pipeline)
+from keras_dml.data.augment import (  # noqa: F401,E402
+    eval_transform, resize_transform, train_transform)
+from keras_dml.data.tfds_benchmarks import (  # noqa: F401,E402
+    load_cars196, load_cub200, load_sop, load_tfds_benchmark)
+from keras_dml.data.inshop import load_inshop  # noqa: F401,E402
+from keras_dml.data.fashion_mnist import load_fashion_mnist  # noqa: F401,E402
+from keras_dml.data.mpii import load_mpii  # noqa: F401,E402
+from keras_dml.data.lsun import load_lsun_layout  # noqa: F401,E402
+from keras_dml.data.coco import load_coco_captions  # noqa: F401,E402
+
+LOADERS = {
+    "cub200": load_cub200, "cars196": load_cars196, "sop": load_sop,
+    "inshop": load_inshop, "fashion_mnist": load_fashion_mnist,
+    "pose": load_mpii, "mpii": load_mpii, "layout": load_lsun_layout,
+    "lsun_layout": load_lsun_layout, "captions": load_coco_captions,
+    "coco_captions": load_coco_captions,
+}
+
+
+def load(name, *args, **kwargs):
+    """The loader called ``name`` (see ``LOADERS``) applied to the args."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown data set {name!r}; known: "
+                         f"{sorted(LOADERS)}.")
+    return LOADERS[name](*args, **kwargs)

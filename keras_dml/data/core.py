@@ -200,7 +200,12 @@ class Split:
         or, if loading failed, the placeholder with ``ok=False``. The
         interleave keeps the input order and decodes in parallel.
         """
-        placeholder = tf.zeros([1, 1, self.channels], tf.uint8)
+        # The placeholder has the images' static shape when it is known, so
+        # that the concatenation keeps it (Keras layers such as RandomCrop
+        # need it).
+        placeholder = tf.zeros(
+            self.image_shape if self.fixed_shape else [1, 1, self.channels],
+            tf.uint8)
 
         def one(i):
             i = tf.cast(i, tf.int64)
