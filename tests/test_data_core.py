@@ -258,3 +258,33 @@ def test_subset_and_remap_labels(tmp_path):
     new, classes = core.remap_labels(split.labels)
     assert list(new) == [0, 2, 0, 1, 2, 0] and list(classes) == [5, 7, 9]
     assert split.num_classes == 3
+
+
+def test_pipelines_declare_their_number_of_batches(tmp_path):
+    paths = write_images(tmp_path, 10)
+    split = Split.from_files("t", paths, np.arange(10) % 2, image_shape=(6, 5))
+    card = lambda ds: int(ds.cardinality())  # noqa: E731
+    assert card(make_train_pipeline(split, 3)) == 3
+    assert card(make_train_pipeline(split, 3, drop_remainder=False)) == 4
+    assert card(make_eval_pipeline(split, 4)) == 3
+    sampler = MPerClassSampler(split.labels, m=2, batch_size=4,
+                               batches_per_epoch=5)
+    assert card(make_train_pipeline(split, 4, sampler=sampler)) == 5
+    # With skipping the count is unknown, and not declared.
+    assert card(make_train_pipeline(split, 3, on_corrupt="skip")) < 0
+    assert len(list(make_train_pipeline(split, 3))) == 3
+
+
+def test_train_pipeline_feeds_keras_fit(tmp_path):
+    import keras
+    paths = write_images(tmp_path, 12, size=(10, 9))
+    split = Split.from_files("t", paths, np.arange(12) % 3)
+    ds = make_train_pipeline(split, 4, augment=augment.train_transform(8),
+                             normalize="inception")
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    history = model.fit(ds, epochs=2, verbose=0, shuffle=False)
+    assert len(history.history["loss"]) == 2
+    assert np.isfinite(history.history["loss"]).all()

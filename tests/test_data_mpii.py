@@ -219,3 +219,27 @@ def test_missing_and_bad_files(tmp_path):
         mpii.load_mpii(tmp_path)
     with pytest.raises(ValueError, match="test_fraction"):
         mpii.load_mpii(tmp_path, test_fraction=1.5)
+
+
+def test_label_space_sampler_batches(tmp_path, rng):
+    """The authors' batches (anchor, its nearest pose, others) through the
+    pipeline keep the sampler's order: labels follow the indices."""
+    from keras_dml.data.samplers import (LabelSpaceBatchSampler,
+                                         nearest_neighbours)
+    write_mpii(tmp_path, rng)
+    data = mpii.load_mpii(tmp_path, crop_size=32, seed=0, test_fraction=0.1)
+    labels = data.train.labels
+    n = len(labels)
+    assert n >= 2
+    nbrs, _ = nearest_neighbours(labels, k=1)
+    sampler = LabelSpaceBatchSampler(nbrs, batch_size=n, num_neighbours=1,
+                                     seed=0)
+    ds = make_train_pipeline(data.train, n, sampler=sampler,
+                             augment=mpii.pose_train_transform(24))
+    assert int(ds.cardinality()) == n
+    for (x, y), idx in zip(ds, sampler.epoch_batches(0)):
+        assert x.shape == (n, 24, 24, 3)
+        np.testing.assert_allclose(y.numpy(), labels[idx])
+        d = ((labels - labels[idx[0]]) ** 2).sum(1)
+        d[idx[0]] = np.inf
+        assert idx[1] == int(np.argmin(d))

@@ -452,6 +452,18 @@ def make_train_pipeline(source, batch_size, augment=None, sampler=None,
     ds = ds.map(fn, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                   num_parallel_calls=AUTOTUNE)
+    # Declare the number of batches (Keras then knows the steps per epoch)
+    # where it is certain: no example can be skipped.
+    steps = None
+    if isinstance(source, Split) and on_corrupt == "raise":
+        if sampler is not None:
+            steps = len(sampler) if hasattr(sampler, "__len__") else None
+        elif drop_remainder:
+            steps = len(source) // batch_size
+        else:
+            steps = -(-len(source) // batch_size)
+    if steps is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(AUTOTUNE)
 
 
@@ -480,7 +492,11 @@ def make_eval_pipeline(source, batch_size, transform=None, normalize=None,
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
     ds = ds.map(_apply(transform, normalize), num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
+    if isinstance(source, Split) and on_corrupt == "raise":
+        ds = ds.apply(tf.data.experimental.assert_cardinality(
+            -(-len(source) // batch_size)))
+    return ds.prefetch(AUTOTUNE)
 
 
 class DataNotFoundError(FileNotFoundError):
