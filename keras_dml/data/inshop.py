@@ -20,7 +20,6 @@ label. Evaluation: query vs gallery, Recall@1/10/20/40.
 
 import os
 
-
 from keras_dml.data.core import (DataNotFoundError, RetrievalData, Split,
                                  remap_labels, require_file)
 
