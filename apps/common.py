@@ -45,9 +45,12 @@ PAIR_LOSSES = {
     "lifted_structure": lambda: kd.losses.LiftedStructureLoss(),
 }
 CONTINUOUS_LOSSES = {
-    "log_ratio": lambda dist: kd.losses.LogRatioLoss(label_distance=dist),
-    "dense_triplet": lambda dist: kd.losses.DenseTripletLoss(label_distance=dist),
-    "binary_triplet": lambda dist: kd.losses.BinaryTripletLoss(label_distance=dist),
+    "log_ratio": lambda dist, kw: kd.losses.LogRatioLoss(
+        label_distance=dist, label_distance_kwargs=kw or None),
+    "dense_triplet": lambda dist, kw: kd.losses.DenseTripletLoss(
+        label_distance=dist, label_distance_kwargs=kw or None),
+    "binary_triplet": lambda dist, kw: kd.losses.BinaryTripletLoss(
+        label_distance=dist, label_distance_kwargs=kw or None),
 }
 BACKUP_DIR = "backup"
 
@@ -60,7 +63,8 @@ def define_flags(continuous=False, **defaults):
         embedding_dim=128 if continuous else 512, batch_size=150 if continuous else 180,
         epochs=60, lr=1e-4, weight_decay=1e-4, proxy_lr_multiplier=100.0,
         warmup_epochs=1, freeze_bn=False, clip_value=10.0,
-        lr_decay_epochs=[10], lr_decay_gamma=0.5, m_per_class=0,
+        lr_decay_epochs=[10], lr_decay_gamma=0.5, m_per_class=0, optimizer="adamw",
+        lr_inverse_decay=0.0,
         ks=[1, 5, 10, 20] if continuous else [1, 2, 4, 8], val_fraction=0.1,
         data_dir=None, cache=False, max_train_examples=None, max_test_examples=None,
     )
@@ -79,8 +83,12 @@ def define_flags(continuous=False, **defaults):
     flags.DEFINE_integer("embedding_dim", d["embedding_dim"], "Embedding size.")
     flags.DEFINE_integer("batch_size", d["batch_size"], "Global batch size.")
     flags.DEFINE_integer("epochs", d["epochs"], "Training epochs.")
-    flags.DEFINE_float("lr", d["lr"], "Learning rate (AdamW).")
-    flags.DEFINE_float("weight_decay", d["weight_decay"], "AdamW weight decay.")
+    flags.DEFINE_enum("optimizer", d["optimizer"], ["adamw", "sgd"],
+                      "AdamW (Proxy Anchor recipe) or SGD with momentum 0.9 (log-ratio recipe).")
+    flags.DEFINE_float("lr", d["lr"], "Learning rate.")
+    flags.DEFINE_float("weight_decay", d["weight_decay"], "Weight decay.")
+    flags.DEFINE_float("lr_inverse_decay", d["lr_inverse_decay"], "If > 0: lr / (1 + this * "
+                       "step) (the log-ratio authors' --lr-decay) instead of step decay.")
     flags.DEFINE_float("proxy_lr_multiplier", d["proxy_lr_multiplier"],
                        "Proxies learn at lr times this (proxy losses only).")
     flags.DEFINE_integer("warmup_epochs", d["warmup_epochs"], "Epochs with a frozen backbone.")
@@ -171,6 +179,9 @@ def hold_out_examples(split, fraction, seed):
 
 
 def learning_rate(steps_per_epoch):
+    if FLAGS.lr_inverse_decay > 0:
+        return keras.optimizers.schedules.InverseTimeDecay(
+            FLAGS.lr, decay_steps=1, decay_rate=FLAGS.lr_inverse_decay)
     decay = _ints(FLAGS.lr_decay_epochs)
     if not decay or FLAGS.lr_decay_gamma == 1.0:
         return FLAGS.lr
@@ -192,8 +203,12 @@ def build_model(num_classes=None, proxies_per_class=1):
 
 
 def compile_model(model, loss, steps_per_epoch, uses_proxies):
-    optimizer = keras.optimizers.AdamW(learning_rate(steps_per_epoch),
-                                       weight_decay=FLAGS.weight_decay)
+    lr = learning_rate(steps_per_epoch)
+    if FLAGS.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(lr, momentum=0.9,
+                                         weight_decay=FLAGS.weight_decay or None)
+    else:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=FLAGS.weight_decay)
     model.compile(optimizer=optimizer, loss=loss,
                   proxy_lr_multiplier=FLAGS.proxy_lr_multiplier if uses_proxies else 1.0,
                   warmup_epochs=FLAGS.warmup_epochs,
@@ -255,13 +270,11 @@ def _fit(model, train_ds, epochs, cbs, steps):
                      steps_per_epoch=steps)
 
 
-def _transforms(native_shape, task_transform=None):
+def _transforms(native_shape):
     """(train transform, eval transform) and the backbone normalisation."""
     size = FLAGS.image_size
     rgb = native_shape is not None and native_shape[-1] == 1
     normalization = kd.backbones.preprocessing_name(FLAGS.backbone)
-    if task_transform is not None:
-        return task_transform(size, rgb), task_transform(size, rgb), normalization
     if native_shape is not None and native_shape[0] is not None and native_shape[0] < size:
         # Small images (Fashion-MNIST): upscale whole; crops would lose too much.
         return (aug.train_transform(size, scale=(0.5, 1.0), rgb=rgb),
@@ -396,25 +409,38 @@ def _images(split, indices):
 
 
 # -------------------------------------------------------- continuous labels
-def run_continuous_retrieval(data, label_distance, task_transform=None,
+def run_continuous_retrieval(data, label_distance, label_distance_kwargs=None,
+                             transforms=None, test_label_distances=None,
                              embedding_distance="euclidean"):
-    """Train and evaluate on a continuous-label task (pose, layout, captions)."""
+    """Train and evaluate on a continuous-label task (pose, layout, captions).
+
+    ``label_distance`` names a ``kd.label_distances`` function (its kwargs in
+    ``label_distance_kwargs``); ``transforms`` = (train, eval) image
+    transforms; ``test_label_distances`` an optional precomputed [N, N]
+    matrix of the test split (e.g. cached caption-set distances).
+    """
     out = prepare_output_dir()
     keras.utils.set_random_seed(FLAGS.seed)
     started = time.time()
     ks = _ints(FLAGS.ks)
+    kwargs = dict(label_distance_kwargs or {})
     train_all = random_subset(data.train, FLAGS.max_train_examples, FLAGS.seed)
     train, val = hold_out_examples(train_all, FLAGS.val_fraction, FLAGS.seed)
-    train_tf, eval_tf, normalization = _transforms(data.image_shape, task_transform)
+    if transforms is None:
+        train_tf, eval_tf, normalization = _transforms(data.image_shape)
+    else:
+        (train_tf, eval_tf), normalization = transforms, \
+            kd.backbones.preprocessing_name(FLAGS.backbone)
 
-    dist_fn = kd.label_distances.get(label_distance) if isinstance(label_distance, str) \
-        else label_distance
+    # The authors' batches: an anchor, its 5 nearest in label space, others.
     neighbours, _ = kd.data.samplers.nearest_neighbours(
-        train.labels, k=5, distance=dist_fn, chunk_size=2048)
+        train.labels, k=5, distance=label_distance, chunk_size=2048, **kwargs)
     sampler = kd.data.samplers.LabelSpaceBatchSampler(
-        neighbours, batch_size=FLAGS.batch_size, num_neighbours=5, seed=FLAGS.seed)
+        neighbours, batch_size=min(FLAGS.batch_size, len(train)), num_neighbours=5,
+        seed=FLAGS.seed)
     train_ds = kd.data.make_train_pipeline(
-        train, FLAGS.batch_size, augment=train_tf, sampler=sampler, normalize=normalization)
+        train, sampler.batch_size, augment=train_tf, sampler=sampler,
+        normalize=normalization)
     steps = FLAGS.steps_per_epoch
     steps_per_epoch = steps or int(train_ds.cardinality().numpy())
 
@@ -422,25 +448,32 @@ def run_continuous_retrieval(data, label_distance, task_transform=None,
         return kd.data.make_eval_pipeline(split, FLAGS.eval_batch_size, transform=eval_tf,
                                           normalize=normalization)
 
-    loss = CONTINUOUS_LOSSES[FLAGS.loss](label_distance)
+    loss = CONTINUOUS_LOSSES[FLAGS.loss](label_distance, kwargs)
     model = build_model(None)
     compile_model(model, loss, steps_per_epoch, False)
     val_cb = None
     if val is not None:
         val_cb = kd.evaluation.ContinuousRetrievalCallback(
             eval_ds(val), ks=ks, label_distance=label_distance,
-            embedding_distance=embedding_distance)
+            embedding_distance=embedding_distance, label_distance_kwargs=kwargs or None)
         val_cb.monitor_key = f"ndcg@{ks[0]}"
     _fit(model, train_ds, FLAGS.epochs, callbacks(out, val_cb), steps)
     best = os.path.join(out, "best.weights.h5")
     if val_cb is not None and os.path.exists(best):
         model.load_weights(best)
 
-    test = random_subset(data.test, FLAGS.max_test_examples, FLAGS.seed)
+    test = data.test
+    dist = test_label_distances
+    if FLAGS.max_test_examples is not None and FLAGS.max_test_examples < len(test):
+        idx = np.sort(np.random.default_rng(FLAGS.seed).choice(
+            len(test), FLAGS.max_test_examples, replace=False))
+        test = test.subset(idx, "test")
+        dist = None if dist is None else np.asarray(dist)[np.ix_(idx, idx)]
     emb, _ = kd.evaluation.embed(model, eval_ds(test), verbose=FLAGS.verbose)
     metrics = kd.evaluation.continuous_metrics(
-        emb, test.labels, ks=ks, label_distance=label_distance,
-        embedding_distance=embedding_distance)
+        emb, test.labels, ks=ks, label_distance=label_distance if dist is None else dist,
+        embedding_distance=embedding_distance,
+        label_distance_kwargs=(kwargs or None) if dist is None else None)
     metrics = {k: float(v) for k, v in metrics.items()}
     write_json(os.path.join(out, "metrics.json"), {
         "data": data.name, "split": "test", "num_queries": int(len(emb)),
@@ -450,16 +483,20 @@ def run_continuous_retrieval(data, label_distance, task_transform=None,
         "train_seconds_total": round(time.time() - started, 1), **metrics})
     logging.info("test metrics: %s", json.dumps(metrics))
 
-    # Retrievals: "correct" = among the query's 5 nearest in label space.
+    # Retrievals: green = among the query's 5 nearest in label space.
     n = min(FLAGS.num_plot_queries, len(emb))
     if n:
         pick = np.linspace(0, len(emb) - 1, n).astype(int)
-        nn_label, _ = kd.data.samplers.nearest_neighbours(
-            test.labels, k=5, distance=dist_fn, chunk_size=2048)
+        if dist is None:
+            truth, _ = kd.data.samplers.nearest_neighbours(
+                test.labels, k=5, distance=label_distance, chunk_size=2048, **kwargs)
+        else:
+            masked = np.array(dist, dtype=np.float64, copy=True)
+            np.fill_diagonal(masked, np.inf)
+            truth = np.argsort(masked, axis=1, kind="stable")[:, :5]
         found = nearest_excluding_self(
             emb, pick, k=5, score="cosine" if embedding_distance == "cosine" else "euclidean")
-        correct = np.array([[f in set(nn_label[p]) for f in row]
-                            for p, row in zip(pick, found)])
+        correct = np.array([[f in set(truth[p]) for f in row] for p, row in zip(pick, found)])
         uniq = np.unique(found)
         local = np.vectorize({int(i): j for j, i in enumerate(uniq)}.get)(found)
         kd.plots.retrieval_grid(_images(test, pick), _images(test, uniq), None, None, local,
