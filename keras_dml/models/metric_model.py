@@ -1,0 +1,416 @@
+"""MetricModel: compile/fit for metric learning, exact on many replicas."""
+
+import inspect
+
+import keras
+import tensorflow as tf
+
+from keras_dml.losses.base import MetricLoss
+from keras_dml.models.optimizer import MetricOptimizer
+
+
+def _proxy_loss_types():
+    from keras_dml import losses
+    return tuple(getattr(losses, name) for name in
+                 ("ProxyAnchorLoss", "ProxyNCALoss", "SoftTripleLoss")
+                 if hasattr(losses, name))
+
+
+def _input_shape_of(embedder):
+    if not embedder.built:
+        return None
+    config = embedder.get_build_config() if hasattr(embedder, "get_build_config") else None
+    if config and "input_shape" in config:
+        return config["input_shape"]
+    try:
+        return embedder.input_shape
+    except (AttributeError, ValueError):
+        return None
+
+
+class WarmupSwitch(keras.callbacks.Callback):
+    """Switches ``MetricModel`` in and out of its backbone warm-up by epoch.
+
+    ``MetricModel.fit`` adds it when ``warmup_epochs > 0``: epochs
+    ``0 .. warmup_epochs - 1`` (as ``fit`` numbers them, so a run resumed
+    with ``BackupAndRestore`` or ``initial_epoch`` knows where it is) train
+    with the backbone frozen.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model._set_warming_up(epoch < self.model.warmup_epochs)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class MetricModel(keras.Model):
+    """An embedder trained with a metric-learning loss, on the global batch.
+
+    ``model(images)`` returns the embedder's embeddings: the serving path has
+    no proxies. During training the loss sees ``proxies(embeddings)`` (the
+    cosine similarities to the class proxies) when a ``Proxies`` layer is
+    given, the embeddings themselves otherwise; ``y_true`` are class ids [B]
+    or continuous label vectors [B, L], whatever the loss takes.
+
+    Distribution: the papers' losses are defined on the whole batch (pairs,
+    triplets and proxies across all of it), so under a ``tf.distribute``
+    strategy every replica all-gathers the embeddings and labels and
+    computes the loss L of the *global* batch. Replica r differentiates
+    ``J_r = (L + R) / n`` (n replicas, R the regularisation losses): the
+    gradient of ``all_gather`` all-reduces the incoming gradients and keeps
+    the replica's slice, so the embedder's gradient on replica r is exactly
+    ``dL/de_r de_r/dtheta`` and their sum over replicas is ``dL/dtheta``; the
+    proxies' gradient, the same ``dL/dP / n`` on every replica, sums to
+    ``dL/dP`` (counted once). The gradients are then summed over replicas
+    once, before clipping and the optimiser step, so the update equals the
+    one of a single device on the global batch. (BatchNorm layers in
+    training mode still normalise per replica; use ``freeze_batchnorm``, the
+    authors' setting, or ``synchronized=True`` BatchNorm for exactness.)
+
+    Args:
+      embedder: a Keras model, images -> embeddings [B, D]; use
+        ``build_embedder`` (warm-up and ``freeze_batchnorm`` need its
+        ``backbone`` / ``head`` parts).
+      proxies: optional ``keras_dml.layers.Proxies`` for the proxy losses.
+    """
+
+    def __init__(self, embedder, proxies=None, **kwargs):
+        super().__init__(**kwargs)
+        self.embedder = embedder
+        self.proxies = proxies
+        self.warmup_epochs = 0
+        self._warming_up = False
+        # Testing switch: False computes the loss per replica (no gather),
+        # which is what plain Keras would do.
+        self._exact_global_batch = True
+        shape = _input_shape_of(embedder)
+        if shape is not None:
+            self.build(shape)
+
+    # -- model ---------------------------------------------------------------
+    def build(self, input_shape):
+        if not self.embedder.built:
+            self.embedder.build(input_shape)
+        if self.proxies is not None and not self.proxies.built:
+            dim = self.embedder.compute_output_shape(input_shape)[-1]
+            self.proxies.build((None, dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.embedder(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.embedder.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            embedder=keras.saving.serialize_keras_object(self.embedder),
+            proxies=(None if self.proxies is None else
+                     keras.saving.serialize_keras_object(self.proxies)),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["embedder"] = keras.saving.deserialize_keras_object(
+            config["embedder"], custom_objects=custom_objects)
+        if config.get("proxies") is not None:
+            config["proxies"] = keras.saving.deserialize_keras_object(
+                config["proxies"], custom_objects=custom_objects)
+        return cls(**config)
+
+    # -- parts ---------------------------------------------------------------
+    @property
+    def backbone(self):
+        return getattr(self.embedder, "backbone", None)
+
+    @property
+    def head(self):
+        return getattr(self.embedder, "head", None)
+
+    def _variable_group(self, variable):
+        if self.proxies is not None and any(
+                variable is v for v in self.proxies.trainable_variables):
+            return "proxies"
+        if self.head is not None and any(
+                variable is v for v in self.head.trainable_variables):
+            return "head"
+        return "backbone"
+
+    # -- compile -------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None,
+                proxy_lr_multiplier=1.0, warmup_epochs=0, clip_value=None,
+                freeze_batchnorm=False, **kwargs):
+        """Keras ``compile`` plus the Proxy Anchor authors' recipe.
+
+        Args:
+          optimizer: any Keras optimiser (or ``LossScaleOptimizer`` of one).
+            It is cloned per parameter group (see ``MetricOptimizer``), not
+            modified; ``model.optimizer`` is the ``MetricOptimizer``.
+          loss: a ``keras_dml.losses.MetricLoss`` (every keras_dml loss):
+            a scalar loss of the whole batch.
+          metrics: Keras metrics, updated with each replica's labels and
+            training-head outputs.
+          proxy_lr_multiplier: the proxies learn with the same optimiser at
+            ``lr * proxy_lr_multiplier`` (100 in the paper).
+          warmup_epochs: for the first epochs of ``fit`` the backbone is
+            frozen: it runs in inference mode (BatchNorm statistics kept) and
+            its weights are not updated; the head and proxies train.
+          clip_value: element-wise gradient clipping (10 in the paper),
+            applied to the global gradient of every group.
+          freeze_batchnorm: put every BatchNorm layer of the backbone in
+            inference mode with frozen gamma/beta (``trainable=False``), as
+            the authors on CUB-200 and Cars-196.
+          **kwargs: other ``keras.Model.compile`` arguments (run_eagerly,
+            steps_per_execution, jit_compile, auto_scale_loss, ...).
+        """
+        if "loss_weights" in kwargs or "weighted_metrics" in kwargs:
+            raise ValueError("MetricModel trains one loss without weights; "
+                             "loss_weights / weighted_metrics are not supported.")
+        loss_obj = keras.losses.get(loss) if loss is not None else None
+        if not isinstance(loss_obj, MetricLoss):
+            raise TypeError(
+                "MetricModel needs a keras_dml loss (a "
+                "keras_dml.losses.MetricLoss: a scalar loss of the whole "
+                f"batch); got {loss!r}. Wrap other losses by subclassing "
+                "MetricLoss.")
+        proxy_types = _proxy_loss_types()
+        if self.proxies is None and isinstance(loss_obj, proxy_types):
+            raise ValueError(
+                f"{type(loss_obj).__name__} takes similarities to proxies: "
+                "give MetricModel a keras_dml.layers.Proxies layer.")
+        if (self.proxies is not None and not isinstance(loss_obj, proxy_types)
+                and type(loss_obj).__module__.startswith("keras_dml.")):
+            raise ValueError(
+                f"{type(loss_obj).__name__} takes embeddings, not proxy "
+                "similarities: build MetricModel without proxies.")
+        warmup_epochs = int(warmup_epochs)
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0; got {warmup_epochs}.")
+        if (warmup_epochs or freeze_batchnorm) and (
+                self.backbone is None or self.head is None):
+            raise ValueError(
+                "warmup_epochs and freeze_batchnorm need an embedder with "
+                "`backbone` and `head` parts: build it with "
+                "keras_dml.models.build_embedder.")
+        if float(proxy_lr_multiplier) != 1.0 and self.proxies is None:
+            raise ValueError("proxy_lr_multiplier is set but the model has no proxies.")
+        if freeze_batchnorm:
+            for layer in self.embedder.backbone_batchnorm_layers:
+                layer.trainable = False
+
+        base = keras.optimizers.get(optimizer)
+        loss_scale = None
+        if isinstance(base, keras.optimizers.LossScaleOptimizer):
+            loss_scale = base
+            base = base.inner_optimizer
+        wrapped = MetricOptimizer(
+            base, multipliers={"proxies": float(proxy_lr_multiplier)},
+            clip_value=clip_value, name="metric_optimizer")
+        wrapped.set_group_fn(self._variable_group)
+        if loss_scale is not None:
+            wrapped = keras.optimizers.LossScaleOptimizer(
+                wrapped, initial_scale=loss_scale.initial_scale,
+                dynamic_growth_steps=loss_scale.dynamic_growth_steps)
+
+        self.warmup_epochs = warmup_epochs
+        self._warming_up = False
+        super().compile(optimizer=wrapped, loss=loss_obj, metrics=metrics,
+                        **kwargs)
+        self._metric_compile_config = dict(
+            optimizer=optimizer if loss_scale is None else loss_scale,
+            loss=loss_obj, metrics=metrics,
+            proxy_lr_multiplier=float(proxy_lr_multiplier),
+            warmup_epochs=warmup_epochs, clip_value=clip_value,
+            freeze_batchnorm=bool(freeze_batchnorm), **kwargs)
+
+    def get_compile_config(self):
+        if self.compiled and hasattr(self, "_metric_compile_config"):
+            return keras.saving.serialize_keras_object(self._metric_compile_config)
+        return {}
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # -- fit -----------------------------------------------------------------
+    def fit(self, *args, **kwargs):
+        if self.warmup_epochs > 0:
+            bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+            arguments = dict(bound.arguments)
+            arguments.pop("self")
+            callbacks = arguments.get("callbacks")
+            if isinstance(callbacks, keras.callbacks.CallbackList):
+                if not any(isinstance(c, WarmupSwitch) for c in callbacks.callbacks):
+                    callbacks.append(WarmupSwitch())
+            else:
+                callbacks = list(callbacks or [])
+                if not any(isinstance(c, WarmupSwitch) for c in callbacks):
+                    callbacks.append(WarmupSwitch())
+            arguments["callbacks"] = callbacks
+            extra = arguments.pop("kwargs", {})
+            return super().fit(**arguments, **extra)
+        return super().fit(*args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds from the first batch reduced with
+        # strategy.reduce("MEAN", batch), which fails under
+        # MultiWorkerMirroredStrategy (and averages int labels). Shapes are
+        # all the build needs: take the first replica's batch instead.
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator,
+                                                 data_batch=data_batch)
+        strategy = self.distribute_strategy
+        for _, _, it in iterator:
+            data_batch = next(it)
+            break
+
+        def first_replica(value):
+            if isinstance(value, tf.distribute.DistributedValues):
+                return strategy.experimental_local_results(value)[0]
+            return value
+
+        data_batch = tf.nest.map_structure(first_replica, data_batch)
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _set_warming_up(self, flag):
+        flag = bool(flag)
+        if flag != self._warming_up:
+            self._warming_up = flag
+            # The flag is read when the step is traced: trace a new one.
+            if self.train_function is not None:
+                self.make_train_function(force=True)
+
+    @property
+    def warming_up(self):
+        """True while the backbone is frozen (warm-up epochs of ``fit``)."""
+        return self._warming_up
+
+    # -- steps ---------------------------------------------------------------
+    def _head_outputs(self, embeddings):
+        return embeddings if self.proxies is None else self.proxies(embeddings)
+
+    def _loss_of_outputs(self, y, outputs):
+        loss = self._compile_loss(y, outputs)
+        extra = [tf.cast(tf.reduce_sum(l), loss.dtype) for l in self.losses]
+        if extra:
+            loss = loss + tf.add_n(extra)
+        return loss
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """Loss of the batch from embeddings ``y_pred``: the compiled loss on
+        ``(y, proxies(y_pred))`` (or on ``(y, y_pred)`` without proxies),
+        plus the regularisation losses. Not scaled for distribution."""
+        del x, training
+        if sample_weight is not None:
+            raise ValueError("MetricModel losses are defined on the whole "
+                             "batch and take no sample_weight.")
+        return self._loss_of_outputs(y, self._head_outputs(y_pred))
+
+    @staticmethod
+    def _replica_context():
+        ctx = tf.distribute.get_replica_context()
+        return ctx, (ctx.num_replicas_in_sync if ctx is not None else 1)
+
+    def _gather(self, ctx, replicas, embeddings, y):
+        """Global batch (in replica order) and this replica's row offset."""
+        if replicas == 1 or not self._exact_global_batch:
+            return embeddings, y, 0
+        sizes = ctx.all_gather(tf.shape(embeddings)[:1], axis=0)
+        start = tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group])
+        # Separate gathers: int labels live on the host, embeddings may not.
+        # tf.identity places the input batch on this replica's device: under
+        # MultiWorkerMirroredStrategy tensors straight from the distributed
+        # dataset have no device, and all_gather refuses them.
+        all_embeddings = ctx.all_gather(tf.identity(embeddings), axis=0)
+        all_y = ctx.all_gather(tf.identity(y), axis=0)
+        return all_embeddings, all_y, start
+
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("MetricModel needs labels: data must be (x, y).")
+        if sample_weight is not None:
+            raise ValueError("MetricModel losses are defined on the whole "
+                             "batch and take no sample_weight.")
+        return x, y
+
+    def _embed_for_training(self, x):
+        if not self._warming_up:
+            return self.embedder(x, training=True)
+        # Warm-up: backbone frozen, in inference mode (BatchNorm statistics
+        # untouched); only the head (and proxies) get gradients.
+        features = tf.stop_gradient(self.backbone(x, training=False))
+        return self.head(features, training=True)
+
+    def _step_variables(self):
+        if not self._warming_up:
+            return list(self.trainable_variables)
+        variables = list(self.head.trainable_variables)
+        if self.proxies is not None:
+            variables += list(self.proxies.trainable_variables)
+        return variables
+
+    def _metrics_result(self, y, outputs, start, local_size):
+        if self._compile_metrics is None:
+            logs = self.get_metrics_result()
+        else:
+            if isinstance(start, int):   # no gather: this replica's outputs
+                local = outputs
+            else:
+                local = outputs[start:start + local_size]
+            logs = self.compute_metrics(None, y, local, None)
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3.15 reduces the logs of a multi-worker step with
+            # strategy.reduce("MEAN", value, axis=0), which fails on scalars:
+            # give it one-element vectors (their mean is the scalar).
+            logs = {k: tf.reshape(v, [1]) if getattr(v, "shape", None) == ()
+                    else v for k, v in logs.items()}
+        return logs
+
+    def train_step(self, data):
+        x, y = self._unpack(data)
+        ctx, replicas = self._replica_context()
+        with tf.GradientTape() as tape:
+            embeddings = self._embed_for_training(x)
+            all_embeddings, all_y, start = self._gather(ctx, replicas, embeddings, y)
+            outputs = self._head_outputs(all_embeddings)
+            loss = self._loss_of_outputs(all_y, outputs)
+            # Each replica's share: the replicas' gradients are summed.
+            objective = loss / tf.cast(replicas, loss.dtype)
+            scaled = self.optimizer.scale_loss(objective)
+        if not self.optimizer.built:
+            # Built on every trainable variable, also when the first step is
+            # a warm-up step that updates only some of them.
+            self.optimizer.build(self.trainable_variables)
+        variables = self._step_variables()
+        grads = tape.gradient(scaled, variables)
+        if replicas > 1:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                        [grads[i] for i in present])
+                grads = list(grads)
+                for i, g in zip(present, summed):
+                    grads[i] = g
+        self.optimizer.apply(grads, variables)
+        local_size = tf.shape(embeddings)[0]
+        self._loss_tracker.update_state(loss, sample_weight=local_size)
+        return self._metrics_result(y, outputs, start, local_size)
+
+    def test_step(self, data):
+        x, y = self._unpack(data)
+        ctx, replicas = self._replica_context()
+        embeddings = self.embedder(x, training=False)
+        all_embeddings, all_y, start = self._gather(ctx, replicas, embeddings, y)
+        outputs = self._head_outputs(all_embeddings)
+        loss = self._loss_of_outputs(all_y, outputs)
+        local_size = tf.shape(embeddings)[0]
+        self._loss_tracker.update_state(loss, sample_weight=local_size)
+        return self._metrics_result(y, outputs, start, local_size)
