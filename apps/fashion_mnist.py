@@ -16,7 +16,7 @@ from apps import common
 
 common.define_flags(
     backbone="efficientnet_lite0", weights="imagenet", image_size=64,
-    embedding_dim=128, batch_size=64, epochs=3, lr=1e-4, warmup_epochs=1,
+    embedding_dim=128, batch_size=64, epochs=3, lr=1e-4, warmup_epochs=1, freeze_bn=True,
     lr_decay_epochs=[], val_fraction=0.1, val_split="examples", ks=[1, 2, 4, 8], max_train_examples=10000)
 flags.DEFINE_string("fashion_mnist_dir", "/usr/share/datasets/fashion-mnist",
                     "Folder of the idx .gz files (Debian dataset-fashion-mnist).")
