@@ -1,0 +1,67 @@
+"""Mixed precision: float16 / bfloat16 compute, float32 weights and loss."""
+
+import numpy as np
+import pytest
+import keras
+
+import keras_dml as kd
+
+NUM_CLASSES = 3
+
+
+@pytest.fixture
+def policy(request):
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def make_model(proxies=True):
+    backbone = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(5, 3),
+    ])
+    embedder = kd.models.build_embedder(backbone, embedding_dim=4)
+    return kd.models.MetricModel(
+        embedder, proxies=kd.layers.Proxies(NUM_CLASSES) if proxies else None)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"],
+                         indirect=True)
+@pytest.mark.parametrize("loss_name", ["proxy_anchor", "multi_similarity"])
+def test_mixed_precision_trains_without_nan(policy, loss_name, rng):
+    compute = policy.split("_")[1]
+    proxy = loss_name == "proxy_anchor"
+    model = make_model(proxies=proxy)
+    loss = kd.losses.ProxyAnchorLoss() if proxy else kd.losses.MultiSimilarityLoss()
+    x = rng.normal(size=(24, 6, 6, 2)).astype("float32")
+    y = (np.arange(24) % NUM_CLASSES).astype("int32")
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
+                  loss=loss, proxy_lr_multiplier=100.0 if proxy else 1.0,
+                  warmup_epochs=1, clip_value=10.0)
+    if compute == "float16":
+        # Keras wraps the optimiser in dynamic loss scaling, around ours.
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(model.optimizer.inner_optimizer, kd.models.MetricOptimizer)
+    else:
+        assert isinstance(model.optimizer, kd.models.MetricOptimizer)
+    # (float16: the first steps are skipped while the dynamic loss scale,
+    # starting at 2**15, halves down to one without overflow.)
+    history = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+    losses = np.array(history.history["loss"])
+    assert np.all(np.isfinite(losses)), losses
+    assert losses[-1] < losses[0]
+    for v, w0 in zip(model.trainable_variables, before):
+        assert v.dtype == "float32"
+        assert np.all(np.isfinite(v.numpy())), v.path
+        assert not np.array_equal(v.numpy(), w0), v.path
+    emb = model(x)
+    assert emb.dtype == compute
+    # The loss itself is computed in float32.
+    assert model.compute_loss(y=y, y_pred=emb).dtype == "float32"
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(emb, "float32"), axis=1),
+                               1.0, atol=1e-2)
