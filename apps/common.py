@@ -221,10 +221,19 @@ def callbacks(out, val_callback):
     monitor = val_callback.prefix + val_callback.monitor_key if val_callback else "loss"
     mode = "max" if val_callback else "min"
     cbs = [val_callback] if val_callback else []
+    best_path = os.path.join(out, "best.weights.h5")
+    threshold = None
+    if FLAGS.resume and os.path.exists(best_path):
+        # The interrupted run's best so far (ModelCheckpoint, before the CSV
+        # logger, saw every logged epoch): only a better epoch replaces it.
+        seen = history_from_csv(out).get(monitor)
+        if seen:
+            threshold = max(seen) if mode == "max" else min(seen)
     cbs += [
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.weights.h5"), monitor=monitor,
+        keras.callbacks.ModelCheckpoint(best_path, monitor=monitor,
                                         mode=mode, save_best_only=True,
-                                        save_weights_only=True),
+                                        save_weights_only=True,
+                                        initial_value_threshold=threshold),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=FLAGS.resume),
         keras.callbacks.TensorBoard(os.path.join(out, "logs")),
         keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)),
@@ -256,6 +265,8 @@ def write_json(path, obj):
 
 
 def export(model, out, image_shape, normalization):
+    if None in tuple(image_shape)[:2]:   # varying sizes: serve images already at model size
+        image_shape = (FLAGS.image_size, FLAGS.image_size, image_shape[-1])
     path = os.path.join(out, "saved_model")
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -295,7 +306,7 @@ def run_class_retrieval(data, native_shape=None, extra_metrics=None):
     else:
         train, val = hold_out_examples(train_all, FLAGS.val_fraction, FLAGS.seed)
         train = relabel(train, np.arange(len(train)), "train")
-        val = relabel(val, np.arange(len(val)), "val")
+        val = None if val is None else relabel(val, np.arange(len(val)), "val")
     num_classes = int(train.labels.max()) + 1
     logging.info("data %s: train %d images / %d classes, val %s", data.name, len(train),
                  num_classes, None if val is None else len(val))
@@ -404,8 +415,9 @@ def nearest_excluding_self(emb, pick, gallery=None, k=5, score="cosine"):
 
 
 def _images(split, indices):
+    """The uint8 images ``indices`` of ``split``, as a list (sizes may vary)."""
     sub = split.subset(np.asarray(indices), "plot")
-    return np.stack([x.numpy() for x, _ in sub.dataset()])
+    return [x.numpy() for x, _ in sub.dataset()]
 
 
 # -------------------------------------------------------- continuous labels
@@ -426,6 +438,14 @@ def run_continuous_retrieval(data, label_distance, label_distance_kwargs=None,
     kwargs = dict(label_distance_kwargs or {})
     train_all = random_subset(data.train, FLAGS.max_train_examples, FLAGS.seed)
     train, val = hold_out_examples(train_all, FLAGS.val_fraction, FLAGS.seed)
+    # Metrics@K need K items besides the query: fail now, not after training.
+    n_test = len(data.test) if FLAGS.max_test_examples is None else \
+        min(len(data.test), FLAGS.max_test_examples)
+    for name, n in (("validation", None if val is None else len(val)), ("test", n_test)):
+        if n is not None and n - 1 < max(ks):
+            raise ValueError(
+                f"--ks up to {max(ks)} needs more than {max(ks)} {name} examples; there "
+                f"are {n} (raise --val_fraction / --max_test_examples or lower --ks).")
     if transforms is None:
         train_tf, eval_tf, normalization = _transforms(data.image_shape)
     else:
@@ -506,7 +526,4 @@ def run_continuous_retrieval(data, label_distance, label_distance_kwargs=None,
     if keys:
         kd.plots.recall_curve(hist, os.path.join(out, "recall_curve.png"), keys=keys)
     if FLAGS.export:
-        shape = data.train.image_shape
-        if None in shape[:2]:   # varying sizes: serve images already at model size
-            shape = (FLAGS.image_size, FLAGS.image_size, shape[-1])
-        export(model, out, shape, normalization)
+        export(model, out, data.train.image_shape, normalization)
