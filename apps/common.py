@@ -253,7 +253,7 @@ def history_from_csv(out):
     hist = {}
     for row in rows:
         for key, value in row.items():
-            if key == "epoch" or value in ("", None):
+            if key == "epoch" or value in ("", None, "NA"):   # NA: CSVLogger's val_* without validation
                 continue
             hist.setdefault(key, []).append(float(value))
     return hist
