@@ -57,8 +57,9 @@ def make_model(case):
     if case["input"] == "image":
         backbone = keras.Sequential([
             keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(5, 3, padding="same"),
-            keras.layers.BatchNormalization(),
+            keras.layers.Conv2D(5, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(
+                synchronized=case.get("sync_bn", False)),
             keras.layers.ReLU(),
             keras.layers.Conv2D(6, 3),
         ], name="backbone")
@@ -170,6 +171,10 @@ def run_mirrored(out_path):
 
     results = {}
     cases = [c for c in CASES if hasattr(kd.losses, _LOSS_CLASSES[c["loss"]])]
+    # BatchNorm in training mode, synchronised across replicas.
+    cases += [dict(CASES[0], name="proxy_anchor_sync_bn", sync_bn=True,
+                   epochs=1, compile=dict(CASES[0]["compile"], warmup_epochs=0,
+                                          freeze_batchnorm=False))]
     cases += [dict(CASES[0], name="proxy_anchor_no_gather", exact=False,
                    epochs=1, compile=dict(CASES[0]["compile"], warmup_epochs=0))]
     # One strategy for all cases: a second MirroredStrategy in a process

@@ -70,7 +70,8 @@ def test_mirrored_two_devices_equals_one_device(runs):
     output = _finish(proc)
     assert proc.returncode == 0, _tail(output)
     results = json.loads(out.read_text())
-    for name in ("proxy_anchor", "triplet", "multi_similarity", "log_ratio"):
+    for name in ("proxy_anchor", "triplet", "multi_similarity", "log_ratio",
+                 "proxy_anchor_sync_bn"):
         assert name in results, f"case {name} did not run: {sorted(results)}"
         r = results[name]
         assert r["replicas"] == 2

@@ -55,7 +55,8 @@ class MetricModel(keras.Model):
     triplets and proxies across all of it), so under a ``tf.distribute``
     strategy every replica all-gathers the embeddings and labels and
     computes the loss L of the *global* batch. Replica r differentiates
-    ``J_r = (L + R) / n`` (n replicas, R the regularisation losses): the
+    ``J_r = (L + Omega) / n`` (n replicas, Omega the regularisation losses,
+    computed alike on every replica): the
     gradient of ``all_gather`` all-reduces the incoming gradients and keeps
     the replica's slice, so the embedder's gradient on replica r is exactly
     ``dL/de_r de_r/dtheta`` and their sum over replicas is ``dL/dtheta``; the
@@ -63,8 +64,9 @@ class MetricModel(keras.Model):
     ``dL/dP`` (counted once). The gradients are then summed over replicas
     once, before clipping and the optimiser step, so the update equals the
     one of a single device on the global batch. (BatchNorm layers in
-    training mode still normalise per replica; use ``freeze_batchnorm``, the
-    authors' setting, or ``synchronized=True`` BatchNorm for exactness.)
+    training mode normalise with their replica's statistics unless built
+    with ``synchronized=True``; with that, or with ``freeze_batchnorm`` (the
+    authors' setting), the update is exact too.)
 
     Args:
       embedder: a Keras model, images -> embeddings [B, D]; use
