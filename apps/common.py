@@ -264,15 +264,15 @@ def write_json(path, obj):
         json.dump(obj, f, indent=2, sort_keys=True)
 
 
-def export(model, out, image_shape, normalization):
-    if None in tuple(image_shape)[:2]:   # varying sizes: serve images already at model size
-        image_shape = (FLAGS.image_size, FLAGS.image_size, image_shape[-1])
+def export(model, out, image_shape, normalization, eval_transform):
+    """SavedModel of the native images -> embeddings, through the same eval
+    transform (resize / crop) and normalisation as the reported metrics."""
     path = os.path.join(out, "saved_model")
     if os.path.isdir(path):
         shutil.rmtree(path)
     kd.export.export_saved_model(
-        model, path, image_shape=image_shape,
-        preprocess=normalization, resize_to=(FLAGS.image_size, FLAGS.image_size))
+        model, path, image_shape=image_shape, preprocess=normalization,
+        resize_to=(FLAGS.image_size, FLAGS.image_size), transform=eval_transform)
     return path
 
 
@@ -376,7 +376,8 @@ def run_class_retrieval(data, native_shape=None, extra_metrics=None):
     logging.info("test metrics: %s", json.dumps(metrics))
     _plots(out, model, grid_q, grid_g, q_emb, g_emb, q_lab, g_lab)
     if FLAGS.export:
-        path = export(model, out, native_shape or data.train.image_shape, normalization)
+        path = export(model, out, native_shape or data.train.image_shape, normalization,
+                      eval_tf)
         logging.info("exported %s", path)
     return report
 
@@ -526,4 +527,4 @@ def run_continuous_retrieval(data, label_distance, label_distance_kwargs=None,
     if keys:
         kd.plots.recall_curve(hist, os.path.join(out, "recall_curve.png"), keys=keys)
     if FLAGS.export:
-        export(model, out, data.train.image_shape, normalization)
+        export(model, out, data.train.image_shape, normalization, eval_tf)

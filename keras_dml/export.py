@@ -92,13 +92,16 @@ def _model_input_shape(model):
     return shape[1:]
 
 
-def _check_image_shape(image_shape):
-    image_shape = tuple(int(d) for d in image_shape)
-    if len(image_shape) != 3 or image_shape[-1] not in (1, 3) or \
-            min(image_shape[:2]) < 1:
+def _check_image_shape(image_shape, allow_any_size=False):
+    """(H, W, C) with C in (1, 3); H, W may be None with ``allow_any_size``."""
+    image_shape = tuple(None if d is None else int(d) for d in image_shape)
+    sizes_ok = all((d is None and allow_any_size) or (d is not None and d >= 1)
+                   for d in image_shape[:2]) if len(image_shape) == 3 else False
+    if not sizes_ok or image_shape[-1] not in (1, 3):
         raise ValueError(
-            "image_shape must be (H, W, C) with C = 1 (grey) or 3 (RGB); got "
-            f"{image_shape}.")
+            "image_shape must be (H, W, C) with C = 1 (grey) or 3 (RGB)"
+            + (" (H, W may be None with a transform)" if allow_any_size else "")
+            + f"; got {image_shape}.")
     return image_shape
 
 
@@ -114,7 +117,7 @@ def _convert_channels(images, channels):
 
 
 def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None,
-                       resize_method="bilinear", channels=None):
+                       resize_method="bilinear", channels=None, transform=None):
     """Write a SavedModel that maps raw images to L2-normalised embeddings.
 
     Args:
@@ -133,10 +136,17 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
       resize_method: ``tf.image.resize`` method.
       channels: channel count the model takes; default from the model's
         input shape (needed only for models without one).
+      transform: the evaluation transform of the training code (e.g.
+        ``kd.data.eval_transform(224)``: shorter side to 256, centre crop
+        224), a callable on one float32 0-255 image [H, W, C] returning
+        [h, w, c] at the model's input size. When given it replaces the
+        plain resize (and ``image_shape`` may have None for H and W, for
+        data sets of varying image sizes), so served embeddings equal the
+        evaluated ones.
     Returns:
       ``path``.
     """
-    image_shape = _check_image_shape(image_shape)
+    image_shape = _check_image_shape(image_shape, allow_any_size=transform is not None)
     height, width, image_channels = image_shape
     preprocess_fn, preprocess_name = _resolve_preprocess(preprocess)
     if resize_method not in _RESIZE_METHODS:
@@ -154,6 +164,9 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
                          "from grey or RGB images.")
     if resize_to is None:
         resize_to = (model_shape[0] or height, model_shape[1] or width)
+    if None in resize_to:
+        raise ValueError("images of varying size need resize_to (or a model with a "
+                         "static input size).")
     resize_to = tuple(int(d) for d in resize_to)
     if len(resize_to) != 2 or min(resize_to) < 1:
         raise ValueError(f"resize_to must be (h, w); got {resize_to}.")
@@ -163,14 +176,18 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
                 f"resize_to={resize_to} does not match the model's input size "
                 f"{model_shape[:2]}.")
 
-    def prepare(images_float):
-        x = _convert_channels(images_float, channels)
-        if resize_to != (height, width):
-            x = tf.image.resize(x, resize_to, method=resize_method)
-        return tf.cast(preprocess_fn(x), tf.float32)
+    def at_model_size(image):
+        """One decoded float image -> the model's input size."""
+        if transform is not None:
+            image = tf.cast(transform(image), tf.float32)
+        elif resize_to != (height, width):
+            image = tf.image.resize(image, resize_to, method=resize_method)
+        return tf.ensure_shape(image, (*resize_to, None))
 
-    def embed(images_float):
-        embeddings = model(prepare(images_float), training=False)
+    def embed_resized(images):
+        """Images at the model's size -> {"embeddings": l2n(model(...))}."""
+        x = tf.cast(preprocess_fn(_convert_channels(images, channels)), tf.float32)
+        embeddings = model(x, training=False)
         if isinstance(embeddings, (dict, list, tuple)):
             raise ValueError(
                 "the model must return one embeddings tensor [N, D] from call(); "
@@ -178,9 +195,20 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
         embeddings = tf.cast(embeddings, tf.float32)
         return {OUTPUT_KEY: ops.l2_normalize(embeddings, axis=-1)}
 
+    def embed(images_float):
+        if transform is None:   # one batched resize
+            x = images_float
+            if resize_to != (height, width):
+                x = tf.image.resize(x, resize_to, method=resize_method)
+        else:                   # the eval transform works image by image
+            x = tf.map_fn(at_model_size, images_float,
+                          fn_output_signature=tf.TensorSpec((*resize_to, None), tf.float32))
+        return embed_resized(x)
+
     # One eager call builds an unbuilt model and surfaces shape errors here,
     # not deep inside tracing.
-    probe = embed(tf.zeros((1, height, width, image_channels), tf.float32))
+    probe = embed(tf.zeros((1, height or resize_to[0], width or resize_to[1],
+                            image_channels), tf.float32))
     if probe[OUTPUT_KEY].shape.rank != 2:
         raise ValueError(
             "the model must return embeddings of shape [N, D]; got "
@@ -192,13 +220,17 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
     def decode_one(data):
         image = tf.io.decode_image(data, channels=image_channels,
                                    expand_animations=False)
-        image = tf.cast(image, tf.float32)
+        image = tf.ensure_shape(tf.cast(image, tf.float32), (None, None, image_channels))
+        if transform is not None:
+            return at_model_size(image)
+        # Bytes of another size than the native one: to (H, W) first, then
+        # the same path as serving_default.
         size = tf.shape(image)[:2]
         same = tf.reduce_all(tf.equal(size, [height, width]))
         image = tf.cond(
             same, lambda: image,
             lambda: tf.image.resize(image, (height, width), method=resize_method))
-        return tf.ensure_shape(image, (height, width, image_channels))
+        return at_model_size(tf.ensure_shape(image, (height, width, image_channels)))
 
     def serving_bytes(image_bytes):
         jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)),
@@ -214,9 +246,8 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
         with tf.control_dependencies([check]):
             images = tf.map_fn(
                 decode_one, image_bytes,
-                fn_output_signature=tf.TensorSpec((height, width, image_channels),
-                                                  tf.float32))
-        return embed(images)
+                fn_output_signature=tf.TensorSpec((*resize_to, None), tf.float32))
+        return embed_resized(images)
 
     archive = keras.export.ExportArchive()
     archive.add_endpoint(
@@ -232,6 +263,7 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, "keras_dml.json"), "w") as f:
         json.dump({"image_shape": list(image_shape), "channels": channels,
+                   "transform": None if transform is None else repr(transform),
                    "resize_to": list(resize_to), "resize_method": resize_method,
                    "preprocess": preprocess_name, "output_key": OUTPUT_KEY,
                    "signatures": ["serving_default", "serving_bytes"]}, f,

@@ -270,3 +270,30 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"embeddings of shape \[N, D\]"):
         export.export_saved_model(feature_map, tmp_path / "d",
                                   image_shape=IMAGE_SHAPE)
+
+
+def test_eval_transform_inside_signatures_for_varying_sizes(tmp_path, rng):
+    """With the training code's eval transform (shorter side 36, centre crop
+    32), both signatures equal the Keras model on the transformed images,
+    for RGB images of any size."""
+    model = _small_embedder()
+    transform = kd.data.eval_transform(32)
+    path = export.export_saved_model(model, tmp_path / "sm", image_shape=(None, None, 3),
+                                     preprocess="inception", transform=transform)
+    prep = kd.backbones.preprocessing.get("inception")
+
+    def reference(image):
+        x = transform(tf.constant(image, tf.float32))[None]
+        e = model(prep(x), training=False).numpy()[0].astype(np.float64)
+        return e / np.linalg.norm(e)
+
+    loaded = tf.saved_model.load(str(path))
+    batch = rng.integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    got = loaded.signatures["serving_default"](images=tf.constant(batch))["embeddings"]
+    np.testing.assert_allclose(got.numpy(), [reference(b) for b in batch], atol=1e-5)
+    odd = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((45, 33), (64, 90))]
+    got = loaded.signatures["serving_bytes"](
+        image_bytes=tf.constant([_png(o) for o in odd]))["embeddings"]
+    np.testing.assert_allclose(got.numpy(), [reference(o) for o in odd], atol=1e-5)
+    with pytest.raises(ValueError, match="None"):
+        export.export_saved_model(model, tmp_path / "bad", image_shape=(None, None, 3))
