@@ -25,7 +25,7 @@ def batchnorm_layers(model):
     The trainer freezes these on CUB-200 and Cars-196 as the Proxy Anchor
     authors do (``m.eval()`` plus no gradient on the affine parameters).
     """
-    return [layer for layer in model._flatten_layers(include_self=False)
+    return [layer for layer in model._flatten_layers(include_self=True)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 

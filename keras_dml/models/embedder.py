@@ -2,13 +2,8 @@
 
 import keras
 
+from keras_dml.backbones.common import batchnorm_layers
 from keras_dml.layers import EmbeddingHead
-
-
-def _batchnorm_layers(model):
-    """Every ``keras.layers.BatchNormalization`` inside ``model`` (recursively)."""
-    return [layer for layer in model._flatten_layers(include_self=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -66,7 +61,7 @@ class Embedder(keras.Model):
     @property
     def backbone_batchnorm_layers(self):
         """The BatchNormalization layers of the backbone."""
-        return _batchnorm_layers(self.backbone)
+        return batchnorm_layers(self.backbone)
 
     def get_config(self):
         config = super().get_config()
