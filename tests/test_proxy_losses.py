@@ -193,7 +193,7 @@ def test_bad_widths_and_shapes_raise():
 
 
 @pytest.mark.parametrize("fn", [kd.losses.proxy_anchor_loss, kd.losses.proxy_nca_loss])
-def test_empty_batch_is_zero_with_zero_gradient(fn):
+def test_empty_batch_is_zero_and_has_a_gradient_of_its_shape(fn):
     x = tf.zeros([0, 5])
     with tf.GradientTape() as tape:
         tape.watch(x)
