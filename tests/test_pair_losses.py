@@ -39,7 +39,8 @@ def _lse(values):
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
-def ref_triplet(labels, emb, margin=0.1, mining="semihard"):
+def ref_triplet(labels, emb, margin=0.1, mining="semihard", block_size=None):
+    del block_size      # how the loss is computed, not what it is
     x = _unit(emb)
     n = len(labels)
     losses = []
@@ -170,6 +171,8 @@ CASES = {
                      dict(margin=0.1, mining="hard")),
     "triplet_all": (kd.losses.triplet_loss, ref_triplet,
                     dict(margin=0.1, mining="all")),
+    "triplet_semihard_blocks3": (kd.losses.triplet_loss, ref_triplet,
+                                 dict(margin=0.1, mining="semihard", block_size=3)),
     "triplet_all_m0.3": (kd.losses.triplet_loss, ref_triplet,
                          dict(margin=0.3, mining="all")),
     "contrastive": (kd.losses.contrastive_loss, ref_contrastive,
@@ -345,7 +348,8 @@ def test_coinciding_and_zero_embeddings_stay_finite(name):
 
 # ------------------------------------------------- Keras classes and config
 CLASSES = {
-    "TripletLoss": (kd.losses.TripletLoss, dict(margin=0.2, mining="hard"),
+    "TripletLoss": (kd.losses.TripletLoss,
+                    dict(margin=0.2, mining="hard", block_size=3),
                     "triplet_loss", ref_triplet),
     "ContrastiveLoss": (kd.losses.ContrastiveLoss,
                         dict(pos_margin=0.1, neg_margin=0.8),
@@ -475,3 +479,128 @@ def test_half_precision_is_finite_and_close(name, dtype):
     assert value.dtype == dtype
     assert np.all(np.isfinite(grad))
     np.testing.assert_allclose(float(value), reference, rtol=3e-2)
+
+
+# ------------------------------------------- TripletLoss anchor blocks
+def _triplet_value_and_grad(labels, emb, **kwargs):
+    return _tf_value_and_grad(kd.losses.triplet_loss, labels, emb, kwargs)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_triplet_blocks_give_the_same_value_and_gradient(mining):
+    # 20 samples, 5 classes, loosely clustered: every mining keeps triplets.
+    labels = [i % 5 for i in range(20)]
+    b = len(labels)
+    for seed in (1, 3):
+        emb = _embeddings(seed, labels, dim=6)
+        whole, whole_grad = _triplet_value_and_grad(labels, emb, mining=mining,
+                                                    block_size=b)
+        expected = ref_triplet(labels, emb.tolist(), mining=mining)
+        assert expected > 0
+        np.testing.assert_allclose(whole, expected, rtol=1e-12)
+        assert np.any(whole_grad != 0)
+        # Block sizes dividing B, not dividing it (padded last block), the
+        # automatic one and one larger than the batch.
+        for block in (1, 3, 4, 6, 7, 19, None, 64):
+            value, grad = _triplet_value_and_grad(labels, emb, mining=mining,
+                                                  block_size=block)
+            np.testing.assert_allclose(value, whole, rtol=1e-13, atol=0,
+                                       err_msg=f"block {block}")
+            np.testing.assert_allclose(grad, whole_grad, rtol=1e-12, atol=1e-15,
+                                       err_msg=f"grad block {block}")
+
+
+def test_triplet_blocks_empty_block_and_no_triplet():
+    # Anchors 0-3 are singletons (no triplet in their blocks of 2); the last
+    # block is padded. No kept triplet at all: 0 with a zero gradient.
+    labels = [0, 1, 2, 3, 4, 4, 5, 5, 6]
+    emb = _embeddings(1, labels)
+    for block in (2, 4, None):
+        value, grad = _triplet_value_and_grad(labels, emb, mining="all",
+                                              block_size=block)
+        np.testing.assert_allclose(value, ref_triplet(labels, emb.tolist(), mining="all"),
+                                   rtol=1e-12)
+    value, grad = _triplet_value_and_grad([0, 1, 2, 3], emb[:4], block_size=3)
+    assert value == 0.0 and np.all(grad == 0.0)
+
+
+def test_triplet_blocks_xla_matches_eager():
+    labels = np.array([i % 6 for i in range(22)])
+    emb = _embeddings(1, labels, dim=8).astype(np.float32)
+    for block in (5, None):
+        loss = kd.losses.TripletLoss(mining="semihard", block_size=block)
+
+        def step(y, x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = loss(y, x)
+            return value, tape.gradient(value, x)
+
+        eager = step(tf.constant(labels), tf.constant(emb))
+        xla = tf.function(step, jit_compile=True)(tf.constant(labels), tf.constant(emb))
+        assert float(eager[0]) > 0
+        np.testing.assert_allclose(xla[0].numpy(), eager[0].numpy(), rtol=1e-5)
+        np.testing.assert_allclose(xla[1].numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_triplet_unknown_batch_size_in_graph():
+    labels = np.array([i % 4 for i in range(13)])
+    emb = _embeddings(3, labels).astype(np.float32)
+    loss = kd.losses.TripletLoss(mining="all", block_size=4)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
+                                  tf.TensorSpec([None, 4], tf.float32)])
+    def step(y, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = loss(y, x)
+        return value, tape.gradient(value, x)
+
+    value, grad = step(labels, emb)
+    np.testing.assert_allclose(float(value), ref_triplet(labels.tolist(), emb.tolist(),
+                                                         mining="all"), rtol=1e-5)
+    _, whole_grad = _triplet_value_and_grad(labels.tolist(), emb.astype(np.float64),
+                                            mining="all", block_size=13)
+    np.testing.assert_allclose(grad.numpy(), whole_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [4, None])
+def test_triplet_graph_has_no_tensor_larger_than_a_block(block):
+    # B = 160: the automatic block is 1M // B^2 = 40 anchors (< B).
+    b, dim = 160, 8
+    labels = np.repeat(np.arange(b // 4), 4)
+
+    @tf.function(input_signature=[tf.TensorSpec([b], tf.int32),
+                                  tf.TensorSpec([b, dim])])
+    def step(y, f):
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            loss = kd.losses.TripletLoss(mining="all", block_size=block)(y, f)
+        return loss, tape.gradient(loss, f)
+
+    graph = step.get_concrete_function().graph
+    # Ops of the while loop body live in its function graph.
+    graphs = [graph] + [f.graph for f in graph._functions.values()
+                        if hasattr(f, "graph")]
+    biggest = 0
+    for g in graphs:
+        for op in g.get_operations():
+            for t in op.outputs:
+                if t.shape.rank is not None and t.shape.is_fully_defined():
+                    biggest = max(biggest, t.shape.num_elements())
+    expected_block = block or 40
+    assert biggest == expected_block * b * b, (
+        f"largest tensor has {biggest} elements (block*B^2 = {expected_block * b * b}, "
+        f"B^3 = {b ** 3})")
+    labels_f = labels.astype(np.int32)
+    f = _embeddings(1, labels, dim=dim).astype(np.float32)
+    value, _ = step(labels_f, f)
+    assert np.isfinite(float(value))
+
+
+def test_triplet_bad_block_size():
+    with pytest.raises(ValueError, match="block_size"):
+        kd.losses.TripletLoss(block_size=0)
+    with pytest.raises(ValueError, match="block_size"):
+        kd.losses.triplet_loss(tf.constant([0, 0, 1]), tf.ones((3, 2)), block_size=-1)
+    assert kd.losses.TripletLoss().get_config()["block_size"] is None

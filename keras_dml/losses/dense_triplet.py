@@ -26,10 +26,14 @@ def _dim(x, axis):
     return static if static is not None else tf.shape(x)[axis]
 
 
-def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None):
+def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
+                          nonzero=False):
     """Mean over valid triplets of ``relu(dist[a, i] - dist[a, j] + margin)``.
 
         L = 1/|T| * sum_{(a, i, j) in T} max(0, dist[a, i] - dist[a, j] + margin)
+
+    With ``nonzero=True`` the mean is over the *active* triplets only (valid
+    and hinge > 0, PML's ``AvgNonZeroReducer``): |T| becomes their count.
 
     The anchors are processed in blocks of ``block_size`` (default: as many
     as fit in ``DEFAULT_TRIPLET_BUDGET`` floats, ``block * B * B``), so no
@@ -55,6 +59,7 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None):
         ``rows`` the blocks of ``row_data``.
       margin: float.
       block_size: anchors per block (None: from the budget).
+      nonzero: divide by the number of active triplets, not of valid ones.
     Returns:
       A scalar; 0 with a zero gradient if T is empty.
     """
@@ -92,8 +97,8 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None):
             valid = tf.logical_and(valid_fn(anchors, blocks[1:]), real[:, None, None])
             active = tf.logical_and(valid, h > 0)
             total += tf.reduce_sum(tf.where(active, h, tf.zeros_like(h)))
-            count += tf.reduce_sum(tf.cast(valid, dtype))
             act = tf.cast(active, dtype)
+            count += tf.reduce_sum(act if nonzero else tf.cast(valid, dtype))
             grads = grads.write(step, tf.reduce_sum(act, axis=2) - tf.reduce_sum(act, axis=1))
             return step + 1, total, count, grads
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
+from keras_dml.losses.dense_triplet import chunked_triplet_hinge
 
 MININGS = ("all", "semihard", "hard")
 
@@ -15,7 +16,13 @@ def _check_mining(mining):
             f"mining must be one of {MININGS}; got {mining!r}.")
 
 
-def triplet_loss(labels, embeddings, margin=0.1, mining="semihard"):
+def _check_block_size(block_size):
+    if block_size is not None and int(block_size) < 1:
+        raise ValueError(f"block_size must be None or >= 1; got {block_size}.")
+
+
+def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
+                 block_size=None):
     """Triplet margin loss over the mined in-batch triplets.
 
     With d the Euclidean (not squared) distance between L2-normalised
@@ -32,36 +39,50 @@ def triplet_loss(labels, embeddings, margin=0.1, mining="semihard"):
     triplets with l > 0 (PML's ``AvgNonZeroReducer``), 0 (with a zero
     gradient) if there is none.
 
-    Memory: the triplets are a dense [B, B, B] tensor (a few of them live at
-    once): about 16 * B^3 bytes in float32, ~93 MB at B = 180, ~270 MB at
-    B = 256, ~2.1 GB at B = 512. Meant for batches up to a few hundred.
+    Memory: d is computed once ([B, B]); the triplets are processed in
+    blocks of ``block_size`` anchors (``chunked_triplet_hinge``: the sum of l
+    and the count of l > 0 are accumulated over the blocks, then divided; the
+    gradient, (d sum) / count, is accumulated blockwise too), so at most
+    ``block_size * B * B`` triplets live at once, forward and backward. The
+    default block keeps that under ~1M elements (B = 180: 6 blocks of 32
+    anchors). Works under XLA (``jit_compile=True``).
 
     Args:
       labels: int class ids, [B].
       embeddings: [B, D] (normalised here).
       margin: the triplet margin (also the miner's margin).
       mining: "all", "semihard" or "hard".
+      block_size: anchors per block; None: automatic (~1M triplets/block).
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
     _check_mining(mining)
+    _check_block_size(block_size)
     embeddings = tf.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    margin = tf.constant(margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
-    d_ap = d[:, :, None]                               # [a, p, 1]
-    d_an = d[:, None, :]                               # [a, 1, n]
-    triplet_margin = d_an - d_ap                       # [a, p, n]
-    kept = tf.logical_and(positive[:, :, None], negative[:, None, :])
-    kept = tf.logical_and(kept, triplet_margin <= margin)
-    if mining == "hard":
-        kept = tf.logical_and(kept, triplet_margin <= 0)
-    elif mining == "semihard":
-        kept = tf.logical_and(kept, triplet_margin > 0)
-    losses = tf.where(kept, tf.nn.relu(margin - triplet_margin),
-                      tf.zeros_like(triplet_margin))
-    return ops.positive_mean(losses)
+    # One [B, B] row tensor for the blocks: +1 positive, -1 negative, 0 self
+    # (and 0 on the padded anchors of the last block: no triplet).
+    relation = tf.cast(positive, dtype) - tf.cast(negative, dtype)
+    margin_t = tf.constant(margin, dtype)
+
+    def valid_fn(anchors, rows):
+        del anchors
+        d_rows, rel = rows
+        kept = tf.logical_and((rel > 0)[:, :, None], (rel < 0)[:, None, :])
+        triplet_margin = d_rows[:, None, :] - d_rows[:, :, None]   # [a, p, n]
+        kept = tf.logical_and(kept, triplet_margin <= margin_t)
+        if mining == "hard":
+            kept = tf.logical_and(kept, triplet_margin <= 0)
+        elif mining == "semihard":
+            kept = tf.logical_and(kept, triplet_margin > 0)
+        return kept
+
+    # The hinge d(a,p) - d(a,n) + margin equals margin - m exactly (IEEE
+    # subtraction is sign-symmetric), so "active" is l > 0 of the formula.
+    return chunked_triplet_hinge(d, [d, relation], valid_fn, margin,
+                                 block_size, nonzero=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -71,16 +92,21 @@ class TripletLoss(MetricLoss):
     Equals pytorch-metric-learning's ``TripletMarginMiner(margin,
     type_of_triplets=mining)`` followed by ``TripletMarginLoss(margin)``, as
     the Proxy Anchor authors configure it (margin 0.1, semi-hard). See
-    ``triplet_loss`` for the formula and the O(B^3) memory bound.
+    ``triplet_loss`` for the formula; triplets are processed in blocks of
+    ``block_size`` anchors (None: automatic), so memory is
+    O(block_size * B^2), not O(B^3).
     """
 
-    def __init__(self, margin=0.1, mining="semihard", name="triplet_loss",
-                 **kwargs):
+    def __init__(self, margin=0.1, mining="semihard", block_size=None,
+                 name="triplet_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         _check_mining(mining)
+        _check_block_size(block_size)
         self.margin = margin
         self.mining = mining
+        self.block_size = None if block_size is None else int(block_size)
 
     def call(self, y_true, y_pred):
         labels, embeddings = class_pair_inputs(y_true, y_pred)
-        return triplet_loss(labels, embeddings, self.margin, self.mining)
+        return triplet_loss(labels, embeddings, self.margin, self.mining,
+                            self.block_size)
