@@ -126,11 +126,23 @@ def masked_logsumexp(x, mask, axis=-1, add_one=False, keepdims=False):
     return out
 
 
+def accumulation_dtype(dtype):
+    """float32 for 16-bit floats (counts past 2048 / sums past 65504 would
+    round or overflow there), the dtype itself otherwise."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 def masked_mean(values, mask):
-    """Mean of ``values`` where ``mask`` holds; 0 (zero gradient) if none do."""
-    mask = tf.cast(mask, values.dtype)
+    """Mean of ``values`` where ``mask`` holds; 0 (zero gradient) if none do.
+
+    Sums and the count are accumulated in ``accumulation_dtype``.
+    """
+    acc = accumulation_dtype(values.dtype)
+    mask = tf.cast(mask, acc)
     count = tf.reduce_sum(mask)
-    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), count)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.cast(values, acc) * mask), count)
+    return tf.cast(mean, values.dtype)
 
 
 def positive_mean(values):

@@ -604,3 +604,24 @@ def test_triplet_bad_block_size():
     with pytest.raises(ValueError, match="block_size"):
         kd.losses.triplet_loss(tf.constant([0, 0, 1]), tf.ones((3, 2)), block_size=-1)
     assert kd.losses.TripletLoss().get_config()["block_size"] is None
+
+
+def test_float16_counts_past_65504_triplets_stay_finite():
+    """Hundreds of thousands of active triplets: the count must not overflow
+    float16 (max 65504); sums and counts accumulate in float32."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(30), 6)                       # B = 180
+    emb = rng.normal(size=(180, 16)).astype(np.float32)
+    ref = float(kd.losses.triplet_loss(tf.constant(labels), tf.constant(emb), mining="all"))
+    x = tf.constant(emb, tf.float16)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        low = kd.losses.triplet_loss(tf.constant(labels), x, mining="all")
+    grad = tape.gradient(low, x)
+    assert low.dtype == tf.float16 and np.isfinite(float(low))
+    assert np.all(np.isfinite(grad.numpy()))
+    np.testing.assert_allclose(float(low), ref, rtol=2e-2)
+    contrastive = kd.losses.contrastive_loss(tf.constant(labels), x)
+    np.testing.assert_allclose(
+        float(contrastive),
+        float(kd.losses.contrastive_loss(tf.constant(labels), tf.constant(emb))), rtol=2e-2)

@@ -65,6 +65,7 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
     """
     dist = tf.convert_to_tensor(dist)
     dtype = dist.dtype
+    acc = ops.accumulation_dtype(dtype)   # sums and counts of many triplets
     margin = tf.constant(margin, dtype)
     row_data = [tf.convert_to_tensor(x) for x in row_data]
 
@@ -96,13 +97,13 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
             h = rows[:, :, None] - rows[:, None, :] + margin        # [b, B, B]
             valid = tf.logical_and(valid_fn(anchors, blocks[1:]), real[:, None, None])
             active = tf.logical_and(valid, h > 0)
-            total += tf.reduce_sum(tf.where(active, h, tf.zeros_like(h)))
+            total += tf.reduce_sum(tf.cast(tf.where(active, h, tf.zeros_like(h)), acc))
             act = tf.cast(active, dtype)
-            count += tf.reduce_sum(act if nonzero else tf.cast(valid, dtype))
+            count += tf.reduce_sum(tf.cast(active if nonzero else valid, acc))
             grads = grads.write(step, tf.reduce_sum(act, axis=2) - tf.reduce_sum(act, axis=1))
             return step + 1, total, count, grads
 
-        zero = tf.zeros([], dtype)
+        zero = tf.zeros([], acc)
         if isinstance(num_blocks, int) and num_blocks == 0:
             total, count, g = zero, zero, tf.zeros_like(d)
         else:
@@ -118,10 +119,10 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
                 g = tf.cond(num_blocks > 0, grads.stack,
                             lambda: tf.zeros([0, block, width], dtype))
             g = tf.reshape(g, tf.stack([num_blocks * block, width]))[:num_anchors]
-        loss = tf.math.divide_no_nan(total, count)
+        loss = tf.cast(tf.math.divide_no_nan(total, count), dtype)
 
         def grad(upstream):
-            return upstream * tf.math.divide_no_nan(g, count)
+            return upstream * tf.cast(tf.math.divide_no_nan(tf.cast(g, acc), count), dtype)
 
         return loss, grad
 
