@@ -68,6 +68,11 @@ def define_flags(continuous=False, **defaults):
         ks=[1, 5, 10, 20] if continuous else [1, 2, 4, 8], val_fraction=0.1,
         data_dir=None, cache=False, max_train_examples=None, max_test_examples=None,
     )
+    if continuous:
+        # The log-ratio authors' recipe (ResNet-34 there; Keras has none).
+        d.update(backbone="resnet50", optimizer="sgd", lr=0.01, weight_decay=5e-4,
+                 lr_inverse_decay=1e-4, epochs=30, warmup_epochs=0,
+                 proxy_lr_multiplier=1.0, clip_value=0.0)
     d.update(defaults)
     losses = sorted(CONTINUOUS_LOSSES) if continuous else sorted(PROXY_LOSSES) + sorted(PAIR_LOSSES)
     flags.DEFINE_string("output_dir", None, "Where logs, checkpoints, metrics.json, plots "

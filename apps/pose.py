@@ -11,9 +11,7 @@ from absl import app, flags
 
 from apps import common
 
-common.define_flags(continuous=True, backbone="resnet50", embedding_dim=128, batch_size=150,
-                    optimizer="sgd", lr=0.01, weight_decay=5e-4, lr_inverse_decay=1e-4,
-                    epochs=30, warmup_epochs=0, proxy_lr_multiplier=1.0, clip_value=0.0)
+common.define_flags(continuous=True)
 
 
 def main(argv):
