@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dml as kd
+from finite_difference import finite_difference_grad
 from keras_dml.losses.binary_triplet import binary_triplet_loss
 from keras_dml.losses.dense_triplet import chunked_triplet_hinge, dense_triplet_loss
 
@@ -74,16 +75,6 @@ def ref_binary(f, dy, positives=5, margin=0.2, threshold=None, squared=True,
     return total / count if count else 0.0
 
 
-def finite_diff_grad(fn, f, h=1e-6):
-    g = np.zeros_like(f)
-    for idx in np.ndindex(*f.shape):
-        fp, fm = f.copy(), f.copy()
-        fp[idx] += h
-        fm[idx] -= h
-        g[idx] = (fn(fp) - fn(fm)) / (2 * h)
-    return g
-
-
 def tf_value_and_grad(fn, f, dy, **kw):
     ft = tf.constant(f)
     with tf.GradientTape() as tape:
@@ -112,7 +103,7 @@ def test_dense_value_and_gradient(rng, kw, block_size):
     got, grad = tf_value_and_grad(dense_triplet_loss, f, dy, block_size=block_size, **kw)
     np.testing.assert_allclose(got, ref, rtol=1e-10)
     assert ref > 0
-    num = finite_diff_grad(lambda x: ref_dense(x, dy, **kw), f)
+    num = finite_difference_grad(lambda x: ref_dense(x, dy, **kw), f)
     np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
     assert np.abs(grad).max() > 1e-4
 
@@ -251,7 +242,7 @@ def test_binary_value_and_gradient(rng, kw, block_size):
     got, grad = tf_value_and_grad(binary_triplet_loss, f, dy, block_size=block_size, **kw)
     np.testing.assert_allclose(got, ref, rtol=1e-10)
     assert ref > 0
-    num = finite_diff_grad(lambda x: ref_binary(x, dy, **kw), f)
+    num = finite_difference_grad(lambda x: ref_binary(x, dy, **kw), f)
     np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
 
 

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dml as kd
+from finite_difference import finite_difference_grad
 
 
 # ---------------------------------------------------------------- references
@@ -220,14 +221,7 @@ def _tf_value_and_grad(fn, labels, emb, kwargs):
 
 
 def _fd_grad(ref, labels, emb, kwargs, h=1e-6):
-    grad = np.zeros_like(emb)
-    for idx in np.ndindex(*emb.shape):
-        up, down = emb.copy(), emb.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (ref(labels, up.tolist(), **kwargs)
-                     - ref(labels, down.tolist(), **kwargs)) / (2 * h)
-    return grad
+    return finite_difference_grad(lambda e: ref(labels, e.tolist(), **kwargs), emb, h)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

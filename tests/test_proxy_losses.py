@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dml as kd
+from finite_difference import finite_difference_grad
 
 
 # ---------------------------------------------------------------- references
@@ -53,16 +54,6 @@ def ref_soft_triple(labels, cos, k=10, la=20.0, gamma=0.1, margin=0.01):
     return total / batch
 
 
-def numeric_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 CASES = {
     # name: labels (class count inferred by the caller)
     "several_per_class": [0, 0, 1, 1, 2, 2, 3, 3],
@@ -103,7 +94,7 @@ def test_value_and_gradient_match_reference(loss_name, case, seed):
     grad = tape.gradient(value, x).numpy()
     expected = ref(labels, cos)
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-10, atol=1e-10)
-    expected_grad = numeric_grad(lambda c: ref(labels, c), cos)
+    expected_grad = finite_difference_grad(lambda c: ref(labels, c), cos)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
 
 
@@ -127,9 +118,9 @@ def test_proxy_anchor_through_proxies_layer_gradients():
         value = kd.losses.proxy_anchor_loss(tf.constant(labels), layer(x))
     g_emb, g_prox = tape.gradient(value, [x, layer.proxies])
     np.testing.assert_allclose(value.numpy(), ref(emb, proxies), rtol=1e-9)
-    np.testing.assert_allclose(g_emb.numpy(), numeric_grad(lambda e: ref(e, proxies), emb),
+    np.testing.assert_allclose(g_emb.numpy(), finite_difference_grad(lambda e: ref(e, proxies), emb),
                                rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(g_prox.numpy(), numeric_grad(lambda p: ref(emb, p), proxies),
+    np.testing.assert_allclose(g_prox.numpy(), finite_difference_grad(lambda p: ref(emb, p), proxies),
                                rtol=1e-5, atol=1e-7)
 
 
