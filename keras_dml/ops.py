@@ -9,8 +9,17 @@ import tensorflow as tf
 
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
-    """``x / max(||x||, sqrt(epsilon))`` along ``axis`` (zero rows stay zero)."""
-    return tf.math.l2_normalize(x, axis=axis, epsilon=epsilon)
+    """``x / sqrt(max(||x||^2, epsilon))`` along ``axis`` (zero rows stay zero).
+
+    Same values as ``tf.math.l2_normalize``, but divides by ``sqrt`` instead
+    of multiplying by ``rsqrt``: IEEE sqrt and division are correctly rounded
+    on every CPU, while rsqrt's approximation differs between processors (an
+    entry that should be exactly 0.5 is not on some), which broke exact ties
+    in retrieval.
+    """
+    x = tf.convert_to_tensor(x)
+    square_sum = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
+    return x / tf.sqrt(tf.maximum(square_sum, tf.constant(epsilon, x.dtype)))
 
 
 def safe_sqrt(x):

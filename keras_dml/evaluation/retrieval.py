@@ -113,28 +113,25 @@ def _first_rank_by_counting(s, ql, gl):
     tf.TensorSpec([None, None], tf.float32),  # queries, L2-normalised
     tf.TensorSpec([None], tf.int32),          # query label ids
     tf.TensorSpec([None], tf.bool),           # query has a same-class item
-    tf.TensorSpec([None, None], tf.float32),  # gallery, L2-normalised
+    tf.TensorSpec([None, None], tf.float32),  # distinct gallery rows, normalised
+    tf.TensorSpec([None], tf.float32),        # their bias (0 for cosine)
+    tf.TensorSpec([None], tf.int32),          # row of each gallery item
+    tf.TensorSpec([], tf.float32),            # score scale (1 for cosine)
     tf.TensorSpec([None], tf.int32),          # gallery label ids
     tf.TensorSpec([], tf.int32),              # first query row of the chunk
     tf.TensorSpec([], tf.int32),              # k for top_k
     tf.TensorSpec([], tf.bool),               # exclude self
     tf.TensorSpec([], tf.bool),               # count ranks beyond the top k
 ])
-def _chunk_stats(q, ql, has_match, g, gl, start, k_top, exclude_self,
-                 count_beyond):
+def _chunk_stats(q, ql, has_match, rows, bias, inverse, scale, gl, start,
+                 k_top, exclude_self, count_beyond):
     """Rank of the first same-class item [c] and same-class flags of the top k.
 
     Ranks beyond k_top are exact if ``count_beyond`` and ``_NO_RANK`` otherwise.
     """
-    s = tf.matmul(q, g, transpose_b=True)
     c = tf.shape(q)[0]
-    rows = tf.range(c)
-    s = tf.cond(
-        exclude_self,
-        lambda: tf.tensor_scatter_nd_update(
-            s, tf.stack([rows, start + rows], axis=1),
-            tf.fill([c], tf.constant(-np.inf, tf.float32))),
-        lambda: s)
+    exclude = tf.where(exclude_self, tf.range(start, start + c), tf.fill([c], -1))
+    s = search.scores(q, rows, bias, inverse, scale, exclude)
     _, top_idx = tf.math.top_k(s, k=k_top)          # ties: lower index first
     top_same = tf.equal(tf.gather(gl, top_idx), ql[:, None])
     ranks = tf.range(1, k_top + 1)[None, :]
@@ -262,7 +259,7 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
             qc = gallery.prepare_queries(q[start:stop])
             rank, top_same = _chunk_stats(
                 qc, tf.constant(qid[start:stop]), tf.constant(has_match[start:stop]),
-                gallery.embeddings, g_ids, tf.constant(start, tf.int32),
+                *gallery.parts, g_ids, tf.constant(start, tf.int32),
                 tf.constant(k_top, tf.int32), tf.constant(self_retrieval),
                 tf.constant(count_beyond))
             first_rank[start:stop] = rank.numpy()

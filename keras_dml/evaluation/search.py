@@ -69,8 +69,50 @@ def check_chunk_size(chunk_size, num_queries, num_gallery, extra_columns=0,
     return int(min(chunk_size, max(num_queries, 1)))
 
 
+def _row_hashes(x, chunk=65536):
+    """A 64-bit hash of every row's bytes (wrapping integer dot product with
+    fixed odd weights), computed in chunks so memory stays O(chunk * D)."""
+    bits = x.view(np.uint32)
+    weights = np.random.default_rng(0x5EED).integers(
+        1, 2 ** 62, bits.shape[1], dtype=np.uint64) | np.uint64(1)
+    out = np.empty(x.shape[0], np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(0, x.shape[0], chunk):
+            out[i:i + chunk] = bits[i:i + chunk].astype(np.uint64) @ weights
+    return out
+
+
+def unique_rows(x):
+    """``(first, inverse)`` with ``x[first][inverse] == x`` row for row, or
+    None when all rows are distinct. ``first`` lists the first occurrence of
+    each distinct row in increasing order."""
+    if x.shape[0] < 2:
+        return None
+    _, first, inverse = np.unique(_row_hashes(x), return_index=True,
+                                  return_inverse=True)
+    if len(first) == x.shape[0]:
+        return None
+    inverse = inverse.reshape(-1)
+    collision = any(
+        not np.array_equal(x[i:i + 65536], x[first[inverse[i:i + 65536]]])
+        for i in range(0, x.shape[0], 65536))
+    if collision:        # astronomically rare: fall back to a byte-wise sort
+        rows = np.ascontiguousarray(x).view(
+            np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).reshape(-1)
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
+
+
 class Gallery:
     """Gallery embeddings prepared once for chunked scoring.
+
+    Exact ties: identical gallery rows are scored once and their score is
+    copied to every duplicate (``unique_rows``), so they tie bit for bit
+    whatever the matmul kernel does with column order, and the tie rule
+    (lower index first) decides between them. Cosine normalisation divides by
+    ``sqrt`` (``ops.l2_normalize``), which is correctly rounded on every CPU;
+    ``rsqrt`` is not (its approximation differs between processors).
 
     Args:
         gallery: float array [Ng, D].
@@ -81,61 +123,85 @@ class Gallery:
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}; got {score!r}.")
         self.score = score
-        g = tf.convert_to_tensor(gallery, tf.float32)
-        if score == "cosine":
-            self.embeddings = ops.l2_normalize(g)
-            self.bias = tf.zeros([tf.shape(g)[0]], tf.float32)
-        else:
-            self.embeddings = g
-            self.bias = tf.reduce_sum(tf.square(g), axis=1)
+        # + 0 turns -0.0 into +0.0, so numerically equal rows hash alike.
+        g = np.asarray(gallery, np.float32) + np.float32(0)
         self.size = int(g.shape[0])
+        dedup = unique_rows(g)
+        if dedup is None:
+            rows, inverse = g, np.arange(self.size)
+        else:
+            rows, inverse = g[dedup[0]], dedup[1]
+        rows = tf.convert_to_tensor(rows, tf.float32)
+        if score == "cosine":
+            self.embeddings = ops.l2_normalize(rows)
+            self.bias = tf.zeros([tf.shape(rows)[0]], tf.float32)
+        else:
+            self.embeddings = rows
+            self.bias = tf.reduce_sum(tf.square(rows), axis=1)
+        self.inverse = tf.convert_to_tensor(inverse, tf.int32)
+        self.scale = tf.constant(1.0 if score == "cosine" else 2.0, tf.float32)
+
+    @property
+    def parts(self):
+        """(distinct rows, their bias, row of each gallery item, scale): the
+        arguments of ``scores`` after the queries."""
+        return self.embeddings, self.bias, self.inverse, self.scale
 
     def prepare_queries(self, queries):
         q = tf.convert_to_tensor(queries, tf.float32)
         return ops.l2_normalize(q) if self.score == "cosine" else q
 
 
-def _scores(q, g, g_bias, start, scale, exclude_self):
-    """[c, Ng] scores ``scale * <q, g> - bias``, self entries set to -inf."""
-    s = tf.matmul(q, g, transpose_b=True)
-    s = scale * s - g_bias[None, :]
-    if exclude_self:
-        c = tf.shape(q)[0]
-        rows = tf.range(c)
-        idx = tf.stack([rows, start + rows], axis=1)
-        s = tf.tensor_scatter_nd_update(
-            s, idx, tf.fill([c], tf.constant(-np.inf, s.dtype)))
-    return s
+def scores(q, rows, bias, inverse, scale, exclude):
+    """[c, Ng] scores ``scale * <q, g> - bias`` of prepared queries ``q``.
+
+    ``rows``/``bias`` hold the distinct gallery rows, ``inverse`` [Ng] maps each
+    gallery item to its row, ``exclude`` [c] is one gallery index per query
+    whose score becomes -inf (-1: none). Graph code, for use inside
+    ``tf.function``.
+    """
+    s = scale * tf.matmul(q, rows, transpose_b=True) - bias[None, :]
+    s = tf.cond(tf.shape(rows)[0] < tf.shape(inverse)[0],
+                lambda: tf.gather(s, inverse, axis=1), lambda: s)
+    drop = tf.equal(tf.range(tf.shape(s)[1])[None, :], exclude[:, None])
+    return tf.where(drop, tf.constant(-np.inf, s.dtype), s)
 
 
 _SIG = [tf.TensorSpec([None, None], tf.float32),   # queries (prepared)
-        tf.TensorSpec([None, None], tf.float32),   # gallery (prepared)
-        tf.TensorSpec([None], tf.float32),         # gallery bias
-        tf.TensorSpec([], tf.int32),               # start row of the chunk
+        tf.TensorSpec([None, None], tf.float32),   # distinct gallery rows
+        tf.TensorSpec([None], tf.float32),         # their bias
+        tf.TensorSpec([None], tf.int32),           # row of each gallery item
         tf.TensorSpec([], tf.float32),             # scale (1 cosine, 2 euclid)
+        tf.TensorSpec([None], tf.int32),           # excluded index per query
         tf.TensorSpec([], tf.int32)]               # k
 
 
 @tf.function(input_signature=_SIG)
-def _topk_chunk_self(q, g, g_bias, start, scale, k):
-    return tf.math.top_k(_scores(q, g, g_bias, start, scale, True), k=k)
+def _topk_chunk(q, rows, bias, inverse, scale, exclude, k):
+    return tf.math.top_k(scores(q, rows, bias, inverse, scale, exclude), k=k)
 
 
-@tf.function(input_signature=_SIG)
-def _topk_chunk(q, g, g_bias, start, scale, k):
-    return tf.math.top_k(_scores(q, g, g_bias, start, scale, False), k=k)
+def exclusion(start, stop, exclude_self=False, exclude_index=None):
+    """The excluded gallery index of queries ``start..stop-1`` ([c] int32)."""
+    if exclude_index is not None:
+        return tf.constant(exclude_index[start:stop], tf.int32)
+    if exclude_self:
+        return tf.range(start, stop, dtype=tf.int32)
+    return tf.fill([stop - start], -1)
 
 
-def topk_chunk(q, gallery, start, k, exclude_self):
-    """Top-k (values, indices) of one prepared query chunk, self excluded if asked."""
-    fn = _topk_chunk_self if exclude_self else _topk_chunk
-    scale = 1.0 if gallery.score == "cosine" else 2.0
-    return fn(q, gallery.embeddings, gallery.bias, tf.constant(start, tf.int32),
-              tf.constant(scale, tf.float32), tf.constant(k, tf.int32))
+def topk_chunk(q, gallery, start, k, exclude_self=False, exclude_index=None):
+    """Top-k (values, indices) of one prepared query chunk (rows ``start``..),
+    self (query i = gallery item i) or ``exclude_index`` excluded if given."""
+    stop = start + int(q.shape[0])
+    return _topk_chunk(q, *gallery.parts,
+                       exclusion(start, stop, exclude_self, exclude_index),
+                       tf.constant(k, tf.int32))
 
 
 def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
-                     score="cosine", chunk_size=None, return_scores=False):
+                     score="cosine", chunk_size=None, return_scores=False,
+                     exclude_index=None):
     """Indices of the k nearest gallery items of every query, best first.
 
     Args:
@@ -150,28 +216,53 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
         score: "cosine" (L2-normalised dot product) or "euclidean".
         chunk_size: queries per chunk (None: from a 512 MB budget).
         return_scores: also return the [Nq, k] scores.
+        exclude_index: optional int array [Nq]: the gallery index to leave
+            out of each query's results (-1 for none), e.g. the query's own
+            position when the queries are a subset of the gallery. Replaces
+            ``exclude_self`` (give one or the other).
 
     Returns:
         int64 numpy array [Nq, k] (and float32 scores [Nq, k] if asked). Ties
-        are broken by the lower gallery index.
+        are broken by the lower gallery index; identical gallery rows tie
+        exactly (see ``Gallery``).
     """
     q = as_embeddings(query_emb, "query_emb")
     if gallery_emb is None:
         g = q
-        exclude_self = True if exclude_self is None else bool(exclude_self)
+        default_self = True
     else:
         g = as_embeddings(gallery_emb, "gallery_emb")
-        exclude_self = False if exclude_self is None else bool(exclude_self)
+        default_self = False
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query_emb has dimension {q.shape[1]} but gallery_emb "
                          f"has {g.shape[1]}.")
-    if exclude_self and q.shape[0] > g.shape[0]:
-        raise ValueError("exclude_self=True needs query i to be gallery item i, "
-                         f"but there are {q.shape[0]} queries and only "
-                         f"{g.shape[0]} gallery items.")
-    available = g.shape[0] - int(exclude_self)
+    if exclude_index is not None:
+        if exclude_self:
+            raise ValueError("give exclude_self or exclude_index, not both.")
+        exclude_self = False
+        exclude_index = np.asarray(exclude_index)
+        if (exclude_index.shape != (q.shape[0],)
+                or not np.issubdtype(exclude_index.dtype, np.integer)):
+            raise ValueError(f"exclude_index must be {q.shape[0]} integers (one "
+                             f"per query); got {exclude_index.dtype} "
+                             f"{exclude_index.shape}.")
+        if np.any((exclude_index < -1) | (exclude_index >= g.shape[0])):
+            raise ValueError(f"exclude_index entries must be -1 or gallery "
+                             f"indices in [0, {g.shape[0]}).")
+        excluded = bool(np.any(exclude_index >= 0))
+    else:
+        exclude_self = default_self if exclude_self is None else bool(exclude_self)
+        if exclude_self and q.shape[0] > g.shape[0]:
+            raise ValueError("exclude_self=True needs query i to be gallery item "
+                             f"i, but there are {q.shape[0]} queries and only "
+                             f"{g.shape[0]} gallery items.")
+        excluded = exclude_self
+    if g.shape[0] == 0:
+        raise ValueError("the gallery is empty.")
+    available = g.shape[0] - int(excluded)
     if int(k) != k or k < 1 or k > available:
-        raise ValueError(f"k must be an integer in [1, {available}]; got {k!r}.")
+        raise ValueError(f"k must be an integer in [1, {available}] (the items a "
+                         f"query can retrieve); got {k!r}.")
     k = int(k)
     gallery = Gallery(g, score)
     chunk = check_chunk_size(chunk_size, q.shape[0], g.shape[0], k)
@@ -179,7 +270,7 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
     values = np.empty((q.shape[0], k), np.float32)
     for start in range(0, q.shape[0], chunk):
         qc = gallery.prepare_queries(q[start:start + chunk])
-        v, i = topk_chunk(qc, gallery, start, k, exclude_self)
+        v, i = topk_chunk(qc, gallery, start, k, exclude_self, exclude_index)
         indices[start:start + chunk] = i.numpy()
         values[start:start + chunk] = v.numpy()
     return (indices, values) if return_scores else indices
