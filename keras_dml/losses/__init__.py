@@ -15,8 +15,38 @@ from keras_dml.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
 from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
 
+_CLASSES = (ProxyAnchorLoss, ProxyNCALoss, SoftTripleLoss, TripletLoss,
+            ContrastiveLoss, MultiSimilarityLoss, NPairLoss,
+            LiftedStructureLoss, LogRatioLoss, DenseTripletLoss,
+            BinaryTripletLoss)
+_BY_NAME = {cls.short_name: cls for cls in _CLASSES}
+
+
+def available(continuous_labels=None):
+    """Sorted short names of the losses (those for class or continuous labels
+    only when ``continuous_labels`` is True / False)."""
+    return sorted(name for name, cls in _BY_NAME.items()
+                  if continuous_labels is None
+                  or cls.continuous_labels == continuous_labels)
+
+
+def get(name, **kwargs):
+    """The loss named ``name`` (e.g. "proxy_anchor", as in the flagfiles),
+    built with ``kwargs``; a loss instance is returned as it is."""
+    if isinstance(name, MetricLoss):
+        if kwargs:
+            raise ValueError("get() got a loss instance and keyword arguments.")
+        return name
+    try:
+        cls = _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown loss {name!r}; available: "
+                         f"{', '.join(available())}.") from None
+    return cls(**kwargs)
+
+
 __all__ = [
-    "MetricLoss",
+    "MetricLoss", "available", "get",
     "ProxyAnchorLoss", "proxy_anchor_loss",
     "ProxyNCALoss", "proxy_nca_loss",
     "SoftTripleLoss", "soft_triple_loss",

@@ -16,7 +16,32 @@ class MetricLoss(keras.losses.Loss):
     mean of independent per-sample terms, so Keras' reduction leaves the
     scalar as it is. ``get_config`` returns the ``__init__`` arguments, read
     from the attributes of the same names.
+
+    Class attributes say what the loss consumes, so that models, the runner
+    and the apps read them instead of keeping their own tables:
+
+    * ``short_name``: the name used in flagfiles and ``keras_dml.losses.get``.
+    * ``takes_proxies``: ``y_pred`` holds cosines to class proxies (build the
+      model with ``keras_dml.layers.Proxies``), not embeddings.
+    * ``continuous_labels``: ``y_true`` holds continuous label vectors [B, L]
+      rather than class ids.
+    * ``proxies_per_class``: proxy columns per class in ``y_pred`` (an
+      instance property; 1 unless a loss has several centres per class).
+
+    Non-finite input is never silently absorbed: a NaN or Inf in ``y_pred``
+    raises (``ValueError`` eagerly, ``InvalidArgumentError`` inside
+    ``tf.function``), and where assertions are dropped (XLA,
+    ``jit_compile=True``) the loss itself is NaN, so ``TerminateOnNaN`` stops
+    the run instead of training on a loss of 0.
     """
+
+    short_name = None
+    takes_proxies = False
+    continuous_labels = False
+
+    @property
+    def proxies_per_class(self):
+        return 1
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -27,7 +52,12 @@ class MetricLoss(keras.losses.Loss):
                 f"{type(self).__name__} is defined on the whole batch and does "
                 "not take per-sample weights (sample_weight)."
             )
-        return super().__call__(y_true, y_pred)
+        y_pred = tf.convert_to_tensor(y_pred)
+        finite = _check_finite(y_pred, f"{type(self).__name__}: y_pred")
+        loss = super().__call__(y_true, y_pred)
+        # Under XLA the assertion above is dropped: a NaN loss then takes its
+        # place (a loss of 0 would train on silently).
+        return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -37,6 +67,20 @@ class MetricLoss(keras.losses.Loss):
                 continue
             config[name] = getattr(self, name)
         return config
+
+
+def _check_finite(x, what):
+    """Raise if ``x`` holds NaN/Inf (eagerly, or as a graph assertion);
+    return the boolean scalar ``all(isfinite(x))`` for NaN propagation."""
+    finite = tf.reduce_all(tf.math.is_finite(x)) if x.dtype.is_floating \
+        else tf.constant(True)
+    message = f"{what} contains NaN or Inf values."
+    if tf.executing_eagerly():
+        if not bool(finite):
+            raise ValueError(message)
+    else:
+        tf.debugging.Assert(finite, [message])
+    return finite
 
 
 def check_embeddings(embeddings, name="y_pred"):

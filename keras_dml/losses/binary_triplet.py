@@ -97,6 +97,9 @@ class BinaryTripletLoss(MetricLoss):
     ``binary_triplet_loss``.
     """
 
+    short_name = "binary_triplet"
+    continuous_labels = True
+
     def __init__(self, positives=5, margin=0.2, threshold=None, squared=True,
                  normalize=True, anchors="all", label_distance="squared_l2",
                  label_distance_kwargs=None, block_size=None,

@@ -49,6 +49,8 @@ class ContrastiveLoss(MetricLoss):
     0.5). See ``contrastive_loss`` for the formula.
     """
 
+    short_name = "contrastive"
+
     def __init__(self, pos_margin=0.0, neg_margin=0.5,
                  name="contrastive_loss", **kwargs):
         super().__init__(name=name, **kwargs)

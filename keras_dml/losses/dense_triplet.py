@@ -207,6 +207,9 @@ class DenseTripletLoss(MetricLoss):
     ``anchors="first"`` only row 0 is an anchor, as in their code.
     """
 
+    short_name = "dense_triplet"
+    continuous_labels = True
+
     def __init__(self, margin=0.03, squared=True, normalize=True,
                  anchors="all", label_distance="squared_l2",
                  label_distance_kwargs=None, block_size=None,

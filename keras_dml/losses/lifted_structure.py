@@ -57,6 +57,8 @@ class LiftedStructureLoss(MetricLoss):
     pos_margin)`` (its defaults, 1 and 0). See ``lifted_structure_loss``.
     """
 
+    short_name = "lifted_structure"
+
     def __init__(self, neg_margin=1.0, pos_margin=0.0,
                  name="lifted_structure_loss", **kwargs):
         super().__init__(name=name, **kwargs)

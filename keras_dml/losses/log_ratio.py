@@ -161,6 +161,9 @@ class LogRatioLoss(MetricLoss):
         (e.g. ``{"num_classes": 5}`` for "one_minus_miou").
     """
 
+    short_name = "log_ratio"
+    continuous_labels = True
+
     def __init__(self, anchors="all", squared=True, epsilon=1e-6,
                  label_distance="squared_l2", distance_epsilon="auto",
                  label_distance_kwargs=None, name="log_ratio_loss", **kwargs):

@@ -92,6 +92,8 @@ class MultiSimilarityLoss(MetricLoss):
     See ``multi_similarity_loss`` for the formula.
     """
 
+    short_name = "multi_similarity"
+
     def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1,
                  name="multi_similarity_loss", **kwargs):
         super().__init__(name=name, **kwargs)

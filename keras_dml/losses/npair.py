@@ -56,6 +56,8 @@ class NPairLoss(MetricLoss):
     (``normalize_embeddings=False``). See ``npair_loss`` for the formula.
     """
 
+    short_name = "npair"
+
     def __init__(self, name="npair_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 

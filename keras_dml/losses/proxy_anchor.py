@@ -51,6 +51,9 @@ class ProxyAnchorLoss(MetricLoss):
     (alpha=32, margin=0.1).
     """
 
+    short_name = "proxy_anchor"
+    takes_proxies = True
+
     def __init__(self, alpha=32.0, margin=0.1, num_classes=None,
                  name="proxy_anchor_loss", **kwargs):
         super().__init__(name=name, **kwargs)

@@ -31,6 +31,9 @@ class ProxyNCALoss(MetricLoss):
     ``scale=32`` as the Proxy Anchor authors configure PML's ``softmax_scale``.
     """
 
+    short_name = "proxy_nca"
+    takes_proxies = True
+
     def __init__(self, scale=32.0, num_classes=None, name="proxy_nca_loss",
                  **kwargs):
         super().__init__(name=name, **kwargs)

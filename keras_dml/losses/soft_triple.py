@@ -41,6 +41,13 @@ class SoftTripleLoss(MetricLoss):
     gamma=0.1, margin=0.01). See ``soft_triple_loss`` for the formula.
     """
 
+    short_name = "soft_triple"
+    takes_proxies = True
+
+    @property
+    def proxies_per_class(self):
+        return self.centers_per_class
+
     def __init__(self, centers_per_class=10, la=20.0, gamma=0.1, margin=0.01,
                  num_classes=None, name="soft_triple_loss", **kwargs):
         super().__init__(name=name, **kwargs)

@@ -97,6 +97,8 @@ class TripletLoss(MetricLoss):
     O(block_size * B^2), not O(B^3).
     """
 
+    short_name = "triplet"
+
     def __init__(self, margin=0.1, mining="semihard", block_size=None,
                  name="triplet_loss", **kwargs):
         super().__init__(name=name, **kwargs)

@@ -9,13 +9,6 @@ from keras_dml.losses.base import MetricLoss
 from keras_dml.models.optimizer import MetricOptimizer
 
 
-def _proxy_loss_types():
-    from keras_dml import losses
-    return tuple(getattr(losses, name) for name in
-                 ("ProxyAnchorLoss", "ProxyNCALoss", "SoftTripleLoss")
-                 if hasattr(losses, name))
-
-
 def _input_shape_of(embedder):
     if not embedder.built:
         return None
@@ -177,16 +170,20 @@ class MetricModel(keras.Model):
                 "keras_dml.losses.MetricLoss: a scalar loss of the whole "
                 f"batch); got {loss!r}. Wrap other losses by subclassing "
                 "MetricLoss.")
-        proxy_types = _proxy_loss_types()
-        if self.proxies is None and isinstance(loss_obj, proxy_types):
+        if self.proxies is None and loss_obj.takes_proxies:
             raise ValueError(
                 f"{type(loss_obj).__name__} takes similarities to proxies: "
                 "give MetricModel a keras_dml.layers.Proxies layer.")
-        if (self.proxies is not None and not isinstance(loss_obj, proxy_types)
-                and type(loss_obj).__module__.startswith("keras_dml.")):
+        if self.proxies is not None and not loss_obj.takes_proxies:
             raise ValueError(
                 f"{type(loss_obj).__name__} takes embeddings, not proxy "
                 "similarities: build MetricModel without proxies.")
+        if (self.proxies is not None
+                and self.proxies.proxies_per_class != loss_obj.proxies_per_class):
+            raise ValueError(
+                f"{type(loss_obj).__name__} expects {loss_obj.proxies_per_class} "
+                "proxies per class but the Proxies layer has "
+                f"{self.proxies.proxies_per_class}.")
         warmup_epochs = int(warmup_epochs)
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0; got {warmup_epochs}.")
