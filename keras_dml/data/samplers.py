@@ -22,7 +22,7 @@ epoch re-iterates the dataset) is the next epoch.
 import numpy as np
 import tensorflow as tf
 
-from keras_dml import label_distances as ld
+from keras_dml.label_distances import _label_sets as ld
 
 __all__ = ["nearest_neighbours", "LabelSpaceBatchSampler", "MPerClassSampler"]
 
