@@ -8,7 +8,8 @@ when ``x2`` is None, with an exactly zero diagonal). They work
   triplet losses call them on ``y_true`` through ``batch_label_distances``),
   vectorised, no Python loops;
 * **offline**, over a whole data set, through ``pairwise_label_distances``
-  (a chunked builder that returns numpy).
+  (a chunked builder that returns numpy) and ``nearest_neighbours`` (the
+  label-space neighbour lists of ``keras_dml.data.samplers``).
 
 Modules, one concept each:
 
@@ -25,6 +26,8 @@ Modules, one concept each:
 ``batch``      ``batch_label_distances``: the checked [B, B] matrix of a loss'
                ``y_true`` (labels or precomputed)
 ``offline``    ``pairwise_label_distances``: the chunked [N1, N2] builder
+``neighbours`` ``nearest_neighbours``: the k nearest labels of every label,
+               chunked, never an N x N matrix
 
 All pairwise Euclidean / cosine work goes through ``keras_dml.ops``.
 """
@@ -32,6 +35,7 @@ All pairwise Euclidean / cosine work goes through ``keras_dml.ops``.
 from keras_dml.label_distances.batch import batch_label_distances
 from keras_dml.label_distances.captions import caption_set_distance
 from keras_dml.label_distances.layout import one_minus_miou
+from keras_dml.label_distances.neighbours import nearest_neighbours
 from keras_dml.label_distances.offline import pairwise_label_distances
 from keras_dml.label_distances.pose import squared_l2
 from keras_dml.label_distances.registry import get
@@ -40,5 +44,5 @@ from keras_dml.label_distances.wmd import word_movers_distance
 __all__ = [
     "squared_l2", "one_minus_miou", "caption_set_distance",
     "word_movers_distance", "pairwise_label_distances", "get",
-    "batch_label_distances",
+    "batch_label_distances", "nearest_neighbours",
 ]
