@@ -6,6 +6,7 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
+from references import reference
 
 from keras_dml import backbones
 from keras_dml.backbones import bninception as bni
@@ -133,7 +134,7 @@ def _torch_reference_features(torch, state, images):
 
 @pytest.mark.parametrize("fmt", ["npz", "pth_legacy"])
 def test_bn_inception_matches_reference_forward(tmp_path, fmt):
-    torch = pytest.importorskip("torch")
+    torch = reference("torch", "BN-Inception forward reference")
     rng = np.random.default_rng(0)
     state = _random_reference_state(rng)
     # Cadene's file stores some BN vectors as [1, C]; the loader squeezes them

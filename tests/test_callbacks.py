@@ -116,7 +116,6 @@ def test_retrieval_callback_logs_and_checkpoint_keeps_best(rng, tmp_path):
 
 
 def test_retrieval_callback_metrics_reach_tensorboard(rng, tmp_path):
-    pytest.importorskip("tensorboard")
     x, y = cluster_data(rng, 16)
     model = compiled(linear_model())
     model.fit(x, np.zeros((len(x), 2)), epochs=1, verbose=0,

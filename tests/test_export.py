@@ -191,9 +191,7 @@ def test_export_has_no_proxies(tmp_path, rng):
 
 
 def test_export_metric_model_without_proxies(tmp_path, rng):
-    models = pytest.importorskip("keras_dml.models")
-    if not hasattr(models, "MetricModel") or not hasattr(models, "build_embedder"):
-        pytest.skip("keras_dml.models.MetricModel not available")
+    models = kd.models
     backbone = keras.Sequential([keras.Input((32, 32, 3)),
                                  keras.layers.Conv2D(8, 3, strides=2),
                                  keras.layers.BatchNormalization(),

@@ -27,6 +27,10 @@ KINDS = {
     "BinaryTripletLoss": ("continuous", None),
 }
 ARGS = {"SoftTripleLoss": {"centers_per_class": 2}}
+# Training must at least halve the loss, except where the loss cannot get near
+# 0: the lifted structure loss softplus(LSE(neg) + d_pos) over every pair stays
+# well above 0 on the unit sphere (distances <= 2), measured 14.2 -> 10.1 here.
+REQUIRED_RATIO = {"LiftedStructureLoss": 0.8}
 
 
 def all_loss_classes():
@@ -84,15 +88,15 @@ def test_keras_file_round_trip_gives_same_loss(name, cls, tmp_path):
     np.testing.assert_allclose(after, before, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["ProxyAnchorLoss", "MultiSimilarityLoss"])
-def test_fit_lowers_the_loss(name):
+@pytest.mark.parametrize("name,cls", all_loss_classes())
+def test_fit_lowers_the_loss(name, cls):
     kind, per_class = KINDS[name]
     x, y = clustered_data(kind, n=96)
     model = build_model(kind, per_class)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=getattr(kd.losses, name)())
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=cls(**ARGS.get(name, {})))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(96, seed=0).batch(32)
     first = model.evaluate(x, y, batch_size=96, verbose=0)
     history = model.fit(ds, epochs=15, verbose=0)
     last = model.evaluate(x, y, batch_size=96, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    assert last < 0.5 * first, (first, last)
+    assert last < REQUIRED_RATIO.get(name, 0.5) * first, (first, last)

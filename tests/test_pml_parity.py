@@ -4,7 +4,8 @@ PML is configured as the Proxy Anchor authors configure it
 (github.com/tjddus9597/Proxy-Anchor-CVPR2020, code/losses.py); the lifted
 structure loss, absent there, uses PML's defaults. Values and gradients with
 respect to the embeddings (and proxies) are compared in float64.
-Skipped where torch or pytorch-metric-learning is not installed.
+Outside CI these tests skip where torch or pytorch-metric-learning is not
+installed; under CI=true a missing reference fails the run (``references``).
 """
 
 import math
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-torch = pytest.importorskip("torch")
-pml = pytest.importorskip("pytorch_metric_learning")
+from references import reference  # noqa: E402
+
+torch = reference("torch", "pytorch-metric-learning parity")
+pml = reference("pytorch_metric_learning", "pytorch-metric-learning parity")
 from pytorch_metric_learning import distances as pml_distances  # noqa: E402
 from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 from pytorch_metric_learning import miners as pml_miners  # noqa: E402
@@ -164,8 +167,48 @@ def _torch_value_and_grads(pml_loss, param, labels, emb):
     return float(value.detach()), x.grad.numpy(), param.grad.numpy()
 
 
-@pytest.mark.skipif(not hasattr(kd.losses, "ProxyNCALoss"),
-                    reason="kd.losses.ProxyNCALoss not written yet")
+def _proxy_anchor_labels(case, rng, batch, classes):
+    """Batch compositions: every class present, a class absent, a class with a
+    single sample, and a batch of one class."""
+    if case == "random":
+        return rng.permutation(np.arange(batch) % classes)
+    if case == "absent_class":           # class classes-1 never appears
+        return rng.integers(0, classes - 1, size=batch)
+    if case == "singleton_class":        # class 0 has exactly one sample
+        labels = rng.integers(1, classes, size=batch)
+        labels[rng.integers(batch)] = 0
+        return labels
+    return np.full(batch, 2)             # "one_class"
+
+
+@pytest.mark.parametrize("case", ["random", "absent_class", "singleton_class",
+                                  "one_class"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_proxy_anchor_equals_pml(case, seed):
+    """PML ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32): the loss,
+    d/d embeddings and d/d proxies, float64."""
+    rng = np.random.default_rng(seed)
+    batch, classes, dim = 20, 6, 8
+    labels = _proxy_anchor_labels(case, rng, batch, classes)
+    proxies = rng.normal(size=(classes, dim))
+    # Embeddings near their proxies so both terms and the margins matter.
+    emb = proxies[labels] + 0.8 * rng.normal(size=(batch, dim))
+    pml_loss = pml_losses.ProxyAnchorLoss(classes, dim, margin=0.1, alpha=32)
+    pml_loss.proxies.data = torch.tensor(proxies, dtype=torch.float64)
+    expected, gx, gw = _torch_value_and_grads(pml_loss, pml_loss.proxies,
+                                              labels, emb)
+    value, kx, kw = _kd_proxy_value_and_grads(
+        kd.losses.ProxyAnchorLoss(alpha=32.0, margin=0.1, dtype="float64"),
+        labels, emb, proxies)
+    assert expected > 0
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=ATOL)
+    np.testing.assert_allclose(kx, gx, rtol=1e-5, atol=ATOL)
+    np.testing.assert_allclose(kw, gw, rtol=1e-5, atol=ATOL)
+    if case == "absent_class":
+        # An absent class's proxy is only pushed away (negative term).
+        assert np.any(kw[classes - 1] != 0)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_proxy_nca_equals_pml(seed):
     labels, emb, rng = _proxy_case(seed)
@@ -182,8 +225,6 @@ def test_proxy_nca_equals_pml(seed):
     np.testing.assert_allclose(kw, gw, rtol=1e-5, atol=ATOL)
 
 
-@pytest.mark.skipif(not hasattr(kd.losses, "SoftTripleLoss"),
-                    reason="kd.losses.SoftTripleLoss not written yet")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_soft_triple_equals_pml(seed):
     labels, emb, rng = _proxy_case(seed)

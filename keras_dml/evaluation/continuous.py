@@ -175,9 +175,12 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
 
     available = ng - int(self_retrieval)
     k_max = max(ks)
-    if k_max > available:
-        raise ValueError(f"K={k_max} exceeds the {available} gallery items a "
-                         "query can retrieve.")
+    if k_max >= available:
+        # At K = every retrievable item, the metrics no longer depend on the
+        # embedding (all methods retrieve the same set).
+        raise ValueError(f"K={k_max} is not below the {available} gallery "
+                         "items a query can retrieve; use K < "
+                         f"{available}.")
 
     gallery = search.Gallery(g, _EMBEDDING_DISTANCES[embedding_distance])
     chunk = search.check_chunk_size(chunk_size, nq, ng, k_max, bytes_per_entry=32)

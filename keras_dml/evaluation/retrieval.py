@@ -185,7 +185,8 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         gallery_emb, gallery_labels: [Ng, D] / [Ng] gallery (query/gallery mode,
             e.g. In-Shop). If None, every query searches the other queries and
             is excluded from its own results by index.
-        ks: the K of Recall@K.
+        ks: the K of Recall@K; each must be below the number of items a query
+            can retrieve (Ng, or N - 1 in self-retrieval), else ValueError.
         metrics: any of "recall", "map_at_r", "r_precision", "nmi".
         lone_queries: "exclude" (PML's behaviour) or "count"; see module doc.
         chunk_size: queries per chunk (None: from a 512 MB budget).
@@ -221,6 +222,14 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
                              f"gallery_emb has {g.shape[1]}.")
     if q.shape[0] == 0 or g.shape[0] == 0:
         raise ValueError("query and gallery sets must not be empty.")
+    available = g.shape[0] - int(self_retrieval)
+    if "recall" in metrics and max(ks) >= available:
+        # Recall@K with K >= the retrievable items is 1 for every query with
+        # a match, whatever the embedding: a number that says nothing.
+        raise ValueError(
+            f"K={max(ks)} is not below the {available} gallery items a query "
+            "can retrieve, so Recall@K would be 1 by construction; use K < "
+            f"{available}.")
 
     # Integer class ids shared by queries and gallery.
     _, ids = np.unique(np.concatenate([ql, gl]), return_inverse=True)
@@ -244,7 +253,6 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         else:
             weight = np.ones(q.shape[0], np.float64)
         need_top = any(m in ("map_at_r", "r_precision") for m in metrics)
-        available = g.shape[0] - int(self_retrieval)
         k_recall = min(max(ks), _TOPK_CAP) if "recall" in metrics else 0
         k_top = min(available, max(int(r.max()) if need_top else 0, k_recall, 1))
         count_beyond = "recall" in metrics and max(ks) > k_top

@@ -101,7 +101,11 @@ def unique_rows(x):
             np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).reshape(-1)
         _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-    return first, inverse
+    # np.unique orders by hash; renumber the distinct rows by first position.
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse]
 
 
 class Gallery:
