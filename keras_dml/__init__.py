@@ -3,8 +3,9 @@
     import keras_dml as kd
     kd.losses.ProxyAnchorLoss(), kd.layers.Proxies(num_classes), ...
 
-Light modules (ops, losses, layers, label_distances) import eagerly; the
-continuous losses need label_distances anyway. The heavier ones (data,
+Light modules (ops, losses, layers, label_distances, optimizers) import
+eagerly; the continuous losses need label_distances anyway, and importing
+optimizers registers its Keras-serialisable names. The heavier ones (data,
 backbones, models, evaluation, export, plots) import on first attribute
 access so that ``import keras_dml`` stays fast.
 """
@@ -17,7 +18,8 @@ if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
         "keras_dml needs the TensorFlow Keras backend; KERAS_BACKEND is "
         f"{os.environ['KERAS_BACKEND']!r}.")
 
-from keras_dml import label_distances, layers, losses, ops  # noqa: E402
+from keras_dml import (  # noqa: E402
+    label_distances, layers, losses, ops, optimizers)
 
 __version__ = "0.1.0"
 
@@ -32,4 +34,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_dml' has no attribute {name!r}")
 
 
-__all__ = ["label_distances", "layers", "losses", "ops", *_LAZY]
+__all__ = ["label_distances", "layers", "losses", "ops", "optimizers",
+           *_LAZY]

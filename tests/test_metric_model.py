@@ -221,24 +221,24 @@ def test_evaluate_reports_the_loss_of_each_batch(rng):
 # -- schedules and learning rates ---------------------------------------------
 
 def test_step_decay_formula():
-    schedule = kd.models.step_decay(0.1, steps_per_epoch=4, step_epochs=2, gamma=0.5)
+    schedule = kd.optimizers.step_decay(0.1, steps_per_epoch=4, step_epochs=2, gamma=0.5)
     for step in range(20):
         epoch = step // 4
         np.testing.assert_allclose(float(schedule(step)), 0.1 * 0.5 ** (epoch // 2),
                                    rtol=1e-6)
-    milestones = kd.models.step_decay(1.0, steps_per_epoch=3, step_epochs=[2, 5],
+    milestones = kd.optimizers.step_decay(1.0, steps_per_epoch=3, step_epochs=[2, 5],
                                       gamma=0.1)
     for step in range(20):
         epoch = step // 3
         expected = 1.0 * 0.1 ** sum(epoch >= m for m in (2, 5))
         np.testing.assert_allclose(float(milestones(step)), expected, rtol=1e-6)
     with pytest.raises(ValueError):
-        kd.models.step_decay(0.1, steps_per_epoch=0, step_epochs=2)
+        kd.optimizers.step_decay(0.1, steps_per_epoch=0, step_epochs=2)
 
 
 def test_scaled_schedule_serialises():
     base = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5, staircase=True)
-    scaled = kd.models.ScaledSchedule(base, 100.0)
+    scaled = kd.optimizers.ScaledSchedule(base, 100.0)
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(scaled))
     for step in (0, 9, 10, 25):
@@ -249,7 +249,7 @@ def test_scaled_schedule_serialises():
 def test_schedule_is_read_at_the_global_step_for_every_group(rng):
     model = proxy_model()
     x, y = image_data(rng)
-    schedule = kd.models.step_decay(0.01, steps_per_epoch=2, step_epochs=1, gamma=0.5)
+    schedule = kd.optimizers.step_decay(0.01, steps_per_epoch=2, step_epochs=1, gamma=0.5)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=kd.losses.ProxyAnchorLoss(), proxy_lr_multiplier=10.0,
                   warmup_epochs=1)
@@ -343,3 +343,19 @@ def test_refuses_missing_labels_and_sample_weights(rng):
     with pytest.raises(ValueError, match="sample_weight"):
         model.fit(x, y, sample_weight=np.ones(len(x)), batch_size=6, epochs=1,
                   verbose=0)
+
+
+def test_optimizer_configs_saved_before_the_rename_deserialise():
+    # Written when the class was keras_dml.models.optimizer.MetricOptimizer.
+    opt = kd.optimizers.ParameterGroupOptimizer(
+        keras.optimizers.SGD(0.1), multipliers={"proxies": 10.0}, clip_value=2.0)
+    config = keras.saving.serialize_keras_object(opt)
+    assert config["registered_name"] == "keras_dml>ParameterGroupOptimizer"
+    old = dict(config, module="keras_dml.models.optimizer",
+               class_name="MetricOptimizer",
+               registered_name="keras_dml>MetricOptimizer")
+    for cfg in (config, old):
+        restored = keras.saving.deserialize_keras_object(cfg)
+        assert type(restored) is kd.optimizers.ParameterGroupOptimizer
+        assert restored.multipliers["proxies"] == 10.0
+        assert restored.clip_value == 2.0

@@ -46,9 +46,10 @@ def test_mixed_precision_trains_without_nan(policy, loss_name, rng):
     if compute == "float16":
         # Keras wraps the optimiser in dynamic loss scaling, around ours.
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert isinstance(model.optimizer.inner_optimizer, kd.models.MetricOptimizer)
+        assert isinstance(model.optimizer.inner_optimizer,
+                          kd.optimizers.ParameterGroupOptimizer)
     else:
-        assert isinstance(model.optimizer, kd.models.MetricOptimizer)
+        assert isinstance(model.optimizer, kd.optimizers.ParameterGroupOptimizer)
     # (float16: the first steps are skipped while the dynamic loss scale,
     # starting at 2**15, halves down to one without overflow.)
     history = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)

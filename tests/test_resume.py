@@ -22,7 +22,7 @@ def make_model():
     ])
     embedder = kd.models.build_embedder(backbone, embedding_dim=4)
     model = kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(NUM_CLASSES))
-    schedule = kd.models.step_decay(1e-2, steps_per_epoch=2, step_epochs=2, gamma=0.5)
+    schedule = kd.optimizers.step_decay(1e-2, steps_per_epoch=2, step_epochs=2, gamma=0.5)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-2),
                   loss=kd.losses.ProxyAnchorLoss(), proxy_lr_multiplier=100.0,
                   warmup_epochs=1, clip_value=10.0)
@@ -78,6 +78,6 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, crash_epoch):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
     for a, b in zip(ref_opt, got_opt):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
-    for group in kd.models.GROUPS:
+    for group in kd.optimizers.GROUPS:
         assert int(resumed.optimizer.group_optimizer(group).iterations.numpy()) == \
             int(reference.optimizer.group_optimizer(group).iterations.numpy())

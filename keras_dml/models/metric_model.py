@@ -5,8 +5,9 @@ import inspect
 import keras
 import tensorflow as tf
 
+from keras_dml import _keras_hooks
 from keras_dml.losses.base import MetricLoss
-from keras_dml.models.optimizer import MetricOptimizer
+from keras_dml.optimizers import ParameterGroupOptimizer
 
 
 def _input_shape_of(embedder):
@@ -35,6 +36,7 @@ class WarmupSwitch(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
+@_keras_hooks.build_from_first_replica_batch
 class MetricModel(keras.Model):
     """An embedder trained with a metric-learning loss, on the global batch.
 
@@ -77,6 +79,9 @@ class MetricModel(keras.Model):
         # Testing switch: False computes the loss per replica (no gather),
         # which is what plain Keras would do.
         self._exact_global_batch = True
+        # The mean loss of the global batch, logged as "loss" in place of the
+        # tracker Keras' compile creates (see `metrics`).
+        self._global_loss_tracker = keras.metrics.Mean(name="loss")
         shape = _input_shape_of(embedder)
         if shape is not None:
             self.build(shape)
@@ -141,8 +146,10 @@ class MetricModel(keras.Model):
 
         Args:
           optimizer: any Keras optimiser (or ``LossScaleOptimizer`` of one).
-            It is cloned per parameter group (see ``MetricOptimizer``), not
-            modified; ``model.optimizer`` is the ``MetricOptimizer``.
+            It is cloned per parameter group (see
+            ``keras_dml.optimizers.ParameterGroupOptimizer``), not modified;
+            ``model.optimizer`` is that ``ParameterGroupOptimizer`` (inside
+            a ``LossScaleOptimizer`` if you passed one).
           loss: a ``keras_dml.losses.MetricLoss`` (every keras_dml loss):
             a scalar loss of the whole batch.
           metrics: Keras metrics, updated with each replica's labels and
@@ -204,7 +211,7 @@ class MetricModel(keras.Model):
         if isinstance(base, keras.optimizers.LossScaleOptimizer):
             loss_scale = base
             base = base.inner_optimizer
-        wrapped = MetricOptimizer(
+        wrapped = ParameterGroupOptimizer(
             base, multipliers={"proxies": float(proxy_lr_multiplier)},
             clip_value=clip_value, name="metric_optimizer")
         wrapped.set_group_fn(self._variable_group)
@@ -215,14 +222,27 @@ class MetricModel(keras.Model):
 
         self.warmup_epochs = warmup_epochs
         self._warming_up = False
-        super().compile(optimizer=wrapped, loss=loss_obj, metrics=metrics,
+        # The loss is called by compute_loss on the global batch, not through
+        # Keras' compiled-loss wrapper: Keras is compiled without a loss.
+        super().compile(optimizer=wrapped, loss=None, metrics=metrics,
                         **kwargs)
+        self.loss = loss_obj
         self._metric_compile_config = dict(
             optimizer=optimizer if loss_scale is None else loss_scale,
             loss=loss_obj, metrics=metrics,
             proxy_lr_multiplier=float(proxy_lr_multiplier),
             warmup_epochs=warmup_epochs, clip_value=clip_value,
             freeze_batchnorm=bool(freeze_batchnorm), **kwargs)
+
+    @property
+    def metrics(self):
+        """Keras' metrics, with this model's loss tracker (the global batch's
+        loss) first, in place of the "loss" tracker of Keras' compile."""
+        tracker = getattr(self, "_global_loss_tracker", None)
+        if tracker is None:   # during __init__
+            return super().metrics
+        return [tracker] + [m for m in super().metrics
+                            if m is not tracker and m.name != "loss"]
 
     def get_compile_config(self):
         if self.compiled and hasattr(self, "_metric_compile_config"):
@@ -254,27 +274,6 @@ class MetricModel(keras.Model):
             return super().fit(**arguments, **extra)
         return super().fit(*args, **kwargs)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15 builds from the first batch reduced with
-        # strategy.reduce("MEAN", batch), which fails under
-        # MultiWorkerMirroredStrategy (and averages int labels). Shapes are
-        # all the build needs: take the first replica's batch instead.
-        if self._distribute_strategy is None or iterator is None:
-            return super()._maybe_symbolic_build(iterator=iterator,
-                                                 data_batch=data_batch)
-        strategy = self.distribute_strategy
-        for _, _, it in iterator:
-            data_batch = next(it)
-            break
-
-        def first_replica(value):
-            if isinstance(value, tf.distribute.DistributedValues):
-                return strategy.experimental_local_results(value)[0]
-            return value
-
-        data_batch = tf.nest.map_structure(first_replica, data_batch)
-        return super()._maybe_symbolic_build(data_batch=data_batch)
-
     def _set_warming_up(self, flag):
         flag = bool(flag)
         if flag != self._warming_up:
@@ -293,7 +292,8 @@ class MetricModel(keras.Model):
         return embeddings if self.proxies is None else self.proxies(embeddings)
 
     def _loss_of_outputs(self, y, outputs):
-        loss = self._compile_loss(y, outputs)
+        # In floatx, as Keras' compiled loss returns it.
+        loss = tf.cast(self.loss(y, outputs), keras.config.floatx())
         extra = [tf.cast(tf.reduce_sum(l), loss.dtype) for l in self.losses]
         if extra:
             loss = loss + tf.add_n(extra)
@@ -355,17 +355,17 @@ class MetricModel(keras.Model):
         return variables
 
     def _metrics_result(self, y, outputs, start, local_size):
-        if self._compile_metrics is None:
-            logs = self.get_metrics_result()
+        if isinstance(start, int):   # no gather: this replica's outputs
+            local = outputs
         else:
-            if isinstance(start, int):   # no gather: this replica's outputs
-                local = outputs
-            else:
-                local = outputs[start:start + local_size]
-            logs = self.compute_metrics(None, y, local, None)
+            local = outputs[start:start + local_size]
+        # Updates the compiled metrics (if any) and returns every result.
+        logs = self.compute_metrics(None, y, local, None)
         strategy = tf.distribute.get_strategy()
+        # More replicas than this worker's devices: several workers.
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+                and strategy.num_replicas_in_sync
+                > len(strategy.extended.worker_devices)):
             # Keras 3.15 reduces the logs of a multi-worker step with
             # strategy.reduce("MEAN", value, axis=0), which fails on scalars:
             # give it one-element vectors (their mean is the scalar).
@@ -400,7 +400,7 @@ class MetricModel(keras.Model):
                     grads[i] = g
         self.optimizer.apply(grads, variables)
         local_size = tf.shape(embeddings)[0]
-        self._loss_tracker.update_state(loss, sample_weight=local_size)
+        self._global_loss_tracker.update_state(loss, sample_weight=local_size)
         return self._metrics_result(y, outputs, start, local_size)
 
     def test_step(self, data):
@@ -411,5 +411,5 @@ class MetricModel(keras.Model):
         outputs = self._head_outputs(all_embeddings)
         loss = self._loss_of_outputs(all_y, outputs)
         local_size = tf.shape(embeddings)[0]
-        self._loss_tracker.update_state(loss, sample_weight=local_size)
+        self._global_loss_tracker.update_state(loss, sample_weight=local_size)
         return self._metrics_result(y, outputs, start, local_size)
