@@ -1,7 +1,9 @@
-"""Time and peak memory per training step of LogRatioLoss(anchors="all").
+"""Time and peak memory per training step of LogRatioLoss(anchors="all")
+(or, with ``--loss rank_n_contrast``, of RankNContrastLoss).
 
     python bench/log_ratio.py            # B = 128 ... 2048, D = 128
     python bench/log_ratio.py --quick    # tiny sizes, to check the script runs
+    python bench/log_ratio.py --loss rank_n_contrast
 
 A step is the loss and its gradient w.r.t. the embeddings [B, D] (labels
 [B, 3], squared-L2 label distances computed in the loss) inside
@@ -13,6 +15,11 @@ A step is the loss and its gradient w.r.t. the embeddings [B, D] (labels
   [B, B, B] tensor of log-ratio differences, run only where its estimated
   memory fits ``--naive-max-gb``. Both give the same value (checked, the
   relative difference is printed).
+
+For ``--loss rank_n_contrast`` (labels [B, 1], L1 label distance, so the
+batch has ties) ``O(B^2)`` is the sorted suffix-logsumexp of
+``kd.losses.RankNContrastLoss`` and ``B^3`` the [B, B, B] negative mask
+{k: d(i, k) >= d(i, j)} summed directly.
 
 Each (implementation, B) runs in a fresh subprocess. Peak memory is
 ``tf.config.experimental.get_memory_info("GPU:0")`` on a GPU; on CPU (where
@@ -54,7 +61,24 @@ def naive_log_ratio(labels, embeddings, eps=1e-6):
     return tf.reduce_mean(per_anchor)
 
 
-def worker(method, batch, dim, repeats, threads):
+def naive_rank_n_contrast(labels, embeddings, temperature=2.0):
+    """Every (anchor, pair, negative) as a [B, B, B] mask (the baseline)."""
+    import tensorflow as tf
+    from keras_dml import label_distances, ops
+    b = tf.shape(embeddings)[0]
+    logits = -ops.pairwise_distances(embeddings) / temperature
+    dy = label_distances.l1(labels)
+    off = tf.logical_not(tf.eye(b, dtype=tf.bool))
+    neg = tf.logical_and(dy[:, None, :] >= dy[:, :, None], off[:, None, :])   # [i, j, k]
+    m = tf.stop_gradient(tf.reduce_max(logits, axis=1, keepdims=True))
+    e = tf.exp(logits - m)
+    denominator = tf.reduce_sum(tf.where(neg, e[:, None, :], tf.zeros_like(neg, e.dtype)), axis=2)
+    terms = tf.math.log(denominator) + m - logits
+    pairs = tf.cast(b * (b - 1), logits.dtype)
+    return tf.reduce_sum(tf.where(off, terms, tf.zeros_like(terms))) / pairs
+
+
+def worker(method, batch, dim, repeats, threads, loss_name="log_ratio"):
     import resource
 
     import numpy as np
@@ -67,11 +91,17 @@ def worker(method, batch, dim, repeats, threads):
 
     rng = np.random.default_rng(0)
     emb = tf.constant(rng.normal(size=(batch, dim)).astype("float32"))
-    labels = tf.constant(rng.uniform(size=(batch, 3)).astype("float32"))
-    loss = kd.losses.LogRatioLoss(anchors="all")
+    if loss_name == "rank_n_contrast":
+        labels = tf.constant(rng.integers(0, 50, size=(batch, 1)).astype("float32"))
+        loss = kd.losses.RankNContrastLoss()
+        naive = naive_rank_n_contrast
+    else:
+        labels = tf.constant(rng.uniform(size=(batch, 3)).astype("float32"))
+        loss = kd.losses.LogRatioLoss(anchors="all")
+        naive = naive_log_ratio
 
     def value(y, f):
-        return loss(y, f) if method == "ours" else naive_log_ratio(y, f)
+        return loss(y, f) if method == "ours" else naive(y, f)
 
     @tf.function
     def step(y, f):
@@ -115,7 +145,8 @@ def _current_rss():
 def run_worker(method, batch, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", method,
            "--batch", str(batch), "--dim", str(args.dim),
-           "--repeats", str(args.repeats), "--threads", str(args.threads)]
+           "--repeats", str(args.repeats), "--threads", str(args.threads),
+           "--loss", args.loss]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return {"method": method, "batch": batch, "error": out.stderr.strip().splitlines()[-1:]}
@@ -141,13 +172,14 @@ def main():
     parser.add_argument("--naive-max-gb", type=float, default=4.0,
                         help="skip the B^3 enumeration above ~6 * 4 B^3 bytes")
     parser.add_argument("--threads", type=int, default=0, help="TF threads (0: default)")
+    parser.add_argument("--loss", choices=["log_ratio", "rank_n_contrast"], default="log_ratio")
     parser.add_argument("--worker", choices=["ours", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 3 if args.quick else 10
     if args.worker:
-        worker(args.worker, args.batch, args.dim, args.repeats, args.threads)
+        worker(args.worker, args.batch, args.dim, args.repeats, args.threads, args.loss)
         return
     sizes = args.sizes or ([32, 64, 128] if args.quick else [128, 256, 512, 1024, 2048])
 
@@ -160,7 +192,9 @@ def main():
         rows.append((b, ours, naive))
         print(f"  done B={b}", file=sys.stderr, flush=True)
 
-    print(f"\nLogRatioLoss(anchors='all'), forward + backward, D = {args.dim}, "
+    title = ("RankNContrastLoss()" if args.loss == "rank_n_contrast"
+             else "LogRatioLoss(anchors='all')")
+    print(f"\n{title}, forward + backward, D = {args.dim}, "
           f"median of {args.repeats} steps\n")
     print("| B | O(B^2) ms | O(B^2) peak MB | largest tensor MB | B^3 ms | B^3 peak MB "
           "| largest tensor MB | speed-up | rel. diff |")

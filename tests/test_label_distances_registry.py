@@ -23,13 +23,13 @@ def test_get_callables_and_unknown_names():
     fn = lambda a, b=None, scale=1.0: scale   # noqa: E731
     assert ld.get(fn) is fn
     assert ld.get(fn, scale=2.0)(None) == 2.0
-    with pytest.raises(ValueError, match="Unknown label distance 'l1'"):
-        ld.get("l1")
+    with pytest.raises(ValueError, match="Unknown label distance 'l3'"):
+        ld.get("l3")
 
 
 def test_package_exports():
     # Every name of the former single module, plus the neighbour search.
-    for name in ("squared_l2", "one_minus_miou", "caption_set_distance",
+    for name in ("squared_l2", "l1", "one_minus_miou", "caption_set_distance",
                  "word_movers_distance", "pairwise_label_distances", "get",
                  "batch_label_distances", "nearest_neighbours"):
         assert name in ld.__all__ and callable(getattr(kd.label_distances, name))

@@ -12,8 +12,15 @@ from loss_cases import batch, make_loss
 ALL = kd.losses.available()
 
 
-def test_all_eleven_losses_are_checked():
-    assert len(ALL) == 11, ALL
+def test_all_twelve_losses_are_checked():
+    # Eight class losses and four continuous-label ones (Rank-N-Contrast the
+    # twelfth); every MetricLoss class exported by kd.losses is registered.
+    assert len(ALL) == 12, ALL
+    assert len(kd.losses.available(continuous_labels=True)) == 4
+    exported = sorted(cls.short_name for cls in vars(kd.losses).values()
+                      if isinstance(cls, type) and issubclass(cls, kd.losses.MetricLoss)
+                      and cls is not kd.losses.MetricLoss)
+    assert exported == ALL
 
 
 def poisoned(loss, value, where):

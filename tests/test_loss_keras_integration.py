@@ -25,12 +25,18 @@ KINDS = {
     "LogRatioLoss": ("continuous", None),
     "DenseTripletLoss": ("continuous", None),
     "BinaryTripletLoss": ("continuous", None),
+    "RankNContrastLoss": ("continuous", None),
 }
 ARGS = {"SoftTripleLoss": {"centers_per_class": 2}}
 # Training must at least halve the loss, except where the loss cannot get near
 # 0: the lifted structure loss softplus(LSE(neg) + d_pos) over every pair stays
 # well above 0 on the unit sphere (distances <= 2), measured 14.2 -> 10.1 here.
-REQUIRED_RATIO = {"LiftedStructureLoss": 0.8}
+# Rank-N-Contrast is a mean of -log p(j | i) over every pair of the 96
+# samples: 3.62 at initialisation (about the mean log-size of the negative
+# sets), and even the target embedding f = c * y itself scores 2.14 at its
+# best scale c = 3 (Euclidean order of f vs the L1 label order); training
+# reaches 2.25, measured.
+REQUIRED_RATIO = {"LiftedStructureLoss": 0.8, "RankNContrastLoss": 0.7}
 
 
 def all_loss_classes():

@@ -15,6 +15,8 @@ Modules, one concept each:
 
 ``pose``       ``squared_l2``: pose vectors (joint coordinates), optional
                visibility mask
+``l1``         ``l1``: label vectors (ages, angles, ...), the sum of absolute
+               differences (Rank-N-Contrast's label distance)
 ``layout``     ``one_minus_miou``: room layouts, integer segmentation maps
                [N, H, W]
 ``captions``   ``caption_set_distance``: caption sets, the symmetric sum of
@@ -34,6 +36,7 @@ All pairwise Euclidean / cosine work goes through ``keras_dml.ops``.
 
 from keras_dml.label_distances.batch import batch_label_distances
 from keras_dml.label_distances.captions import caption_set_distance
+from keras_dml.label_distances.l1 import l1
 from keras_dml.label_distances.layout import one_minus_miou
 from keras_dml.label_distances.neighbours import nearest_neighbours
 from keras_dml.label_distances.offline import pairwise_label_distances
@@ -42,7 +45,7 @@ from keras_dml.label_distances.registry import get
 from keras_dml.label_distances.wmd import word_movers_distance
 
 __all__ = [
-    "squared_l2", "one_minus_miou", "caption_set_distance",
+    "squared_l2", "l1", "one_minus_miou", "caption_set_distance",
     "word_movers_distance", "pairwise_label_distances", "get",
     "batch_label_distances", "nearest_neighbours",
 ]

@@ -14,11 +14,13 @@ from keras_dml.losses.lifted_structure import (
 from keras_dml.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
 from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
+from keras_dml.losses.rank_n_contrast import (
+    RankNContrastLoss, rank_n_contrast_from_distances, rank_n_contrast_loss)
 
 _CLASSES = (ProxyAnchorLoss, ProxyNCALoss, SoftTripleLoss, TripletLoss,
             ContrastiveLoss, MultiSimilarityLoss, NPairLoss,
             LiftedStructureLoss, LogRatioLoss, DenseTripletLoss,
-            BinaryTripletLoss)
+            BinaryTripletLoss, RankNContrastLoss)
 _BY_NAME = {cls.short_name: cls for cls in _CLASSES}
 
 
@@ -58,4 +60,5 @@ __all__ = [
     "LogRatioLoss", "log_ratio_loss",
     "DenseTripletLoss", "dense_triplet_loss",
     "BinaryTripletLoss", "binary_triplet_loss",
+    "RankNContrastLoss", "rank_n_contrast_loss", "rank_n_contrast_from_distances",
 ]

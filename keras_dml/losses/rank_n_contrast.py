@@ -1,0 +1,173 @@
+"""Rank-N-Contrast loss (Zha, Cao, Son, Yang, Katabi, NeurIPS 2023).
+
+"Rank-N-Contrast: Learning Continuous Representations for Regression": for
+an anchor i and another sample j, every sample k at least as far from i in
+label space as j is a negative of the pair (i, j), so the embedding learns
+the ranking of the label distances.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_dml import ops
+from keras_dml.losses.base import MetricLoss
+from keras_dml.losses.log_ratio import (
+    _check_label_distance, continuous_inputs, deserialize_label_distance,
+    serialize_label_distance)
+
+
+def _check_temperature(temperature):
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature!r}.")
+
+
+def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
+    """Rank-N-Contrast loss from embeddings [B, D] and label distances [B, B].
+
+    With s(i, j) = -||f_i - f_j||_2 / temperature and d(i, j) the label
+    distances,
+
+        L = 1 / (B (B - 1)) * sum_i sum_{j != i}
+              -log( exp(s(i, j)) / sum_{k in S(i, j)} exp(s(i, k)) ),
+        S(i, j) = {k != i : d(i, k) >= d(i, j)}      (j itself included)
+
+    Ties in label distance are exact: every k with d(i, k) == d(i, j) is in
+    S(i, j), for every j of the tie group. The diagonal of ``label_dist`` is
+    never read.
+
+    O(B^2) time (up to the sort) and memory, no [B, B, B] tensor: each
+    anchor's row is sorted by label distance once (the anchor itself placed
+    first, below every distance), the denominators of all its pairs are
+    suffix logsumexps of the sorted row (``cumulative_logsumexp`` from the
+    far end, which shifts by the running max so nothing overflows or
+    underflows to log 0), and a tie group reads the suffix at its first,
+    nearest position (``searchsorted``). The sum over pairs does not depend
+    on their order, so nothing is sorted back.
+
+    Computed in ``ops.accumulation_dtype`` (float32 for float16/bfloat16
+    embeddings) and returned in the embeddings' dtype. The Euclidean
+    distance is ``ops.safe_sqrt`` of the squared distances of the centred
+    embeddings: coincident embeddings give a zero (not NaN) gradient there.
+
+    Returns:
+      A scalar; 0 with a zero gradient when B < 2 (no pair). For B = 2 the
+      loss is exactly 0 (each pair is alone in its set).
+    """
+    _check_temperature(temperature)
+    embeddings = tf.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
+    acc = ops.accumulation_dtype(dtype)
+    f = tf.cast(embeddings, acc)
+    dy = tf.cast(tf.convert_to_tensor(label_dist), acc)
+    batch = tf.shape(f)[0]
+    # Distances are translation invariant; centring reduces the cancellation
+    # of the |x|^2 + |y|^2 - 2xy form.
+    centred = f - tf.reduce_mean(f, axis=0, keepdims=True)
+    logits = -ops.pairwise_distances(centred) / tf.constant(temperature, acc)
+    # The anchor sorts first (label distances are >= 0) and, alone in its
+    # group, falls in no other pair's set; its own column is dropped below.
+    dy = tf.linalg.set_diag(dy, -tf.ones(tf.shape(dy)[:1], acc))
+    order = tf.argsort(dy, axis=1, stable=True)
+    dy_sorted = tf.gather(dy, order, batch_dims=1)
+    s_sorted = tf.gather(logits, order, batch_dims=1)
+    # suffix[i, p] = log sum_{q >= p} exp(s_sorted[i, q]).
+    suffix = tf.math.cumulative_logsumexp(s_sorted, axis=1, reverse=True)
+    # The first position of each entry's tie group: S(i, j) starts there.
+    group_start = tf.searchsorted(dy_sorted, dy_sorted, side="left")
+    log_denominator = tf.gather(suffix, group_start, batch_dims=1)
+    terms = log_denominator - s_sorted                  # -log p(j | i), [B, B]
+    is_pair = tf.range(tf.shape(terms)[1])[None, :] > 0  # column 0: the anchor
+    total = tf.reduce_sum(tf.where(is_pair, terms, tf.zeros_like(terms)))
+    pairs = tf.cast(batch * (batch - 1), acc)
+    loss = tf.math.divide_no_nan(total, pairs)
+    loss = tf.where(batch >= 2, loss, tf.zeros_like(loss))
+    return tf.cast(loss, dtype)
+
+
+def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
+                         label_distance="l1", label_distance_kwargs=None):
+    """Rank-N-Contrast loss of embeddings [B, D] with continuous labels.
+
+        L = 1 / (B (B - 1)) * sum_i sum_{j != i}
+              -log( exp(s(i, j)) / sum_{k != i, d(i,k) >= d(i,j)} exp(s(i, k)) )
+
+    s(i, j) = -||f_i - f_j||_2 / temperature, d = ``label_distance`` of the
+    labels (the authors' defaults: L1 label distance, Euclidean feature
+    distance, temperature 2). See ``rank_n_contrast_from_distances`` for the
+    O(B^2) evaluation and the handling of ties.
+
+    The paper's loss over two augmented views of N samples (normalised by
+    1 / (2N (2N - 1))) is this loss on the 2N concatenated embeddings with
+    the labels repeated.
+
+    Args:
+      labels: [B, L] (or [B]) label vectors read by ``label_distance``, or
+        with ``label_distance="precomputed"`` a [B, B] label-distance matrix.
+      embeddings: [B, D].
+      temperature: > 0.
+      label_distance: "l1" (default), "squared_l2", "one_minus_miou",
+        "caption_set", "precomputed", or a callable ``fn(y1, y2=None)``.
+      label_distance_kwargs: keyword arguments of the named distance.
+    Returns:
+      A scalar; 0 (zero gradient) when B < 2.
+    """
+    _check_temperature(temperature)
+    _check_label_distance(label_distance)
+    embeddings, dy = continuous_inputs(
+        labels, embeddings, label_distance, label_distance_kwargs,
+        first_row_only=False, name="rank_n_contrast_loss")
+    return rank_n_contrast_from_distances(embeddings, dy, temperature)
+
+
+@keras.saving.register_keras_serializable(package="keras_dml")
+class RankNContrastLoss(MetricLoss):
+    """Rank-N-Contrast loss (Zha et al., NeurIPS 2023) on embeddings [B, D].
+
+    ``y_true``: continuous labels [B, L] read by ``label_distance`` (as in
+    ``LogRatioLoss``), or a [B, B] matrix with
+    ``label_distance="precomputed"``. For each anchor i and other sample j,
+    the samples at least as far from i in label space as j are the
+    negatives:
+
+        L = 1 / (B (B - 1)) * sum_i sum_{j != i}
+              -log( exp(s(i, j)) / sum_{k != i, d(i,k) >= d(i,j)} exp(s(i, k)) )
+
+    with s(i, j) = -||f_i - f_j||_2 / temperature. Defaults are the authors'
+    (``RnCLoss(temperature=2, label_diff='l1', feature_sim='l2')``). Their
+    loss takes two augmented views of each sample; here ``y_pred`` is one
+    embedding per row: concatenate the views (labels repeated) to get
+    theirs. See ``rank_n_contrast_from_distances``: O(B^2) memory, exact
+    ties, float32 accumulation for 16-bit input.
+
+    Args:
+      temperature: > 0.
+      label_distance: "l1" (default), "squared_l2", "one_minus_miou",
+        "caption_set", "precomputed", or a callable ``fn(y1, y2=None)``.
+      label_distance_kwargs: keyword arguments of the named label distance.
+    """
+
+    short_name = "rank_n_contrast"
+    continuous_labels = True
+
+    def __init__(self, temperature=2.0, label_distance="l1",
+                 label_distance_kwargs=None, name="rank_n_contrast_loss",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_temperature(temperature)
+        _check_label_distance(label_distance)
+        self.temperature = temperature
+        self.label_distance = label_distance
+        self.label_distance_kwargs = label_distance_kwargs
+
+    def call(self, y_true, y_pred):
+        embeddings, dy = continuous_inputs(
+            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
+            first_row_only=False, name=type(self).__name__)
+        return rank_n_contrast_from_distances(embeddings, dy, self.temperature)
+
+    def get_config(self):
+        return serialize_label_distance(super().get_config())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialize_label_distance(config))
