@@ -4,7 +4,7 @@
     kd.losses.ProxyAnchorLoss(), kd.layers.Proxies(num_classes), ...
 
 Light modules (ops, losses, layers) import eagerly; the heavier ones (data,
-backbones, models, evaluation, export, plots) import on first attribute
+backbones, models, evaluation, export, plots, training) import on first attribute
 access so that ``import keras_dml`` stays fast.
 """
 
@@ -21,7 +21,7 @@ from keras_dml import layers, losses, ops  # noqa: E402
 __version__ = "0.1.0"
 
 _LAZY = ("label_distances", "models", "backbones", "data", "evaluation",
-         "export", "plots")
+         "export", "plots", "training")
 
 
 def __getattr__(name):
