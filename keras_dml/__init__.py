@@ -11,6 +11,11 @@ access so that ``import keras_dml`` stays fast.
 import importlib
 import os
 
+# Before Keras loads TensorFlow: a command-line run hides TensorFlow's INFO logs.
+from keras_dml.cli import quiet as _quiet  # noqa: E402  (stdlib only)
+
+_quiet.before_tensorflow()
+
 if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
     raise ImportError(
         "keras_dml needs the TensorFlow Keras backend; KERAS_BACKEND is "
