@@ -1,7 +1,4 @@
-"""Cars-196: ``python -m apps.cars196 --output_dir=DIR --data_dir=TFDS_DIR``.
-
-The same as ``keras-dml cars196`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.cars196``: Cars-196, as ``keras-dml cars196`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

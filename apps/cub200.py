@@ -1,7 +1,4 @@
-"""CUB-200-2011: ``python -m apps.cub200 --output_dir=DIR --data_dir=TFDS_DIR [--recipe=proxy_anchor]``.
-
-The same as ``keras-dml cub200`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.cub200``: CUB-200-2011, as ``keras-dml cub200`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

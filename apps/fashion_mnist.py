@@ -1,7 +1,4 @@
-"""Offline demo (Proxy Anchor on Fashion-MNIST): ``python -m apps.fashion_mnist --output_dir=runs/demo``.
-
-The same as ``keras-dml fashion_mnist`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.fashion_mnist``: the offline demo, as ``keras-dml fashion_mnist`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

@@ -1,7 +1,4 @@
-"""In-Shop Clothes: ``python -m apps.inshop --output_dir=DIR --data_dir=INSHOP_ROOT``.
-
-The same as ``keras-dml inshop`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.inshop``: In-Shop Clothes, as ``keras-dml inshop`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

@@ -1,7 +1,4 @@
-"""LSUN room layout (log-ratio): ``python -m apps.layout --output_dir=DIR --data_dir=LSUN_ROOT``.
-
-The same as ``keras-dml layout`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.layout``: LSUN room layout, as ``keras-dml layout`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

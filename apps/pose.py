@@ -1,7 +1,4 @@
-"""MPII pose (log-ratio): ``python -m apps.pose --output_dir=DIR --data_dir=MPII_ROOT``.
-
-The same as ``keras-dml pose`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.pose``: MPII pose, as ``keras-dml pose`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

@@ -1,7 +1,4 @@
-"""Stanford Online Products: ``python -m apps.sop --output_dir=DIR --data_dir=TFDS_DIR``.
-
-The same as ``keras-dml sop`` (keras_dml/cli); ``--help`` lists the flags.
-"""
+"""``python -m apps.sop``: Stanford Online Products, as ``keras-dml sop`` (``--help``: flags)."""
 from keras_dml.cli import run_module
 
 if __name__ == "__main__":

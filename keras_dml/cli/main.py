@@ -22,6 +22,7 @@ PROG = "keras-dml"
 RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "export", "verbose")
 # Other sub-commands (name -> (summary, main(argv) -> exit code)); none yet.
 COMMANDS = {}
+HELP_FLAGS = {"-h", "-?", "--help", "--helpfull", "--helpshort", "--helpxml"}
 
 
 class CommandLineError(Exception):
@@ -128,7 +129,13 @@ def run_app(name, args, prog=None):
         f"{prog}: {APPS[name].summary}\n\n"
         f"  {prog} --output_dir=DIR"
         f"{' --data_dir=DIR' if APPS[name].data_dir else ''} [--recipe=NAME] [--flags]")
-    absl_app.run(main, argv=[prog, *args])
+    try:
+        absl_app.run(main, argv=[prog, *args])
+    except SystemExit as exit_:
+        # absl exits with 1 after printing --help/--helpfull; asking for help is no error.
+        if exit_.code == 1 and HELP_FLAGS & set(args):
+            raise SystemExit(0) from None
+        raise
 
 
 def main(argv=None):
