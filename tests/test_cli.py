@@ -3,9 +3,6 @@ log level, and the errors a bad command line gets (the runs themselves are
 in test_apps.py and test_wheel.py)."""
 
 import logging
-import sys
-
-import pytest
 
 import keras_dml as kd
 from keras_dml.cli import apps, command as main, quiet
