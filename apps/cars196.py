@@ -1,28 +1,5 @@
-"""Cars-196 (TFDS cars196): train on classes 1-98, test on 99-196.
-
-    python -m apps.cars196 --output_dir=runs/cars196 --data_dir=TFDS_DIR \\
-        --flagfile=flags/cars196_proxy_anchor.cfg
-
-The data is read from a prepared TFDS directory (`tfds build` once where
-online, or `--download`). Defaults are the Proxy Anchor authors' recipe;
-see flags/ for each loss.
-"""
-
-from absl import app, flags
-
-from apps import common
-
-common.define_flags(freeze_bn=True, lr_decay_epochs=[20])
-flags.DEFINE_boolean("download", False, "Let TFDS download and prepare the data.")
-
-
-def main(argv):
-    del argv
-    import keras_dml as kd
-    FLAGS = flags.FLAGS
-    data = kd.data.load_cars196(data_dir=FLAGS.data_dir, download=FLAGS.download)
-    common.run_class_retrieval(data)
-
+"""``python -m apps.cars196``: Cars-196, as ``keras-dml cars196`` (``--help``: flags)."""
+from keras_dml.cli import run_module
 
 if __name__ == "__main__":
-    app.run(main)
+    run_module(__file__)

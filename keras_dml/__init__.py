@@ -6,12 +6,17 @@
 Light modules (ops, losses, layers, label_distances, optimizers) import
 eagerly; the continuous losses need label_distances anyway, and importing
 optimizers registers its Keras-serialisable names. The heavier ones (data,
-backbones, models, evaluation, export, plots) import on first attribute
+backbones, models, evaluation, export, plots, training) import on first attribute
 access so that ``import keras_dml`` stays fast.
 """
 
 import importlib
 import os
+
+# Before Keras loads TensorFlow: a command-line run hides TensorFlow's INFO logs.
+from keras_dml.cli import quiet as _quiet  # noqa: E402  (stdlib only)
+
+_quiet.before_tensorflow()
 
 if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
     raise ImportError(
@@ -23,7 +28,8 @@ from keras_dml import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots")
+_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots",
+         "training")
 
 
 def __getattr__(name):

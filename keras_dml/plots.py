@@ -22,6 +22,34 @@ CORRECT_COLOUR = (0.10, 0.70, 0.10)
 WRONG_COLOUR = (0.85, 0.10, 0.10)
 
 _RECALL_KEY = re.compile(r"^(.*?)recall@(\d+)$")
+# Metric families -> axis names; fractions are drawn in percent, distances
+# as they are.
+_FRACTIONS = (("recall@", "recall"), ("map@r", "MAP@R"), ("r_precision", "R-precision"),
+              ("ndcg@", "nDCG"), ("nmi", "NMI"))
+_DISTANCES = (("mean_label_distance@", "mean label distance"),)
+
+
+def _family(key, families):
+    for start, name in families:
+        if re.search(rf"(^|_){re.escape(start)}", key) and (
+                start.endswith("@") or key.endswith(start)):
+            return name
+    return None
+
+
+def _axis(keys):
+    """(y-axis label, scale) for ``keys``: "recall (%)" only for recalls."""
+    fractions = [_family(k, _FRACTIONS) for k in keys]
+    distances = [_family(k, _DISTANCES) for k in keys]
+    if all(f is not None for f in fractions):
+        names = list(dict.fromkeys(fractions))
+        return ", ".join(names) + " (%)", 100.0
+    if all(d is not None for d in distances):
+        return "mean label distance", 1.0
+    if any(f is None and d is None for f, d in zip(fractions, distances)):
+        return "value", 1.0
+    raise ValueError("recall_curve draws fractions (recall, MAP@R, nDCG, ...) and "
+                     f"label distances on separate figures; got keys {keys}.")
 
 
 def _history_dict(history_or_dict):
@@ -43,7 +71,12 @@ def _history_dict(history_or_dict):
 
 def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
                  figsize=(6.0, 4.0), dpi=100):
-    """Plot Recall@K per epoch and save a PNG of ``figsize * dpi`` pixels.
+    """Plot Recall@K (or other retrieval metrics) per epoch and save a PNG
+    of ``figsize * dpi`` pixels.
+
+    The y axis says what is drawn: "recall (%)" for Recall@K keys only,
+    e.g. "recall, MAP@R, R-precision (%)" when ``keys`` add those, and
+    label distances unscaled (they cannot share an axis with fractions).
 
     Args:
         history_or_dict: ``model.fit``'s History, a ``RetrievalCallback``
@@ -51,7 +84,9 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
             ``every`` > 1) or a dict ``{"val_recall@1": [...], ...}`` (with an
             optional 0-based ``"epoch"`` list).
         path: output PNG path.
-        keys: the keys to plot (default: every "...recall@K" key, by K).
+        keys: the keys to plot (default: every "...recall@K" key, by K):
+            fractions (recall@K, map@r, r_precision, ndcg@K, nmi) or
+            mean_label_distance@K.
         title, figsize, dpi: figure settings.
 
     Returns:
@@ -69,6 +104,7 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
     if not keys:
         raise ValueError("no 'recall@K' keys to plot; got keys "
                          f"{sorted(data)}.")
+    ylabel, scale = _axis(keys)
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -81,10 +117,10 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
             x = np.arange(1, len(values) + 1)
             if epochs is not None:   # a History of a callback with every > 1
                 xlabel = "evaluation"
-        ax.plot(x, 100.0 * values, marker="o", label=key)
+        ax.plot(x, scale * values, marker="o", label=key)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("recall (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")

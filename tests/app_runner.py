@@ -1,5 +1,6 @@
-"""Run one keras_dml app (apps/<name>.py) the way its command line does,
-with the data sources a test machine lacks replaced by fixtures.
+"""Run one keras_dml app the way its command line does (``python -m
+apps.<APP>``: the checkout shim -> keras_dml.cli -> kd.training.run), with
+the data sources a test machine lacks replaced by fixtures.
 
     python tests/app_runner.py APP [runner options] -- [app flags]
 
@@ -14,8 +15,10 @@ Runner options:
   --dump_flags=PATH      write the parsed app flags as JSON (to check a
                          --flagfile and the overrides after it).
 
-Then ``absl.app.run(apps.<APP>.main, argv=[APP, *app flags])``: flag
-parsing (including --flagfile), main, and the exit code are absl's.
+Then ``runpy.run_module("apps.<APP>", run_name="__main__")`` with
+``sys.argv = [apps/<APP>.py, *app flags]``: flag parsing (including
+--flagfile and --recipe), main, and the exit code are the app's own. The
+hooks wrap ``kd.training.run``, which the app calls after parsing its flags.
 Run from the repository root (relative flagfile paths).
 """
 
@@ -24,7 +27,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# tests/ for the fixtures; the checkout first, so its apps/ and keras_dml/
+# are run (not an installed or editable copy from elsewhere).
+sys.path[:0] = [TESTS, os.path.dirname(TESTS)]
 
 
 class SimulatedInterruption(RuntimeError):
@@ -45,36 +51,38 @@ def main():
     parser.add_argument("--dump_flags", default=None)
     args = parser.parse_args(own)
 
-    import importlib
     import contextlib
-    from absl import app, flags
-    module = importlib.import_module(f"apps.{args.app}")
-    from apps import common
+    import functools
+    import runpy
+    from absl import flags
+    from keras_dml import training
 
-    if args.interrupt_after:
-        import keras
-        original = common.callbacks
+    original_run = training.run
 
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if epoch + 1 >= args.interrupt_after:
-                    raise SimulatedInterruption(f"interrupted after epoch {epoch + 1}")
-
-        # After BackupAndRestore in the list: the epoch is backed up first.
-        common.callbacks = lambda out, val_cb: original(out, val_cb) + [Interrupt()]
-
-    if args.bow_encoder:
-        import app_fixtures
-        from keras_dml.data import text_encoders
-        text_encoders.MiniLMEncoder = lambda *a, **k: app_fixtures.BagOfWordsEncoder()
-
-    def run_main(argv):
+    def run(*a, **kw):
         if args.dump_flags:
             values = {k: v for k, v in flags.FLAGS.flag_values_dict().items()
                       if isinstance(v, (str, int, float, bool, list, type(None)))}
             with open(args.dump_flags, "w") as f:
                 json.dump(values, f)
-        return module.main(argv)
+        if args.interrupt_after:
+            import keras
+
+            class Interrupt(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    if epoch + 1 >= args.interrupt_after:
+                        raise SimulatedInterruption(f"interrupted after epoch {epoch + 1}")
+
+            # Extra callbacks run after BackupAndRestore: the epoch is backed up first.
+            kw["callbacks"] = [*kw.get("callbacks", ()), Interrupt()]
+        return original_run(*a, **kw)
+
+    training.run = functools.wraps(original_run)(run)
+
+    if args.bow_encoder:
+        import app_fixtures
+        from keras_dml.data import text_encoders
+        text_encoders.MiniLMEncoder = lambda *a, **k: app_fixtures.BagOfWordsEncoder()
 
     context = contextlib.nullcontext()
     if args.tfds_mock:
@@ -82,8 +90,9 @@ def main():
         import app_fixtures
         context = tfds.testing.mock_data(
             as_dataset_fn=app_fixtures.tfds_as_dataset_fn(args.app))
+    sys.argv = [f"apps/{args.app}.py", *app_argv]
     with context:
-        app.run(run_main, argv=[f"apps/{args.app}.py", *app_argv])
+        runpy.run_module(f"apps.{args.app}", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,13 @@ import pytest  # noqa: E402
 import keras  # noqa: E402
 
 
+def pytest_configure(config):
+    # Registered, not deselected: CI (`pytest tests`) runs these too.
+    config.addinivalue_line(
+        "markers", "wheel: builds and installs the wheel in a fresh venv, runs "
+        "keras-dml outside the checkout")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(1234)

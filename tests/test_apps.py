@@ -85,9 +85,12 @@ def _cars196(root):
 
 def _sop(root):
     out = root / "sop"
-    proc = run_app("sop", out, runner=["--tfds_mock"], flags=[
-        "--batch_size=8", "--loss=proxy_nca", "--noexport", f"--data_dir={root / 'tfds'}"])
-    return dict(procs=[proc], out=out)
+    flags_json = root / "sop_flags.json"
+    # --recipe by packaged name: its values are the defaults, flags override them.
+    proc = run_app("sop", out, runner=["--tfds_mock", f"--dump_flags={flags_json}"],
+                   flags=["--recipe=sop_proxy_anchor", "--batch_size=8", "--loss=proxy_nca",
+                          "--noexport", f"--data_dir={root / 'tfds'}"])
+    return dict(procs=[proc], out=out, flags_json=flags_json)
 
 
 def _inshop(root):
@@ -348,6 +351,15 @@ def test_sop_proxy_nca_noexport(runs):
     assert m["data"] == "sop" and m["loss"] == "proxy_nca"
     # K beyond the gallery: every query with a match is found.
     assert m["recall@1000"] == 1.0
+    with open(r["flags_json"]) as f:
+        fl = json.load(f)
+    assert fl["recipe"] == "sop_proxy_anchor" and fl["ks"] == ["1", "10", "100", "1000"]
+    assert fl["lr"] == pytest.approx(6e-4) and fl["lr_decay_gamma"] == 0.25
+    assert fl["freeze_bn"] is False and fl["loss"] == "proxy_nca"
+    # The recipe that ran, as a flagfile in the run directory.
+    import keras_dml as kd
+    ran = kd.training.Recipe.from_flagfile(str(r["out"] / "recipe.cfg"))
+    assert ran.loss == "proxy_nca" and ran.batch_size == 8 and ran.ks == (1, 10, 100, 1000)
 
 
 def test_inshop_resume_query_gallery(runs):
@@ -380,7 +392,7 @@ def test_pose_log_ratio_and_early_k_check(runs):
     r = runs["pose"]
     too_few = r["too_few"]
     assert too_few.returncode != 0
-    assert "--ks up to 20 needs more than 20 validation examples" in too_few.stderr, \
+    assert "ks up to 20 needs more than 20 validation examples" in too_few.stderr, \
         too_few.stderr[-3000:]
     assert not (r["too_few_out"] / "history.csv").exists()    # failed before training
     check_run(r, native_shape=(288, 288, 3))

@@ -169,3 +169,19 @@ def test_continuous_callback_logs_metrics(rng):
         for key, value in ref.items():
             assert history.history["val_" + key][i] == pytest.approx(value, rel=1e-5)
     assert history.history["val_ndcg@5"][1] > history.history["val_ndcg@5"][0]
+
+
+def test_callbacks_name_their_monitored_key_and_mode(rng):
+    x, y = cluster_data(rng)
+    cb = kd.evaluation.RetrievalCallback((x, y), ks=(2, 4), prefix="valid_")
+    assert (cb.monitor_key, cb.monitor, cb.mode) == ("recall@2", "valid_recall@2", "max")
+    cb = kd.evaluation.RetrievalCallback((x, y), monitor="map@r")
+    assert cb.monitor == "val_map@r" and cb.mode == "max"
+    labels = rng.normal(size=(len(x), 3)).astype(np.float32)
+    cc = kd.evaluation.ContinuousRetrievalCallback((x, labels), ks=(5,))
+    assert (cc.monitor, cc.mode) == ("val_ndcg@5", "max")
+    cc = kd.evaluation.ContinuousRetrievalCallback((x, labels), ks=(5,),
+                                                   monitor="mean_label_distance@5")
+    assert cc.mode == "min"
+    with pytest.raises(ValueError, match="at least one K"):
+        kd.evaluation.RetrievalCallback((x, y), ks=())

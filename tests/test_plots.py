@@ -117,3 +117,18 @@ def test_retrieval_grid_bad_input(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         plots.retrieval_grid(np.zeros((3, 4, 4, 2)), images, [0, 1, 2], [0, 1, 2],
                              np.array([[1]]), tmp_path / "x.png")
+
+
+def test_recall_curve_axis_says_what_is_drawn(tmp_path):
+    axis = plots._axis
+    assert axis(["val_recall@1", "val_recall@2"]) == ("recall (%)", 100.0)
+    assert axis(["val_recall@1", "val_map@r", "val_r_precision"]) == \
+        ("recall, MAP@R, R-precision (%)", 100.0)
+    assert axis(["val_ndcg@1", "val_ndcg@5"]) == ("nDCG (%)", 100.0)
+    assert axis(["val_mean_label_distance@1"]) == ("mean label distance", 1.0)
+    with pytest.raises(ValueError, match="separate figures"):
+        axis(["val_ndcg@1", "val_mean_label_distance@1"])
+    hist = {"val_ndcg@1": [0.5, 0.6], "val_mean_label_distance@1": [0.3, 0.2]}
+    read_png(plots.recall_curve(hist, tmp_path / "n.png", keys=["val_ndcg@1"]))
+    with pytest.raises(ValueError, match="separate figures"):
+        plots.recall_curve(hist, tmp_path / "m.png", keys=sorted(hist))

@@ -6,7 +6,9 @@ Loaders (each returns a ``RetrievalData`` of ``Split`` objects whose
 ``load_mpii``, ``load_lsun_layout``, ``load_coco_captions``,
 ``load_fashion_mnist``; ``load(name, ...)`` by name. Pipelines:
 ``make_train_pipeline`` / ``make_eval_pipeline``; transforms in
-``keras_dml.data.augment``.
+``keras_dml.data.augment``. Splitting (``keras_dml.data.splits``):
+``hold_out_classes``, ``hold_out_examples``, ``random_subset``,
+``random_indices``, ``relabel``.
 
 ``keras_dml.data.samplers``: label-space batches for continuous labels (an
 anchor, its nearest neighbours in label space and random others), the
@@ -18,6 +20,9 @@ from keras_dml.data import augment  # noqa: F401,E402
 from keras_dml.data.core import (  # noqa: F401,E402
     DataNotFoundError, RetrievalData, Split, make_eval_pipeline,
     make_train_pipeline)
+from keras_dml.data.splits import (  # noqa: F401,E402
+    hold_out_classes, hold_out_examples, random_indices, random_subset,
+    relabel)
 from keras_dml.data.augment import (  # noqa: F401,E402
     eval_transform, resize_transform, train_transform)
 from keras_dml.data.tfds_benchmarks import (  # noqa: F401,E402

@@ -12,16 +12,15 @@ and the 256-pixel variant uses crop 256 / resize 292 (their list: crops 224,
 256, 324, 448 with resizes 256, 292, 361, 512). :func:`train_transform` and
 :func:`eval_transform` build these from Keras layers: ``keras.layers.RandomFlip``,
 ``keras.layers.CenterCrop``, ``keras.layers.Resizing`` and two small layers
-defined here because Keras 3 / keras-cv have no exact equivalent:
+defined here because Keras 3 has no exact equivalent:
 
 * :class:`RandomResizedCrop` samples the crop box with TensorFlow's own
   Inception-style sampler ``tf.image.sample_distorted_bounding_box`` (area
   fraction uniform in ``scale``, absolute aspect ratio w/h in ``ratio``, 10
   attempts, whole image if none fits) and resizes it with
-  ``tf.image.resize``. ``keras_cv.layers.RandomCropAndResize`` is available
-  as ``crop_impl="keras_cv"``; it differs more from torchvision (its aspect
-  ratio is relative to the image's own aspect ratio and out-of-range boxes
-  are clipped rather than resampled).
+  ``tf.image.resize``. (KerasCV's ``RandomCropAndResize``, superseded by
+  KerasHub, differed more from torchvision: its aspect ratio is relative to
+  the image's own, and out-of-range boxes are clipped, not resampled.)
 * :class:`ResizeShorterSide` is torchvision's ``Resize(int)``.
 
 Transforms take uint8 (or float) images in [0, 255], one image [H, W, C] of
@@ -251,7 +250,7 @@ class Compose:
 
 
 def train_transform(size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                    flip=True, rgb=False, crop_impl="tf", seed=None):
+                    flip=True, rgb=False, seed=None):
     """The authors' training augmentation: random resized crop + h-flip.
 
     Args:
@@ -261,38 +260,17 @@ def train_transform(size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
         (torchvision's defaults, which the authors use).
       flip: random horizontal flip with probability 1/2.
       rgb: repeat grey images to three channels first.
-      crop_impl: ``"tf"`` (:class:`RandomResizedCrop`) or ``"keras_cv"``
-        (``keras_cv.layers.RandomCropAndResize``, see the module docstring).
       seed: op-level seed for the random layers.
 
     Returns a callable ``image(s) uint8/float [0, 255] -> float32 [0, 255]``.
     """
     height, width = _pair(size)
     steps = [GrayscaleToRGB()] if rgb else []
-    if crop_impl == "tf":
-        steps.append(RandomResizedCrop(height, width, scale=scale, ratio=ratio,
-                                       seed=seed))
-    elif crop_impl == "keras_cv":
-        import keras_cv  # heavy import, only when asked for
-        steps.append(_KerasCVCrop(keras_cv.layers.RandomCropAndResize(
-            target_size=(height, width), crop_area_factor=tuple(scale),
-            aspect_ratio_factor=tuple(ratio), seed=seed)))
-    else:
-        raise ValueError(
-            f"crop_impl must be 'tf' or 'keras_cv'; got {crop_impl!r}.")
+    steps.append(RandomResizedCrop(height, width, scale=scale, ratio=ratio,
+                                   seed=seed))
     if flip:
         steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
     return Compose(steps, training=True)
-
-
-class _KerasCVCrop:
-    """keras-cv's RandomCropAndResize with a float input (it refuses uint8)."""
-
-    def __init__(self, layer):
-        self.layer = layer
-
-    def __call__(self, images):
-        return self.layer(tf.cast(images, tf.float32))
 
 
 def eval_transform(size=224, resize=None, rgb=False):

@@ -280,6 +280,18 @@ class Split:
                      image_shape=self.image_shape, info=info,
                      may_fail=self.may_fail)
 
+    def with_labels(self, labels, name=None, info=None):
+        """The same images with other ``labels`` [N, ...] (e.g. remapped
+        class ids); ``info`` replaces the split's info when given."""
+        labels = np.asarray(labels)
+        if len(labels) != len(self):
+            raise ValueError(f"split {self.name!r} has {len(self)} examples; "
+                             f"got {len(labels)} labels.")
+        return Split(name or self.name, labels, self._load_image, self.names,
+                     channels=self.channels, image_shape=self.image_shape,
+                     info=self.info if info is None else info,
+                     may_fail=self.may_fail)
+
 
 def remap_labels(labels):
     """Class ids -> contiguous 0..C-1 (sorted), and the original ids.

@@ -9,6 +9,13 @@ the keys are absent, as with Keras' own ``validation_freq``.
 
 A callback only ever embeds the data it was given: pass a validation split
 (never the test split unless that is what you mean to monitor).
+
+``callback.monitor`` is the logged key that selects a checkpoint (prefix
+included, e.g. "val_recall@1") and ``callback.mode`` its direction, so
+
+    keras.callbacks.ModelCheckpoint(path, monitor=cb.monitor, mode=cb.mode, ...)
+
+needs no key spelled out by hand.
 """
 
 import keras
@@ -21,8 +28,11 @@ from keras_dml.evaluation.retrieval import retrieval_metrics
 class _EvaluationCallback(keras.callbacks.Callback):
     """Embeds ``data`` (and ``gallery``) every ``every`` epochs and logs metrics."""
 
+    # Metrics where lower is better; every other monitored metric is "max".
+    _LOWER_IS_BETTER = ("mean_label_distance",)
+
     def __init__(self, data, gallery=None, every=1, prefix="val_",
-                 batch_size=256, verbose=0):
+                 batch_size=256, verbose=0, monitor=None):
         super().__init__()
         if int(every) != every or every < 1:
             raise ValueError(f"every must be a positive integer; got {every!r}.")
@@ -32,8 +42,20 @@ class _EvaluationCallback(keras.callbacks.Callback):
         self.prefix = prefix
         self.batch_size = batch_size
         self.verbose = verbose
+        # The metric (without prefix) that selects checkpoints.
+        self.monitor_key = monitor
         # Evaluations made so far: {"epoch": [0-based epochs], "<key>": [...]}.
         self.history = {"epoch": []}
+
+    @property
+    def monitor(self):
+        """The key in ``logs`` to select checkpoints by, e.g. "val_recall@1"."""
+        return self.prefix + self.monitor_key
+
+    @property
+    def mode(self):
+        """"max" or "min": the better direction of ``monitor``."""
+        return "min" if self.monitor_key.startswith(self._LOWER_IS_BETTER) else "max"
 
     def _compute(self, query_emb, query_labels, gallery_emb, gallery_labels):
         raise NotImplementedError
@@ -76,6 +98,8 @@ class RetrievalCallback(_EvaluationCallback):
         every: evaluate every ``every`` epochs (epochs every, 2*every, ...).
         metrics: see ``retrieval_metrics``.
         prefix: prepended to the keys in ``logs`` ("val_recall@1", ...).
+        monitor: the metric that selects checkpoints (default
+            "recall@<first K>"); see ``monitor`` and ``mode``.
         gallery: optional gallery data in the same form (In-Shop protocol:
             ``data`` is the query set).
         batch_size: batch size for numpy data.
@@ -86,10 +110,14 @@ class RetrievalCallback(_EvaluationCallback):
 
     def __init__(self, data, ks=(1, 2, 4, 8), every=1,
                  metrics=("recall", "map_at_r", "r_precision"), prefix="val_",
-                 gallery=None, batch_size=256, verbose=0, **metric_kwargs):
-        super().__init__(data, gallery=gallery, every=every, prefix=prefix,
-                         batch_size=batch_size, verbose=verbose)
+                 gallery=None, batch_size=256, verbose=0, monitor=None,
+                 **metric_kwargs):
         self.ks = tuple(ks)
+        if not self.ks:
+            raise ValueError("ks must name at least one K.")
+        super().__init__(data, gallery=gallery, every=every, prefix=prefix,
+                         batch_size=batch_size, verbose=verbose,
+                         monitor=monitor or f"recall@{self.ks[0]}")
         self.metrics = metrics
         self.metric_kwargs = metric_kwargs
 
@@ -110,16 +138,23 @@ class ContinuousRetrievalCallback(_EvaluationCallback):
             ``continuous_metrics`` (a precomputed ``label_distance`` matrix
             must match the query x gallery sizes; the labels are then unused).
         every, prefix, gallery, batch_size, verbose: as ``RetrievalCallback``.
+        monitor: the metric that selects checkpoints (default "ndcg@<first
+            K>"; a "mean_label_distance@K" is minimised).
         **metric_kwargs: passed on (``chunk_size``, ``label_distance_kwargs``).
     """
 
     def __init__(self, data, ks=(1, 5, 10, 20), every=1,
                  label_distance="squared_l2", embedding_distance="euclidean",
                  metrics=("mean_label_distance", "ndcg"), prefix="val_",
-                 gallery=None, batch_size=256, verbose=0, **metric_kwargs):
-        super().__init__(data, gallery=gallery, every=every, prefix=prefix,
-                         batch_size=batch_size, verbose=verbose)
+                 gallery=None, batch_size=256, verbose=0, monitor=None,
+                 **metric_kwargs):
         self.ks = tuple(ks)
+        if not self.ks:
+            raise ValueError("ks must name at least one K.")
+        default = "ndcg" if "ndcg" in metrics else metrics[0]
+        super().__init__(data, gallery=gallery, every=every, prefix=prefix,
+                         batch_size=batch_size, verbose=verbose,
+                         monitor=monitor or f"{default}@{self.ks[0]}")
         self.label_distance = label_distance
         self.embedding_distance = embedding_distance
         self.metrics = metrics

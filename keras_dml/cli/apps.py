@@ -1,0 +1,104 @@
+"""The table of apps: name -> what it loads and which recipe it starts from.
+
+An app's training recipe is its packaged flagfile (``keras_dml/flags/``),
+never written here; an app only says how to load its data (from its flags)
+and which extra flags that needs.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+from absl import flags
+
+
+@dataclasses.dataclass(frozen=True)
+class App:
+    """One command-line app.
+
+    Attributes:
+      summary: one line for ``keras-dml --help``.
+      recipe: its default packaged recipe, without the app prefix.
+      load: ``FLAGS -> kd.data.RetrievalData``.
+      data_dir: what ``--data_dir`` must point to when it is required (None:
+        optional, e.g. a TFDS data_dir).
+      define_flags: defines the app's own data flags (or None).
+    """
+
+    summary: str
+    recipe: str
+    load: Callable
+    data_dir: Optional[str] = None
+    define_flags: Optional[Callable] = None
+
+
+def _download_flag():
+    flags.DEFINE_boolean("download", False, "Let TFDS download and prepare the data.")
+
+
+def _fashion_flags():
+    from keras_dml.data.fashion_mnist import DEBIAN_DIR
+    flags.DEFINE_string("fashion_mnist_dir", DEBIAN_DIR,
+                        "Folder of the idx .gz files (Debian dataset-fashion-mnist).")
+    flags.DEFINE_enum("source", "auto", ["auto", "files", "tfds"],
+                      "Read the idx files, TFDS, or whichever is available.")
+
+
+def _caption_flags():
+    flags.DEFINE_integer("max_train_images", None, "Subset of train2014 images.")
+    flags.DEFINE_integer("max_test_images", 2000, "Subset of val2014 images (test).")
+
+
+def _tfds(loader):
+    def load(F):
+        import keras_dml as kd
+        return getattr(kd.data, loader)(data_dir=F.data_dir, download=F.download)
+    return load
+
+
+def _folder(loader):
+    def load(F):
+        import keras_dml as kd
+        return getattr(kd.data, loader)(F.data_dir)
+    return load
+
+
+def _fashion_mnist(F):
+    import keras_dml as kd
+    return kd.data.load_fashion_mnist(root=F.fashion_mnist_dir, source=F.source,
+                                      data_dir=F.data_dir)
+
+
+def _captions(F):
+    import keras_dml as kd
+    return kd.data.load_coco_captions(F.data_dir, max_train_images=F.max_train_images,
+                                      max_test_images=F.max_test_images, seed=F.seed)
+
+
+APPS = {
+    "fashion_mnist": App(
+        "Offline demo: Proxy Anchor on Fashion-MNIST, train on classes 0-4, test on the "
+        "unseen 5-9 (Debian dataset-fashion-mnist, or TFDS).",
+        "proxy_anchor", _fashion_mnist, define_flags=_fashion_flags),
+    "cub200": App("CUB-200-2011 (TFDS caltech_birds2011): train on classes 1-100, test on "
+                  "101-200.", "proxy_anchor", _tfds("load_cub200"),
+                  define_flags=_download_flag),
+    "cars196": App("Cars-196 (TFDS cars196): train on classes 1-98, test on 99-196.",
+                   "proxy_anchor", _tfds("load_cars196"), define_flags=_download_flag),
+    "sop": App("Stanford Online Products (TFDS stanford_online_products): 11,318 train / "
+               "11,316 test classes.", "proxy_anchor", _tfds("load_sop"),
+               define_flags=_download_flag),
+    "inshop": App("In-Shop Clothes Retrieval: 3,997 training items; query vs gallery.",
+                  "proxy_anchor", _folder("load_inshop"),
+                  data_dir="the In-Shop folder (Eval/list_eval_partition.txt, img/)"),
+    "pose": App("Human pose retrieval on MPII (continuous labels: squared L2 between "
+                "normalised poses).", "log_ratio", _folder("load_mpii"),
+                data_dir="the MPII folder (annotation .mat, images/)"),
+    "layout": App("Room layout retrieval on LSUN (continuous labels: 1 - mIoU of the "
+                  "layout maps).", "log_ratio", _folder("load_lsun_layout"),
+                  data_dir="the LSUN room layout folder (training.mat, images/, "
+                  "layout_seg/)"),
+    "captions": App("Caption-aware image retrieval on MS-COCO 2014 (continuous labels: "
+                    "caption-set distance).", "log_ratio", _captions,
+                    data_dir="the COCO 2014 folder (annotations/, train2014/, val2014/)",
+                    define_flags=_caption_flags),
+}

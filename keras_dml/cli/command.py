@@ -1,0 +1,149 @@
+"""``keras-dml APP [flags]``: flags -> Recipe -> kd.training.run.
+
+``keras-dml --help`` lists the apps; ``keras-dml APP --help`` (or
+``--helpfull``) shows the app's flags, whose defaults are the values of the
+recipe chosen with ``--recipe`` (read from argv before the flags are
+defined, so the help shows them). Room is left for commands that are not
+training apps (``COMMANDS``).
+"""
+
+import sys
+
+from absl import app as absl_app
+from absl import flags, logging
+
+from keras_dml.cli import quiet
+from keras_dml.cli.apps import APPS
+from keras_dml.training import recipe as recipes
+
+FLAGS = flags.FLAGS
+PROG = "keras-dml"
+# Run options: how and where to run, not what (not part of a Recipe).
+RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "export", "verbose")
+# Other sub-commands (name -> (summary, main(argv) -> exit code)); none yet.
+COMMANDS = {}
+HELP_FLAGS = {"-h", "-?", "--help", "--helpfull", "--helpshort", "--helpxml"}
+
+
+class CommandLineError(Exception):
+    """A command line that cannot run; printed without a traceback."""
+
+
+def listing():
+    """The text of ``keras-dml --help``."""
+    width = max(map(len, [*APPS, *COMMANDS]))
+    lines = [f"usage: {PROG} APP [--flags]   ({PROG} APP --help: the app's flags)", "",
+             "apps:"]
+    lines += [f"  {name:<{width}}  {spec.summary}" for name, spec in APPS.items()]
+    if COMMANDS:
+        lines += ["", "commands:"]
+        lines += [f"  {name:<{width}}  {summary}" for name, (summary, _) in COMMANDS.items()]
+    lines += ["", f"example: {PROG} fashion_mnist --output_dir=runs/demo"]
+    return "\n".join(lines)
+
+
+def argv_value(argv, name):
+    """The last value of ``--name=V`` / ``--name V`` in ``argv`` (or None)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def define_recipe_flags(defaults, losses):
+    """One flag per Recipe field, defaulting to ``defaults``' values."""
+    for f in recipes.fields():
+        kind, is_tuple, _ = recipes.field_kind(f)
+        value, text = getattr(defaults, f.name), f.metadata["help"]
+        choices = losses if f.name == "loss" else f.metadata.get("choices")
+        if choices:
+            flags.DEFINE_enum(f.name, value, list(choices), text)
+        elif is_tuple:
+            flags.DEFINE_list(f.name, [str(v) for v in value], text)
+        else:
+            define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+                      float: flags.DEFINE_float, str: flags.DEFINE_string}[kind]
+            define(f.name, value, text)
+
+
+def define_app(name, argv):
+    """Define app ``name``'s flags (defaults: the recipe that ``argv``'s
+    ``--recipe`` names, or the app's own) and return its ``main(argv)``."""
+    from keras_dml import losses
+    spec = APPS[name]
+    chosen = argv_value(argv, "recipe") or spec.recipe
+    defaults = recipes.Recipe.from_flagfile(recipes.recipe_path(chosen, app=name))
+    continuous = defaults.loss in losses.available(continuous_labels=True)
+    define_recipe_flags(defaults, losses.available(continuous_labels=continuous))
+    flags.DEFINE_string("recipe", chosen, "The recipe giving the defaults: a packaged name "
+                        f"(with or without '{name}_': "
+                        f"{', '.join(recipes.packaged_recipes(name))}) or a flagfile path; "
+                        "--flagfile and later flags override it.")
+    flags.DEFINE_string("output_dir", None, "Where logs, checkpoints, metrics.json, plots "
+                        "and the SavedModel go.", required=True)
+    flags.DEFINE_string("data_dir", None, spec.data_dir or "TFDS data_dir.")
+    flags.DEFINE_boolean("resume", False, "Continue an interrupted run in output_dir.")
+    flags.DEFINE_boolean("export", True, "Export output_dir/saved_model (--noexport skips).")
+    flags.DEFINE_integer("verbose", 1, "Keras verbosity (1: progress bars).")
+    if spec.define_flags:
+        spec.define_flags()
+
+    def main(argv):
+        del argv
+        from keras_dml import training
+        quiet.after_flags(FLAGS.verbosity)
+        if spec.data_dir and not FLAGS.data_dir:
+            raise absl_app.UsageError(f"--data_dir ({spec.data_dir}) is required.")
+        try:
+            recipe = recipes.Recipe.from_dict(
+                {f: FLAGS[f].value for f in recipes.field_names()})
+            result = training.run(recipe, spec.load(FLAGS), FLAGS.output_dir,
+                                  resume=FLAGS.resume, export=FLAGS.export,
+                                  verbose=FLAGS.verbose)
+        except (recipes.RecipeError, training.runner.OutputDirError) as err:
+            # A recipe or run directory that cannot run: say why, no traceback.
+            raise absl_app.UsageError(str(err)) from None
+        logging.info("wrote %s", ", ".join(sorted(result.paths)))
+        return 0
+
+    return main
+
+
+def run_app(name, args, prog=None):
+    """Run app ``name`` on the command-line ``args`` (absl parses them;
+    exits with absl's exit code). ``prog``: the command's name in messages."""
+    prog = prog or f"{PROG} {name}"
+    if name not in APPS:
+        print(f"{prog}: unknown app {name!r}\n\n{listing()}", file=sys.stderr)
+        return 2
+    try:
+        main = define_app(name, args)
+    except recipes.RecipeError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    # absl prints the main module's docstring as the usage of --help.
+    sys.modules["__main__"].__doc__ = (
+        f"{prog}: {APPS[name].summary}\n\n"
+        f"  {prog} --output_dir=DIR"
+        f"{' --data_dir=DIR' if APPS[name].data_dir else ''} [--recipe=NAME] [--flags]")
+    try:
+        absl_app.run(main, argv=[prog, *args])
+    except SystemExit as exit_:
+        # absl exits with 1 after printing --help/--helpfull; asking for help is no error.
+        if exit_.code == 1 and HELP_FLAGS & set(args):
+            raise SystemExit(0) from None
+        raise
+
+
+def main(argv=None):
+    """The console script: ``keras-dml APP [flags]`` or ``keras-dml --help``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "--helpfull", "help"):
+        print(listing())
+        return 0 if args else 2
+    if args[0] in COMMANDS:
+        return COMMANDS[args[0]][1](args[1:])
+    return run_app(args[0], args[1:])

@@ -1,0 +1,91 @@
+"""TensorFlow's INFO logs stay out of an app's console unless asked for.
+
+TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it loads, so the C++
+level (XLA's ``service.cc`` lines, ...) is set here, before Keras imports
+TensorFlow, and only in a command-line process (``keras-dml``, ``python -m
+apps.<name>``, ``python -m keras_dml``): a library user's process is left
+alone. absl's ``--verbosity`` is not parsed yet at that point, so it is
+read from ``sys.argv``. TensorFlow's Python INFO lines
+(``signature_serialization.py``, "Assets written to") go through absl's
+logger, as the app's own lines do, so ``after_flags`` filters them by the
+file that logged them. Stdlib only.
+"""
+
+import logging
+import os
+import sys
+
+# TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
+HIDE_INFO = "1"
+_VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
+# Log records from these packages are TensorFlow's, not the app's.
+TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow_datasets", "keras", "tf_keras")
+
+
+def command_line_process():
+    """True in a keras-dml command-line process."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main_name = getattr(spec, "name", "") or ""
+    # "-m": keras_dml is being imported while ``python -m keras_dml`` is located.
+    return (prog in ("keras-dml", "-m")
+            or main_name.startswith(("apps.", "keras_dml")))
+
+
+def argv_verbosity(argv=None):
+    """absl's --verbosity / -v value in ``argv`` (0 when absent or unreadable)."""
+    argv = sys.argv[1:] if argv is None else argv
+    value = None
+    for i, arg in enumerate(argv):
+        name, eq, rest = arg.partition("=")
+        if name in _VERBOSITY_FLAGS:
+            value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def before_tensorflow():
+    """Hide TensorFlow's C++ INFO lines in a command-line process, unless
+    ``--verbosity`` >= 1 or TF_CPP_MIN_LOG_LEVEL is already set."""
+    if command_line_process() and argv_verbosity() < 1:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", HIDE_INFO)
+
+
+def package_dirs(names=TENSORFLOW_PACKAGES):
+    """The installed directories of packages ``names`` (found, not imported)."""
+    import importlib.util
+    dirs = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        dirs += [os.path.join(d, "") for d in (spec and spec.submodule_search_locations) or ()]
+    return tuple(dirs)
+
+
+class DropTensorFlowInfo(logging.Filter):
+    """Drops INFO (and DEBUG) records logged from files in ``dirs``."""
+
+    def __init__(self, dirs):
+        super().__init__()
+        self.dirs = dirs
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or not (
+            record.pathname or "").startswith(self.dirs)
+
+
+def after_flags(verbosity):
+    """Unless ``verbosity`` >= 1, keep TensorFlow's Python INFO records out
+    of every root handler (absl's among them); warnings still show."""
+    if verbosity >= 1:
+        return
+    drop = DropTensorFlowInfo(package_dirs())
+    # absl's root handler (TensorFlow modules that log through absl) and the
+    # "tensorflow" logger itself (tf_logging; it may have its own handler).
+    for target in [*logging.root.handlers, logging.getLogger("tensorflow")]:
+        if not any(isinstance(f, DropTensorFlowInfo) for f in target.filters):
+            target.addFilter(drop)

@@ -1,0 +1,53 @@
+"""keras_dml.cli in-process: the app table, the listing, argv peeking for the
+log level, and the errors a bad command line gets (the runs themselves are
+in test_apps.py and test_wheel.py)."""
+
+import logging
+
+import keras_dml as kd
+from keras_dml.cli import apps, command as main, quiet
+
+
+def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
+    assert set(apps.APPS) == {"fashion_mnist", "cub200", "cars196", "sop", "inshop", "pose",
+                              "layout", "captions"}
+    for name, spec in apps.APPS.items():
+        recipe = kd.training.Recipe.from_flagfile(
+            kd.training.recipe_path(spec.recipe, app=name))
+        assert recipe.loss == spec.recipe
+    assert main.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in apps.APPS)
+
+
+def test_bad_command_lines_say_why(capsys):
+    assert main.main(["nope"]) == 2
+    assert "unknown app 'nope'" in capsys.readouterr().err
+    assert main.run_app("cub200", ["--recipe=missing"]) == 2
+    err = capsys.readouterr().err
+    assert "no flagfile or packaged recipe 'missing'" in err and "proxy_anchor" in err
+    assert main.main([]) == 2
+
+
+def test_argv_peeks():
+    assert quiet.argv_verbosity(["--verbosity=1"]) == 1
+    assert quiet.argv_verbosity(["-v", "2", "--x"]) == 2
+    assert quiet.argv_verbosity(["--v=-1"]) == -1
+    assert quiet.argv_verbosity(["-v"]) == 0 and quiet.argv_verbosity(["-v", "tests"]) == 0
+    assert main.argv_value(["--recipe", "triplet", "--x"], "recipe") == "triplet"
+    assert main.argv_value(["--recipe=a", "--recipe=b"], "recipe") == "b"
+    assert main.argv_value(["--recipes=a"], "recipe") is None
+    # pytest is not a command-line app: a library process keeps its log level.
+    assert not quiet.command_line_process()
+
+
+def test_tensorflow_info_records_are_dropped_but_not_ours():
+    drop = quiet.DropTensorFlowInfo(quiet.package_dirs())
+    tf_file = quiet.package_dirs(["tensorflow"])[0] + "python/saved_model/builder_impl.py"
+
+    def record(path, level=logging.INFO):
+        return logging.LogRecord("absl", level, path, 1, "m", (), None)
+
+    assert not drop.filter(record(tf_file))
+    assert drop.filter(record(tf_file, logging.WARNING))
+    assert drop.filter(record(kd.training.runner.__file__))

@@ -1,0 +1,123 @@
+"""kd.training.run on in-memory data: the result object, the run directory,
+checkpoint selection, resume (with the run time summed over processes),
+continuous labels, and the errors raised before any training."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_dml as kd
+from keras_dml.training import Recipe, RecipeError, Task
+
+TINY = dict(backbone="small_cnn", weights="none", image_size=16, embedding_dim=8,
+            batch_size=12, epochs=2, steps_per_epoch=2, warmup_epochs=0, eval_batch_size=32,
+            lr_decay_epochs=(), num_plot_queries=3)
+
+
+def images(rng, labels, size=16):
+    base = (np.asarray(labels)[:, None, None, None] * 37 % 256).astype(np.float64)
+    noise = rng.normal(0, 30, (len(labels), size, size, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def class_data(rng, train_classes=6, test_classes=4, per_class=6):
+    tr = np.repeat(np.arange(train_classes), per_class).astype(np.int32)
+    te = np.repeat(np.arange(test_classes), per_class).astype(np.int32)
+    split = kd.data.Split.from_arrays
+    return kd.data.RetrievalData(
+        "toy", split("train", images(rng, tr), tr), test=split("test", images(rng, te + 50), te),
+        num_train_classes=train_classes, image_shape=(16, 16, 3))
+
+
+def pose_data(rng, n_train=40, n_test=24):
+    def part(name, n):
+        labels = rng.normal(size=(n, 4)).astype(np.float32)
+        return kd.data.Split.from_arrays(name, images(rng, (labels[:, 0] * 3).astype(int) % 7),
+                                         labels)
+    return kd.data.RetrievalData("toy_pose", part("train", n_train), test=part("test", n_test),
+                                 image_shape=(16, 16, 3), label_type="pose")
+
+
+def test_class_run_writes_the_run_directory_and_returns_its_result(rng, tmp_path):
+    recipe = Recipe(**TINY, val_fraction=0.34)
+    result = kd.training.run(recipe, class_data(rng), tmp_path / "run", verbose=0)
+    m = result.metrics
+    assert m["selected_by"] == "val_recall@1" and m["num_queries"] == 24
+    assert m["split"] == "test" and m["data"] == "toy" and m["epochs"] == 2
+    assert {"recall@1", "recall@8", "map@r", "r_precision"} <= set(m)
+    with open(result.paths["metrics"]) as f:
+        assert json.load(f) == m
+    assert len(result.history["loss"]) == 2 and len(result.history["val_recall@1"]) == 2
+    for key in ("recall_curve", "retrievals", "saved_model", "best_weights", "recipe"):
+        assert os.path.exists(result.paths[key]), key
+    assert Recipe.from_flagfile(result.paths["recipe"]) == recipe
+    assert isinstance(result.model, kd.models.MetricModel)
+    assert not (tmp_path / "run" / "backup").exists()
+    # The returned model holds the selected weights: its test metrics again.
+    emb = result.model.predict(np.zeros((2, 16, 16, 3), np.float32), verbose=0)
+    assert emb.shape == (2, 8)
+
+
+def test_pair_loss_without_validation_and_without_export(rng, tmp_path):
+    recipe = Recipe(**TINY, loss="multi_similarity", val_fraction=0.0)
+    result = kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False,
+                             verbose=0)
+    assert result.metrics["selected_by"] == "last epoch"
+    assert "saved_model" not in result.paths and "recall_curve" not in result.paths
+    assert result.model.proxies is None
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(1.0)                      # measurable time in the first process
+        raise KeyboardInterrupt
+
+
+def test_resume_sums_the_run_time_over_processes(rng, tmp_path):
+    recipe = Recipe(**TINY, val_fraction=0.34)
+    data = class_data(rng)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        kd.training.run(recipe, data, out, verbose=0, callbacks=[Interrupt()])
+    with open(out / "run_time.json") as f:
+        first = json.load(f)["seconds"]
+    assert first >= 1.0
+    with pytest.raises(kd.training.runner.OutputDirError, match="interrupted run.*--resume"):
+        kd.training.run(recipe, data, out, verbose=0)
+    started = time.monotonic()
+    result = kd.training.run(recipe, data, out, resume=True, verbose=0)
+    second = time.monotonic() - started
+    assert len(result.history["loss"]) == 2              # epoch 2 only, appended
+    total = result.metrics["train_seconds_total"]
+    assert total >= first + 0.5 * second and total <= first + second + 1.0, (first, second)
+
+
+def test_continuous_run_and_early_k_check(rng, tmp_path):
+    recipe = Recipe(**{**TINY, "ks": (1, 5)}, loss="log_ratio", optimizer="sgd", lr=0.01,
+                    val_fraction=0.3)
+    result = kd.training.run(recipe, pose_data(rng), tmp_path / "pose", export=False,
+                             verbose=0)
+    m = result.metrics
+    assert m["selected_by"] == "val_ndcg@1" and m["num_queries"] == 24
+    assert 0 < m["ndcg@5"] <= 1 and m["mean_label_distance@1"] >= 0
+    assert os.path.exists(result.paths["recall_curve"])
+    with pytest.raises(RecipeError, match="ks up to 20 needs more than 20 validation"):
+        kd.training.run(recipe.replace(ks=(1, 20)), pose_data(rng), tmp_path / "few")
+    assert not (tmp_path / "few").exists()               # refused before anything
+
+
+def test_loss_and_labels_must_match(rng, tmp_path):
+    with pytest.raises(RecipeError, match="does not take continuous labels; .*log_ratio"):
+        kd.training.run(Recipe(**TINY), pose_data(rng), tmp_path / "a")
+    with pytest.raises(RecipeError, match="does not take class labels"):
+        kd.training.run(Recipe(**TINY, loss="log_ratio"), class_data(rng), tmp_path / "b")
+    with pytest.raises(RecipeError, match="val_split='classes' needs class labels"):
+        kd.training.run(Recipe(**TINY, loss="log_ratio", val_split="classes"),
+                        pose_data(rng), tmp_path / "c", task=Task(True, "squared_l2"))
+    with pytest.raises(TypeError, match="Recipe"):
+        kd.training.run({"loss": "triplet"}, class_data(rng), tmp_path / "d")
+    assert kd.training.task_for(pose_data(rng)).label_distance == "squared_l2"
