@@ -44,8 +44,10 @@ COMMON = ["--backbone=small_cnn", "--weights=none", f"--image_size={SIZE}",
           "--eval_batch_size=64"]
 PARALLEL_RUNS = 2
 TIMEOUT = 600
-CLASS_KS = {"cub200": [1, 2, 4, 8], "cars196": [1, 2, 4, 8], "sop": [1, 10, 100, 1000],
-            "inshop": [1, 10, 20, 40], "fashion_mnist": [1, 2, 4, 8]}
+# The fixtures' validation sets hold 3-4 items, so the class runs use small
+# K (K must be below the items a query can retrieve; the runner checks it).
+CLASS_KS = {"cub200": [1, 2], "cars196": [1, 2, 4, 8], "sop": [1],
+            "inshop": [1], "fashion_mnist": [1, 2, 4, 8]}
 CONTINUOUS_KS = [1, 5, 10, 20]
 
 
@@ -70,6 +72,7 @@ def _cub200(root):
     proc = run_app("cub200", out, runner=["--tfds_mock", f"--dump_flags={flags_json}"],
                    common=False, flags=[
                        "--flagfile=flags/cub200_proxy_anchor.cfg", *COMMON, "--batch_size=8",
+                       "--ks=1,2",
                        f"--data_dir={root / 'tfds'}"])
     return dict(procs=[proc], out=out, flags_json=flags_json)
 
@@ -89,6 +92,7 @@ def _sop(root):
     # --recipe by packaged name: its values are the defaults, flags override them.
     proc = run_app("sop", out, runner=["--tfds_mock", f"--dump_flags={flags_json}"],
                    flags=["--recipe=sop_proxy_anchor", "--batch_size=8", "--loss=proxy_nca",
+                          "--ks=1",
                           "--noexport", f"--data_dir={root / 'tfds'}"])
     return dict(procs=[proc], out=out, flags_json=flags_json)
 
@@ -97,7 +101,7 @@ def _inshop(root):
     data = root / "inshop_data"
     app_fixtures.write_inshop(data)
     out = root / "inshop"
-    flags = ["--batch_size=8", "--epochs=2", f"--data_dir={data}"]
+    flags = ["--batch_size=8", "--epochs=2", "--ks=1", f"--data_dir={data}"]
     first = run_app("inshop", out, flags, runner=["--interrupt_after=1"])
     state = {}
     if (out / "best.weights.h5").exists():
@@ -349,17 +353,15 @@ def test_sop_proxy_nca_noexport(runs):
     check_run(r, native_shape=None)
     m = check_class_metrics(r["out"], "sop", tfds_test_size("sop"))
     assert m["data"] == "sop" and m["loss"] == "proxy_nca"
-    # K beyond the gallery: every query with a match is found.
-    assert m["recall@1000"] == 1.0
     with open(r["flags_json"]) as f:
         fl = json.load(f)
-    assert fl["recipe"] == "sop_proxy_anchor" and fl["ks"] == ["1", "10", "100", "1000"]
+    assert fl["recipe"] == "sop_proxy_anchor" and fl["ks"] == ["1"]
     assert fl["lr"] == pytest.approx(6e-4) and fl["lr_decay_gamma"] == 0.25
     assert fl["freeze_bn"] is False and fl["loss"] == "proxy_nca"
     # The recipe that ran, as a flagfile in the run directory.
     import keras_dml as kd
     ran = kd.training.Recipe.from_flagfile(str(r["out"] / "recipe.cfg"))
-    assert ran.loss == "proxy_nca" and ran.batch_size == 8 and ran.ks == (1, 10, 100, 1000)
+    assert ran.loss == "proxy_nca" and ran.batch_size == 8 and ran.ks == (1,)
 
 
 def test_inshop_resume_query_gallery(runs):
@@ -392,7 +394,7 @@ def test_pose_log_ratio_and_early_k_check(runs):
     r = runs["pose"]
     too_few = r["too_few"]
     assert too_few.returncode != 0
-    assert "ks up to 20 needs more than 20 validation examples" in too_few.stderr, \
+    assert "ks up to 20 needs more than 20 other validation examples" in too_few.stderr, \
         too_few.stderr[-3000:]
     assert not (r["too_few_out"] / "history.csv").exists()    # failed before training
     check_run(r, native_shape=(288, 288, 3))

@@ -105,9 +105,25 @@ def test_continuous_run_and_early_k_check(rng, tmp_path):
     assert m["selected_by"] == "val_ndcg@1" and m["num_queries"] == 24
     assert 0 < m["ndcg@5"] <= 1 and m["mean_label_distance@1"] >= 0
     assert os.path.exists(result.paths["recall_curve"])
-    with pytest.raises(RecipeError, match="ks up to 20 needs more than 20 validation"):
+    with pytest.raises(RecipeError, match="ks up to 20 needs more than 20 other "
+                                          "validation examples per query; there are 11"):
         kd.training.run(recipe.replace(ks=(1, 20)), pose_data(rng), tmp_path / "few")
     assert not (tmp_path / "few").exists()               # refused before anything
+
+
+def test_class_run_refuses_k_not_below_the_retrievable_items(rng, tmp_path):
+    # 4 test classes x 6 = 24 test items: a query retrieves 23, so K=23 is
+    # refused (Recall@23 would be 1 for any embedding) and K=22 is allowed.
+    recipe = Recipe(**{**TINY, "ks": (1, 23)}, val_fraction=0.0)
+    with pytest.raises(RecipeError, match="ks up to 23 needs more than 23 other test "
+                                          "examples per query; there are 23"):
+        kd.training.run(recipe, class_data(rng), tmp_path / "k23")
+    assert not (tmp_path / "k23").exists()
+    # Validation: 2 held-out classes x 6 = 12 items, 11 to retrieve.
+    with pytest.raises(RecipeError, match="other validation examples per query; there "
+                                          "are 11"):
+        kd.training.run(recipe.replace(ks=(1, 11), val_fraction=0.34), class_data(rng),
+                        tmp_path / "k11")
 
 
 def test_loss_and_labels_must_match(rng, tmp_path):

@@ -238,14 +238,21 @@ def test_sets(recipe, data, task):
             None if dist is None else np.asarray(dist)[np.ix_(idx, idx)])
 
 
-def check_ks(recipe, val, query):
-    """Metrics@K need K items besides the query: fail before training."""
+def check_ks(recipe, val, query, gallery=None):
+    """Fail before training unless every K is below the items a query can
+    retrieve (the rest of its set, or the gallery): at K >= those, Recall@K
+    is 1 and the continuous metrics are the same for any embedding, and the
+    metric functions refuse them."""
     k = max(recipe.ks)
-    for name, split in (("validation", val), ("test", query)):
-        if split is not None and len(split) - 1 < k:
+    for name, split, searched in (("validation", val, None), ("test", query, gallery)):
+        if split is None:
+            continue
+        available = len(searched) if searched is not None else len(split) - 1
+        if k >= available:
+            where = "gallery items" if searched is not None else f"other {name} examples"
             raise RecipeError(
-                f"ks up to {k} needs more than {k} {name} examples; there are "
-                f"{len(split)} (raise val_fraction / max_test_examples or lower ks).")
+                f"ks up to {k} needs more than {k} {where} per query; there are "
+                f"{available} (raise val_fraction / max_test_examples or lower ks).")
 
 
 def transforms(recipe, data, task):
@@ -440,8 +447,7 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbo
     keras.utils.set_random_seed(recipe.seed)
     train, val = split_train(recipe, data, task)
     query, gallery, test_dist = test_sets(recipe, data, task)
-    if task.continuous:
-        check_ks(recipe, val, query)
+    check_ks(recipe, val, query, gallery)
     out, interrupted = prepare_output_dir(output_dir, resume)
     clock = RunClock(out, continuing=resume and interrupted)
     paths = {"metrics": os.path.join(out, "metrics.json"),
