@@ -9,11 +9,18 @@ read from ``sys.argv``. TensorFlow's Python INFO lines
 (``signature_serialization.py``, "Assets written to") go through absl's
 logger, as the app's own lines do, so ``after_flags`` filters them by the
 file that logged them. Stdlib only.
+
+A few C++ INFO lines (``port.cc``, ``cudart_stub.cc``) are written while
+TensorFlow loads, before its logging reads ``TF_CPP_MIN_LOG_LEVEL``;
+``before_tensorflow`` therefore imports TensorFlow with the stderr file
+descriptor captured and writes back every line but those INFO lines.
 """
 
 import logging
 import os
+import re
 import sys
+import tempfile
 
 # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
 HIDE_INFO = "1"
@@ -46,11 +53,41 @@ def argv_verbosity(argv=None):
         return 0
 
 
+# absl C++ INFO lines ("I0000 00:00:...") and absl's note that precedes them.
+_IMPORT_NOISE = re.compile(
+    r"^(I\d{4} \d\d:\d\d:|WARNING: All log messages before absl::InitializeLog)")
+
+
 def before_tensorflow():
     """Hide TensorFlow's C++ INFO lines in a command-line process, unless
     ``--verbosity`` >= 1 or TF_CPP_MIN_LOG_LEVEL is already set."""
-    if command_line_process() and argv_verbosity() < 1:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", HIDE_INFO)
+    if not command_line_process() or argv_verbosity() >= 1:
+        return
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = HIDE_INFO
+    if "tensorflow" not in sys.modules:
+        import_filtering_stderr("tensorflow", _IMPORT_NOISE)
+
+
+def import_filtering_stderr(module, drop):
+    """Import ``module`` with file descriptor 2 captured, then write back the
+    captured lines that ``drop`` does not match (errors stay visible)."""
+    import importlib
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(True):
+                if not drop.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def package_dirs(names=TENSORFLOW_PACKAGES):
