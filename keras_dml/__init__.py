@@ -5,7 +5,7 @@
 
 Light modules (ops, losses, layers, label_distances) import eagerly; the
 continuous losses need label_distances anyway. The heavier ones (data,
-backbones, models, evaluation, export, plots) import on first attribute
+backbones, models, evaluation, export, plots, retrieval) import on first attribute
 access so that ``import keras_dml`` stays fast.
 """
 
@@ -21,7 +21,8 @@ from keras_dml import label_distances, layers, losses, ops  # noqa: E402
 
 __version__ = "0.1.0"
 
-_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots")
+_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots",
+         "retrieval")
 
 
 def __getattr__(name):
