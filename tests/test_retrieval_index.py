@@ -386,3 +386,21 @@ def test_save_refuses_to_replace_a_foreign_directory(rng, tmp_path):
     with pytest.raises(IndexFormatError, match="refusing to replace"):
         index.save(other)
     assert (other / "cat.jpg").exists()
+
+
+def test_search_params_change_without_rebuilding(rng, tmp_path):
+    reference("faiss", "faiss backend")
+    g = rng.normal(size=(3000, 8)).astype(np.float32)
+    index = Index(8, backend="faiss", faiss_factory="IVF32,Flat", nprobe=1)
+    index.add(g)
+    exact = Index(8)
+    exact.add(g)
+    truth = exact.search(g[:40], 5).ids
+    index.set_search_params(nprobe=32)                # all lists: exact
+    np.testing.assert_array_equal(index.search(g[:40], 5).ids, truth)
+    index.save(tmp_path / "ivf")
+    assert Index.load(tmp_path / "ivf").params["nprobe"] == 32
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        index.set_search_params(nprobe=0)
+    with pytest.raises(ValueError, match="backend='faiss' only"):
+        exact.set_search_params(nprobe=4)
