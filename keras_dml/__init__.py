@@ -5,8 +5,8 @@
 
 Light modules (ops, losses, layers, label_distances) import eagerly; the
 continuous losses need label_distances anyway. The heavier ones (data,
-backbones, models, evaluation, export, plots, retrieval) import on first attribute
-access so that ``import keras_dml`` stays fast.
+backbones, models, evaluation, export, plots, retrieval) import on first
+attribute access so that ``import keras_dml`` stays fast.
 """
 
 import importlib
