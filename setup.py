@@ -9,6 +9,8 @@ EXTRAS = {
     "continuous": ["scipy>=1.10,<2"],
     # The NMI retrieval metric (k-means).
     "nmi": ["scikit-learn>=1.3,<2"],
+    # kd.retrieval.Index(backend="faiss").
+    "index": ["faiss-cpu>=1.8,<2"],
     "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
