@@ -1,4 +1,5 @@
-"""SavedModel export for serving: images in, L2-normalised embeddings out.
+"""SavedModel export for serving: images in, L2-normalised embeddings (or
+their nearest neighbours in a gallery) out.
 
     kd.export.export_saved_model(model, "out/saved_model", image_shape=(28, 28, 1),
                                  preprocess="efficientnet_lite")
@@ -31,6 +32,13 @@ two signatures read, so a ``MetricModel``'s proxies (used by the loss only)
 are not exported, and Keras 3 handles the Keras-variable / tf.Variable
 bookkeeping. A JSON description of the preprocessing is written to
 ``<path>/assets.extra/keras_dml.json``.
+
+``export_retrieval_model(model, index, path, k=10, image_shape=...)`` builds
+on the same two functions and adds the gallery of a ``kd.retrieval.Index``
+and an exact top-k search: signatures ``serving_default`` / ``serving_bytes``
+return ``ids``, ``scores``, ``labels`` [N, k]; ``embeddings`` /
+``embeddings_bytes`` return the embeddings (see its docstring for the
+gallery sizes this suits).
 """
 
 import json
@@ -116,36 +124,12 @@ def _convert_channels(images, channels):
     raise ValueError(f"cannot convert {have}-channel images to {channels} channels.")
 
 
-def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None,
-                       resize_method="bilinear", channels=None, transform=None):
-    """Write a SavedModel that maps raw images to L2-normalised embeddings.
-
-    Args:
-      model: a Keras model mapping preprocessed images [N, h, w, c] to
-        embeddings [N, D] (e.g. ``kd.models.MetricModel``, whose ``call``
-        gives embeddings without proxies). Called with ``training=False``.
-      path: output directory.
-      image_shape: (H, W, C) of the uint8 images the serving_default
-        signature takes, the data set's native layout (C = 1 or 3).
-      preprocess: the backbone's normalisation: a name from
-        ``kd.backbones.preprocessing.PREPROCESSING`` (e.g.
-        "efficientnet_lite"), a backbone name (e.g. "bn_inception"), a
-        callable on float32 0-255 images, or None (values stay 0-255).
-      resize_to: (h, w) the images are resized to before ``preprocess``;
-        default the model's static input size, else no resize.
-      resize_method: ``tf.image.resize`` method.
-      channels: channel count the model takes; default from the model's
-        input shape (needed only for models without one).
-      transform: the evaluation transform of the training code (e.g.
-        ``kd.data.eval_transform(224)``: shorter side to 256, centre crop
-        224), a callable on one float32 0-255 image [H, W, C] returning
-        [h, w, c] at the model's input size. When given it replaces the
-        plain resize (and ``image_shape`` may have None for H and W, for
-        data sets of varying image sizes), so served embeddings equal the
-        evaluated ones.
-    Returns:
-      ``path``.
-    """
+def _serving_functions(model, image_shape, preprocess, resize_to, resize_method,
+                       channels, transform):
+    """(serving_default(images), serving_bytes(image_bytes), their input
+    specs, a JSON description): the two image -> {"embeddings"} functions
+    that every exported SavedModel is built on (arguments as in
+    ``export_saved_model``)."""
     image_shape = _check_image_shape(image_shape, allow_any_size=transform is not None)
     height, width, image_channels = image_shape
     preprocess_fn, preprocess_name = _resolve_preprocess(preprocess)
@@ -249,23 +233,216 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
                 fn_output_signature=tf.TensorSpec((*resize_to, None), tf.float32))
         return embed_resized(images)
 
+    specs = (tf.TensorSpec((None, height, width, image_channels), tf.uint8,
+                           name="images"),
+             tf.TensorSpec((None,), tf.string, name="image_bytes"))
+    info = {"image_shape": list(image_shape), "channels": channels,
+            "transform": None if transform is None else repr(transform),
+            "resize_to": list(resize_to), "resize_method": resize_method,
+            "preprocess": preprocess_name, "output_key": OUTPUT_KEY}
+    return serving_default, serving_bytes, specs, info
+
+
+def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None,
+                       resize_method="bilinear", channels=None, transform=None):
+    """Write a SavedModel that maps raw images to L2-normalised embeddings.
+
+    Args:
+      model: a Keras model mapping preprocessed images [N, h, w, c] to
+        embeddings [N, D] (e.g. ``kd.models.MetricModel``, whose ``call``
+        gives embeddings without proxies). Called with ``training=False``.
+      path: output directory.
+      image_shape: (H, W, C) of the uint8 images the serving_default
+        signature takes, the data set's native layout (C = 1 or 3).
+      preprocess: the backbone's normalisation: a name from
+        ``kd.backbones.preprocessing.PREPROCESSING`` (e.g.
+        "efficientnet_lite"), a backbone name (e.g. "bn_inception"), a
+        callable on float32 0-255 images, or None (values stay 0-255).
+      resize_to: (h, w) the images are resized to before ``preprocess``;
+        default the model's static input size, else no resize.
+      resize_method: ``tf.image.resize`` method.
+      channels: channel count the model takes; default from the model's
+        input shape (needed only for models without one).
+      transform: the evaluation transform of the training code (e.g.
+        ``kd.data.eval_transform(224)``: shorter side to 256, centre crop
+        224), a callable on one float32 0-255 image [H, W, C] returning
+        [h, w, c] at the model's input size. When given it replaces the
+        plain resize (and ``image_shape`` may have None for H and W, for
+        data sets of varying image sizes), so served embeddings equal the
+        evaluated ones.
+    Returns:
+      ``path``.
+    """
+    serving_default, serving_bytes, specs, info = _serving_functions(
+        model, image_shape, preprocess, resize_to, resize_method, channels,
+        transform)
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(
-        "serving_default", serving_default,
-        input_signature=[tf.TensorSpec((None, height, width, image_channels),
-                                       tf.uint8, name="images")])
-    archive.add_endpoint(
-        "serving_bytes", serving_bytes,
-        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    archive.add_endpoint("serving_default", serving_default,
+                         input_signature=[specs[0]])
+    archive.add_endpoint("serving_bytes", serving_bytes,
+                         input_signature=[specs[1]])
     path = os.fspath(path)
     archive.write_out(path, verbose=False)
+    _write_info(path, dict(info, signatures=["serving_default", "serving_bytes"]))
+    return path
+
+
+def _write_info(path, info):
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, "keras_dml.json"), "w") as f:
-        json.dump({"image_shape": list(image_shape), "channels": channels,
-                   "transform": None if transform is None else repr(transform),
-                   "resize_to": list(resize_to), "resize_method": resize_method,
-                   "preprocess": preprocess_name, "output_key": OUTPUT_KEY,
-                   "signatures": ["serving_default", "serving_bytes"]}, f,
-                  indent=2)
+        json.dump(info, f, indent=2)
+
+
+RETRIEVAL_OUTPUTS = ("ids", "scores", "labels")
+# Beyond this many gallery bytes export_retrieval_model warns (see its doc).
+RETRIEVAL_GALLERY_WARN_BYTES = 1 << 30
+
+
+class _GalleryModule(tf.Module):
+    """The gallery inside the SavedModel, as variables (checkpoint shards,
+    not graph constants, so no 2 GB GraphDef limit): the distinct prepared
+    rows, their bias, the row of each item, the scale (search.Gallery's
+    parts), and each item's id and label."""
+
+    def __init__(self, gallery, ids, labels):
+        super().__init__(name="retrieval_gallery")
+        rows, bias, inverse, scale = gallery.parts
+        self.rows = tf.Variable(rows, trainable=False, name="rows")
+        self.bias = tf.Variable(bias, trainable=False, name="bias")
+        self.inverse = tf.Variable(inverse, trainable=False, name="inverse")
+        self.scale = tf.Variable(scale, trainable=False, name="scale")
+        self.ids = tf.Variable(ids, trainable=False, name="ids")
+        self.labels = tf.Variable(labels, trainable=False, name="labels")
+
+
+def export_retrieval_model(model, index, path, k=10, image_shape=None,
+                           preprocess=None, resize_to=None,
+                           resize_method="bilinear", channels=None,
+                           transform=None, memory_budget=256 * 1024 ** 2):
+    """Write one SavedModel that embeds images and returns their k nearest
+    neighbours in ``index``'s gallery, held inside it.
+
+        loaded = tf.saved_model.load(path)
+        out = loaded.signatures["serving_default"](images=uint8_batch)
+        out["ids"], out["scores"], out["labels"]            # [N, k]
+        out = loaded.signatures["serving_bytes"](image_bytes=jpeg_or_png_strings)
+        loaded.signatures["embeddings"](images=...)["embeddings"]
+        loaded.signatures["embeddings_bytes"](image_bytes=...)["embeddings"]
+
+    The image signatures are ``export_saved_model``'s (same decoding,
+    resizing, preprocessing, L2 normalisation). The search is
+    ``kd.evaluation.search``'s exact engine in plain TF ops (matmul, gather,
+    top-k; no custom op, so TF Serving loads it as it is), over chunks of
+    queries of at most ``memory_budget`` bytes of scores. ``ids``, ``scores``
+    and ``labels`` equal ``index.search(embeddings, k)`` of an exact index
+    (a faiss index's vectors are exported and searched exactly): ids int64,
+    scores float32 (cosine similarity, or ``-|q - g|^2`` for a euclidean
+    index), labels int64 (-1: none), ties by insertion order.
+
+    Size: the gallery costs N * D * 4 bytes in the SavedModel and in memory,
+    and every query reads all of it: about 0.5 ms per 10^4 items of 128-d
+    for a single query on a CPU core, batches amortise it. Up to about 10^5
+    to 10^6 items (50-500 MB at 128-d) this one artefact is the simplest
+    thing to serve; above 1 GiB of gallery this function warns. Beyond that,
+    or when single-query latency matters at 10^6+ items, serve the
+    embedding model alone (``export_saved_model``) and search a faiss index
+    beside it (``kd.retrieval.Index(dim, backend="faiss",
+    faiss_factory="HNSW32")``, saved with ``Index.save``).
+
+    Args:
+        model, image_shape, preprocess, resize_to, resize_method, channels,
+            transform: as in ``export_saved_model``.
+        index: a non-empty ``kd.retrieval.Index`` of the model's embeddings.
+        path: output directory.
+        k: neighbours per query, 1 <= k <= len(index), fixed in the
+            signatures.
+    Returns:
+        ``path``.
+    """
+    from keras_dml.evaluation import search
+
+    if image_shape is None:
+        raise ValueError("export_retrieval_model needs image_shape=(H, W, C).")
+    if len(index) == 0:
+        raise ValueError("the index is empty: nothing to serve.")
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(index):
+        raise ValueError(f"k must be an integer in [1, {len(index)}] (the "
+                         f"index size); got {k!r}.")
+    k = int(k)
+    embed_default, embed_bytes, specs, info = _serving_functions(
+        model, image_shape, preprocess, resize_to, resize_method, channels,
+        transform)
+    probe = embed_default(tf.zeros([1, *specs[0].shape[1:]], tf.uint8))
+    dim = int(probe[OUTPUT_KEY].shape[-1])
+    if dim != index.dim:
+        raise ValueError(f"the model's embeddings have dimension {dim}, the "
+                         f"index has {index.dim}.")
+    nbytes = index.embeddings.nbytes
+    if nbytes > RETRIEVAL_GALLERY_WARN_BYTES:
+        import warnings
+        warnings.warn(
+            f"export_retrieval_model: a {nbytes / 2 ** 30:.1f} GiB gallery in "
+            "a SavedModel; every query scans all of it. Consider a faiss "
+            "index beside export_saved_model's embedding model.", stacklevel=2)
+
+    gallery = search.Gallery(index.embeddings, index.metric)
+    module = _GalleryModule(gallery, index.ids, index.labels)
+    chunk = search.auto_chunk_size(1 << 30, gallery.size, k,
+                                   memory_budget=memory_budget)
+    block = search.block_size(gallery.size, k)
+    euclidean = index.metric == "euclidean"
+
+    def neighbours(embeddings):
+        q = embeddings[OUTPUT_KEY]
+        if not euclidean:     # the served embeddings are L2-normalised;
+            q = ops.l2_normalize(q)   # normalise as Gallery.prepare_queries does
+        n = tf.shape(q)[0]
+        steps = (n + chunk - 1) // chunk
+
+        def body(i, values, indices):
+            qc = q[i * chunk:(i + 1) * chunk]
+            s = search.scores(qc, module.rows, module.bias, module.inverse,
+                              module.scale, tf.fill([tf.shape(qc)[0]], -1))
+            v, j = search.top_k_blocked(s, k, block)
+            if euclidean:
+                v = v - tf.reduce_sum(tf.square(qc), axis=1, keepdims=True)
+            return i + 1, values.write(i, v), indices.write(i, j)
+
+        _, values, indices = tf.while_loop(
+            lambda i, *_: i < steps, body,
+            (tf.constant(0),
+             tf.TensorArray(tf.float32, size=steps, infer_shape=False,
+                            element_shape=tf.TensorShape([None, k])),
+             tf.TensorArray(tf.int32, size=steps, infer_shape=False,
+                            element_shape=tf.TensorShape([None, k]))))
+        scores = tf.reshape(values.concat(), [-1, k])
+        positions = tf.reshape(indices.concat(), [-1, k])
+        return {"ids": tf.gather(module.ids, positions),
+                "scores": scores,
+                "labels": tf.gather(module.labels, positions)}
+
+    def serving_default(images):
+        return neighbours(embed_default(images))
+
+    def serving_bytes(image_bytes):
+        return neighbours(embed_bytes(image_bytes))
+
+    archive = keras.export.ExportArchive()
+    archive.track(module)
+    archive.add_endpoint("serving_default", serving_default,
+                         input_signature=[specs[0]])
+    archive.add_endpoint("serving_bytes", serving_bytes,
+                         input_signature=[specs[1]])
+    archive.add_endpoint("embeddings", embed_default, input_signature=[specs[0]])
+    archive.add_endpoint("embeddings_bytes", embed_bytes,
+                         input_signature=[specs[1]])
+    path = os.fspath(path)
+    archive.write_out(path, verbose=False)
+    _write_info(path, dict(
+        info, signatures=["serving_default", "serving_bytes", "embeddings",
+                          "embeddings_bytes"],
+        retrieval={"k": k, "metric": index.metric, "size": len(index),
+                   "dim": index.dim, "outputs": list(RETRIEVAL_OUTPUTS),
+                   "chunk_rows": chunk}))
     return path

@@ -245,3 +245,71 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
             put(r, c + 1, gallery_images[int(idx[r, c])], colour)
     matplotlib.image.imsave(path, np.clip(grid, 0.0, 1.0), format="png")
     return path
+
+
+def verification_curves(scores, same, path, title="Verification", figsize=(10.0, 4.0),
+                        dpi=100, operating_threshold=None):
+    """ROC (TAR against FAR, log FAR axis) and precision-recall curves of
+    scored pairs or match decisions, side by side in one PNG.
+
+    Args:
+        scores: [N] scores (higher = more alike), e.g.
+            ``kd.evaluation.verification.pair_scores(emb_a, emb_b)``.
+        same: [N] bools, the ground truth.
+        path: output PNG path.
+        operating_threshold: optional threshold (e.g. a
+            ``kd.retrieval.calibrate`` result) marked on both curves.
+
+    Precision at threshold t = TP(t) / (TP(t) + FP(t)), recall = TAR(t);
+    the curves are those of ``kd.evaluation.verification.roc``.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from keras_dml.evaluation import verification
+
+    scores = np.asarray(scores, np.float64)
+    far, tar, thresholds = verification.roc(scores, same)
+    metrics = verification.metrics_from_scores(scores, same)
+    positives = int(np.sum(np.asarray(same).reshape(-1).astype(bool)))
+    negatives = len(scores) - positives
+    tp, fp = tar * positives, far * negatives
+    accepted = tp + fp
+    precision = np.where(accepted > 0, tp / np.maximum(accepted, 1), 1.0)
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    roc_ax = fig.add_subplot(1, 2, 1)
+    floor = 0.5 / max(negatives, 1)     # FAR = 0 drawn at half a false accept
+    roc_ax.plot(np.maximum(far, floor), tar, drawstyle="steps-post")
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlim(floor, 1.0)
+    roc_ax.set_ylim(0.0, 1.01)
+    roc_ax.set_xlabel("false accept rate (FAR)")
+    roc_ax.set_ylabel("true accept rate (TAR)")
+    roc_ax.set_title(f"ROC, AUC {metrics['roc_auc']:.4f}, EER {metrics['eer']:.4f}")
+    roc_ax.grid(True, which="both", alpha=0.3)
+    pr_ax = fig.add_subplot(1, 2, 2)
+    pr_ax.plot(tar[1:], precision[1:])
+    pr_ax.set_xlim(0.0, 1.0)
+    pr_ax.set_ylim(0.0, 1.01)
+    pr_ax.set_xlabel("recall")
+    pr_ax.set_ylabel("precision")
+    pr_ax.set_title("precision-recall")
+    pr_ax.grid(True, alpha=0.3)
+    if operating_threshold is not None:
+        at = int(np.searchsorted(-thresholds, -float(operating_threshold), "right")) - 1
+        roc_ax.plot([max(far[at], floor)], [tar[at]], "o", color=WRONG_COLOUR,
+                    label=f"t = {float(operating_threshold):.4g}")
+        pr_ax.plot([tar[at]], [precision[at]], "o", color=WRONG_COLOUR)
+        roc_ax.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+__all__ += ["verification_curves"]

@@ -167,8 +167,60 @@ def scores(q, rows, bias, inverse, scale, exclude):
     s = scale * tf.matmul(q, rows, transpose_b=True) - bias[None, :]
     s = tf.cond(tf.shape(rows)[0] < tf.shape(inverse)[0],
                 lambda: tf.gather(s, inverse, axis=1), lambda: s)
-    drop = tf.equal(tf.range(tf.shape(s)[1])[None, :], exclude[:, None])
-    return tf.where(drop, tf.constant(-np.inf, s.dtype), s)
+
+    def drop_excluded():
+        drop = tf.equal(tf.range(tf.shape(s)[1])[None, :], exclude[:, None])
+        return tf.where(drop, tf.constant(-np.inf, s.dtype), s)
+    # Searching an index excludes nothing: skip the [c, Ng] mask pass.
+    return tf.cond(tf.reduce_any(exclude >= 0), drop_excluded, lambda: s)
+
+
+def block_size(num_columns, k):
+    """Columns per block of ``top_k_blocked``: about sqrt(Ng / k), a power of
+    two in [64, 4096], so that both top-k passes stay short."""
+    ideal = np.sqrt(max(num_columns, 1) / max(k, 1))
+    return int(2 ** np.clip(np.round(np.log2(max(ideal, 1.0))), 6, 12))
+
+
+def top_k_blocked(s, k, block):
+    """``tf.math.top_k(s, k)`` (values, indices), same order and tie rule,
+    without running top-k over all Ng columns.
+
+    The columns are cut into blocks of ``block``. Order elements by (value
+    descending, column ascending); a block's best element is its maximum at
+    its lowest column. Every element of the row's top k lies in one of the k
+    blocks whose best elements come first: otherwise k blocks' best elements
+    would precede it. So: one cheap ``reduce_max`` per block, top-k over the
+    block maxima (ties by lower block = lower columns), the chosen k blocks
+    gathered in increasing column order (so position order is column order
+    and ``top_k``'s lower-position rule is still the lower-column rule), and
+    top-k over k * block candidates. TF's CPU top-k over a long row costs
+    several times the matmul that produced it; this costs about one extra
+    pass. Falls back to plain top-k when the row is short. Graph code.
+    """
+    c = tf.shape(s)[0]
+    n = tf.shape(s)[1]
+    nb = (n + block - 1) // block
+
+    def plain():
+        values, column = tf.math.top_k(s, k=k)
+        return values, column
+
+    def blocked():
+        padded = tf.pad(s, [[0, 0], [0, nb * block - n]],
+                        constant_values=-np.inf)
+        blocks = tf.reshape(padded, [c, nb, block])
+        _, best = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k)
+        best = tf.sort(best, axis=1)                     # column order
+        cand = tf.reshape(tf.gather(blocks, best, axis=1, batch_dims=1),
+                          [c, k * block])
+        values, pos = tf.math.top_k(cand, k=k)
+        column = tf.gather(best, pos // block, batch_dims=1) * block + pos % block
+        return values, column
+
+    # Padding is -inf and can tie with an excluded (-inf) item only if k
+    # reached past every finite score, which k <= available items forbids.
+    return tf.cond(nb > 4 * k, blocked, plain)
 
 
 _SIG = [tf.TensorSpec([None, None], tf.float32),   # queries (prepared)
@@ -180,9 +232,9 @@ _SIG = [tf.TensorSpec([None, None], tf.float32),   # queries (prepared)
         tf.TensorSpec([], tf.int32)]               # k
 
 
-@tf.function(input_signature=_SIG)
-def _topk_chunk(q, rows, bias, inverse, scale, exclude, k):
-    return tf.math.top_k(scores(q, rows, bias, inverse, scale, exclude), k=k)
+@tf.function(input_signature=_SIG + [tf.TensorSpec([], tf.int32)])
+def _topk_chunk(q, rows, bias, inverse, scale, exclude, k, block):
+    return top_k_blocked(scores(q, rows, bias, inverse, scale, exclude), k, block)
 
 
 def exclusion(start, stop, exclude_self=False, exclude_index=None):
@@ -200,7 +252,28 @@ def topk_chunk(q, gallery, start, k, exclude_self=False, exclude_index=None):
     stop = start + int(q.shape[0])
     return _topk_chunk(q, *gallery.parts,
                        exclusion(start, stop, exclude_self, exclude_index),
-                       tf.constant(k, tf.int32))
+                       tf.constant(k, tf.int32),
+                       tf.constant(block_size(gallery.size, k), tf.int32))
+
+
+def search_gallery(gallery, queries, k, chunk_size=None, exclude_self=False,
+                   exclude_index=None):
+    """Top-k (indices int64 [Nq, k], scores float32 [Nq, k]) of checked
+    float32 ``queries`` [Nq, D] against a prepared ``Gallery``, in chunks of
+    queries. The gallery is prepared once and searched as often as needed
+    (``kd.retrieval.Index`` keeps one). Arguments are not re-validated: see
+    ``top_k_neighbours`` for their meaning and checks."""
+    k = int(k)
+    nq = int(queries.shape[0])
+    chunk = check_chunk_size(chunk_size, nq, gallery.size, k)
+    indices = np.empty((nq, k), np.int64)
+    values = np.empty((nq, k), np.float32)
+    for start in range(0, nq, chunk):
+        qc = gallery.prepare_queries(queries[start:start + chunk])
+        v, i = topk_chunk(qc, gallery, start, k, exclude_self, exclude_index)
+        indices[start:start + chunk] = i.numpy()
+        values[start:start + chunk] = v.numpy()
+    return indices, values
 
 
 def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
@@ -268,13 +341,6 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
         raise ValueError(f"k must be an integer in [1, {available}] (the items a "
                          f"query can retrieve); got {k!r}.")
     k = int(k)
-    gallery = Gallery(g, score)
-    chunk = check_chunk_size(chunk_size, q.shape[0], g.shape[0], k)
-    indices = np.empty((q.shape[0], k), np.int64)
-    values = np.empty((q.shape[0], k), np.float32)
-    for start in range(0, q.shape[0], chunk):
-        qc = gallery.prepare_queries(q[start:start + chunk])
-        v, i = topk_chunk(qc, gallery, start, k, exclude_self, exclude_index)
-        indices[start:start + chunk] = i.numpy()
-        values[start:start + chunk] = v.numpy()
+    indices, values = search_gallery(Gallery(g, score), q, k, chunk_size,
+                                     exclude_self, exclude_index)
     return (indices, values) if return_scores else indices

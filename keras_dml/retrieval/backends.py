@@ -1,0 +1,223 @@
+"""Search backends of ``kd.retrieval.Index``: exact (TensorFlow) and faiss.
+
+A backend holds a searchable form of the index's vectors and answers
+``search(queries, k) -> (positions [N, k] int64, scores [N, k] float32)``,
+where a position is the row in the index's insertion-ordered storage and
+scores are "higher is closer":
+
+    cosine:    <q/|q|, g/|g|>
+    euclidean: -|q - g|^2
+
+Ties (equal scores) go to the lower position, i.e. the item added first.
+The index keeps the raw vectors itself; backends are rebuilt from them when
+that is simpler than updating (exact after any change, faiss HNSW after a
+removal).
+"""
+
+import numpy as np
+
+from keras_dml.evaluation import search as _search
+
+METRICS = ("cosine", "euclidean")
+BACKENDS = ("exact", "faiss")
+
+
+def import_faiss():
+    """The faiss module, or an ImportError saying how to install it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(
+            "backend='faiss' needs the faiss-cpu package: pip install "
+            f"'keras_dml[index]' (or pip install faiss-cpu). ({e})") from None
+    return faiss
+
+
+def l2_normalize(x):
+    """x / sqrt(max(|x|^2, 1e-12)) row-wise (``ops.l2_normalize``'s formula)."""
+    x = np.asarray(x, np.float32)
+    norm = np.sqrt(np.maximum(np.einsum("ij,ij->i", x, x), np.float32(1e-12)))
+    return x / norm[:, None]
+
+
+class ExactBackend:
+    """Exact search with ``kd.evaluation.search`` (chunked matmul + top-k):
+    the same engine, scores and tie rule as the retrieval metrics. Memory
+    per chunk of queries is ``chunk * Ng * 16`` bytes (512 MB budget)."""
+
+    name = "exact"
+
+    def __init__(self, dim, metric, chunk_size=None):
+        self.dim = dim
+        self.metric = metric
+        self.chunk_size = chunk_size
+        self._gallery = None
+
+    def params(self):
+        return {}
+
+    def reset(self, vectors, seq):
+        """Called after every change with the index's full storage; the
+        prepared gallery is rebuilt lazily at the next search."""
+        del seq
+        self._vectors = vectors
+        self._gallery = None
+
+    def add(self, vectors, seq, all_vectors, all_seq):
+        self.reset(all_vectors, all_seq)
+
+    def remove(self, seq, all_vectors, all_seq):
+        self.reset(all_vectors, all_seq)
+
+    def search(self, queries, k):
+        if self._gallery is None:
+            self._gallery = _search.Gallery(self._vectors, self.metric)
+        positions, scores = _search.search_gallery(
+            self._gallery, queries, k, chunk_size=self.chunk_size)
+        if self.metric == "euclidean":
+            # search.py scores 2<q,g> - |g|^2 = |q|^2 - |q-g|^2 (the same
+            # order); subtracting |q|^2 reports -|q-g|^2.
+            scores = scores - np.einsum("ij,ij->i", queries, queries)[:, None]
+        return positions, scores
+
+    def serialize(self):
+        return None
+
+
+class FaissBackend:
+    """A faiss index built from a factory string ("Flat", "IVF1024,Flat",
+    "HNSW32", "IVF4096,PQ32", ...) whose ids are the items' insertion
+    sequence numbers, so removals never renumber (IVF indexes hold ids
+    natively, the others are wrapped in an ``IndexIDMap2``).
+
+    Cosine: vectors are L2-normalised and searched by inner product;
+    euclidean: ``METRIC_L2`` (squared distances, reported negated).
+    Indexes that need training (IVF, PQ) are trained on the first ``add``,
+    on a seeded random sample of ``train_size`` vectors (default
+    ``min(N, max(64 * nlist, 10000))``; faiss wants >= 39 per centroid).
+    ``nprobe`` (IVF) and ``ef_search`` (HNSW efSearch) are set at search
+    time. HNSW cannot remove vectors; removing from it rebuilds the graph.
+    faiss may return fewer than k hits (IVF with a small nprobe): the missing
+    entries have position -1 and score -inf.
+    """
+
+    name = "faiss"
+
+    def __init__(self, dim, metric, factory="Flat", nprobe=None, ef_search=None,
+                 train_size=None, blob=None):
+        self.faiss = import_faiss()
+        self.dim = dim
+        self.metric = metric
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.train_size = train_size
+        if blob is not None:
+            self.index = self.faiss.deserialize_index(np.frombuffer(blob, np.uint8))
+            if self.index.d != dim:
+                raise ValueError(f"the saved faiss index has dimension "
+                                 f"{self.index.d}, the manifest says {dim}.")
+        else:
+            self.index = self._new_index()
+        self._seq = None
+
+    def _new_index(self):
+        faiss = self.faiss
+        metric = (faiss.METRIC_INNER_PRODUCT if self.metric == "cosine"
+                  else faiss.METRIC_L2)
+        try:
+            inner = faiss.index_factory(self.dim, self.factory, metric)
+        except RuntimeError as e:
+            raise ValueError(f"faiss cannot build index {self.factory!r}: "
+                             f"{str(e).strip().splitlines()[-1]}") from None
+        # IVF indexes store ids themselves and remove by id without
+        # renumbering; an IDMap over them would renumber its map but not the
+        # lists. Others (Flat, HNSW, PQ) get an IDMap2.
+        if faiss.try_extract_index_ivf(inner) is not None:
+            return inner
+        return faiss.IndexIDMap2(inner)
+
+    def params(self):
+        return {"faiss_factory": self.factory, "nprobe": self.nprobe,
+                "ef_search": self.ef_search, "train_size": self.train_size}
+
+    def _prepare(self, x):
+        x = np.ascontiguousarray(x, np.float32)
+        return l2_normalize(x) if self.metric == "cosine" else x
+
+    def _train(self, vectors):
+        if self.index.is_trained:
+            return
+        n = len(vectors)
+        size = self.train_size
+        if size is None:
+            ivf = self.faiss.try_extract_index_ivf(self.index)
+            nlist = ivf.nlist if ivf is not None else 0
+            size = max(64 * nlist, 10000)
+        size = min(n, int(size))
+        sample = vectors
+        if size < n:
+            pick = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+            sample = vectors[pick]
+        try:
+            self.index.train(self._prepare(sample))
+        except RuntimeError as e:
+            raise ValueError(
+                f"faiss could not train {self.factory!r} on {size} vectors "
+                f"(add more vectors at once, or use a smaller index): "
+                f"{str(e).strip().splitlines()[-1]}") from None
+
+    def reset(self, vectors, seq):
+        """Rebuild from scratch (keeping a trained quantizer's training)."""
+        if self.index.is_trained and "HNSW" not in self.factory:
+            self.index.reset()
+        else:
+            self.index = self._new_index()
+            if len(vectors):
+                self._train(vectors)
+        if len(vectors):
+            self.index.add_with_ids(self._prepare(vectors),
+                                    np.ascontiguousarray(seq, np.int64))
+        self._seq = seq
+
+    def add(self, vectors, seq, all_vectors, all_seq):
+        self._train(vectors)
+        x = self._prepare(vectors)
+        self.index.add_with_ids(x, np.ascontiguousarray(seq, np.int64))
+        self._seq = all_seq
+
+    def remove(self, seq, all_vectors, all_seq):
+        try:
+            self.index.remove_ids(np.ascontiguousarray(seq, np.int64))
+        except RuntimeError:          # HNSW: no removal; rebuild
+            self.reset(all_vectors, all_seq)
+        self._seq = all_seq
+
+    def attach(self, all_seq):
+        """After loading: the storage's sequence numbers."""
+        self._seq = all_seq
+
+    def _set_search_parameters(self):
+        space = self.faiss.ParameterSpace()
+        if self.nprobe is not None:
+            space.set_index_parameter(self.index, "nprobe", int(self.nprobe))
+        if self.ef_search is not None:
+            space.set_index_parameter(self.index, "efSearch", int(self.ef_search))
+
+    def search(self, queries, k):
+        self._set_search_parameters()
+        scores, seq = self.index.search(self._prepare(queries), int(k))
+        if self.metric == "euclidean":
+            scores = -scores
+        scores = np.where(seq < 0, np.float32(-np.inf), scores).astype(np.float32)
+        positions = np.searchsorted(self._seq, seq)
+        positions = np.where(seq < 0, -1, positions).astype(np.int64)
+        # faiss orders ties as its heap leaves them; the index's rule is the
+        # lower position. Missing hits (-1, -inf) stay last.
+        order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max,
+                                     positions), -scores), axis=1)
+        return (np.take_along_axis(positions, order, 1),
+                np.take_along_axis(scores, order, 1))
+
+    def serialize(self):
+        return self.faiss.serialize_index(self.index).tobytes()
