@@ -3,8 +3,8 @@
 ``keras-dml --help`` lists the apps; ``keras-dml APP --help`` (or
 ``--helpfull``) shows the app's flags, whose defaults are the values of the
 recipe chosen with ``--recipe`` (read from argv before the flags are
-defined, so the help shows them). Room is left for commands that are not
-training apps (``COMMANDS``).
+defined, so the help shows them). Commands that are not training apps are in
+``COMMANDS`` (``keras-dml search``, ``cli/search.py``).
 """
 
 import sys
