@@ -201,5 +201,11 @@ def main(argv):
     print(f"query {args.image}: {len(result['ids'])} nearest of {result['size']} items "
           f"in {args.index}")
     print(format_table(result))
-    print(f"wrote {result['output']}")
+    print(f"wrote {shown_path(result['output'])}")
     return 0
+
+
+def shown_path(path):
+    """``path`` relative to the working directory when it is inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
