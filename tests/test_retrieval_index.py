@@ -270,7 +270,10 @@ def test_save_killed_midway_leaves_the_old_index(rng, tmp_path, stage):
     assert len(Index.load(target)) == 40
 
 
-def test_replacing_an_index_swaps_it(rng, tmp_path):
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replacing_an_index_swaps_it(rng, tmp_path, monkeypatch, exchange):
+    if not exchange:     # systems without renameat2: move aside, rename in
+        monkeypatch.setattr(storage, "_exchange", lambda a, b: False)
     a, b = Index(3), Index(3)
     a.add(rng.normal(size=(5, 3)))
     b.add(rng.normal(size=(9, 3)))
@@ -278,6 +281,9 @@ def test_replacing_an_index_swaps_it(rng, tmp_path):
     b.save(tmp_path / "ix")
     assert len(Index.load(tmp_path / "ix")) == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]   # no leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "ix").stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 # ---------------------------------------------------------------- bad input
@@ -386,3 +392,21 @@ def test_save_refuses_to_replace_a_foreign_directory(rng, tmp_path):
     with pytest.raises(IndexFormatError, match="refusing to replace"):
         index.save(other)
     assert (other / "cat.jpg").exists()
+
+
+def test_search_params_change_without_rebuilding(rng, tmp_path):
+    reference("faiss", "faiss backend")
+    g = rng.normal(size=(3000, 8)).astype(np.float32)
+    index = Index(8, backend="faiss", faiss_factory="IVF32,Flat", nprobe=1)
+    index.add(g)
+    exact = Index(8)
+    exact.add(g)
+    truth = exact.search(g[:40], 5).ids
+    index.set_search_params(nprobe=32)                # all lists: exact
+    np.testing.assert_array_equal(index.search(g[:40], 5).ids, truth)
+    index.save(tmp_path / "ivf")
+    assert Index.load(tmp_path / "ivf").params["nprobe"] == 32
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        index.set_search_params(nprobe=0)
+    with pytest.raises(ValueError, match="backend='faiss' only"):
+        exact.set_search_params(nprobe=4)

@@ -164,7 +164,12 @@ def scores(q, rows, bias, inverse, scale, exclude):
     whose score becomes -inf (-1: none). Graph code, for use inside
     ``tf.function``.
     """
-    s = scale * tf.matmul(q, rows, transpose_b=True) - bias[None, :]
+    # scale (1 or 2, a power of two) multiplies the queries: bit for bit the
+    # same as scaling the [c, Ng] product, at O(c * D) instead of a pass
+    # over the scores. A zero bias (cosine) is not subtracted (x - 0 = x).
+    s = tf.matmul(scale * q, rows, transpose_b=True)
+    s = tf.cond(tf.reduce_any(tf.not_equal(bias, 0)),
+                lambda: s - bias[None, :], lambda: s)
     s = tf.cond(tf.shape(rows)[0] < tf.shape(inverse)[0],
                 lambda: tf.gather(s, inverse, axis=1), lambda: s)
 

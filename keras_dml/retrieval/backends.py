@@ -40,17 +40,25 @@ def l2_normalize(x):
     return x / norm[:, None]
 
 
+EXACT_MEMORY_BUDGET = 1 << 30
+
+
 class ExactBackend:
-    """Exact search with ``kd.evaluation.search`` (chunked matmul + top-k):
-    the same engine, scores and tie rule as the retrieval metrics. Memory
-    per chunk of queries is ``chunk * Ng * 16`` bytes (512 MB budget)."""
+    """Exact search with ``kd.evaluation.search`` (chunked matmul + blocked
+    top-k): the same engine, scores and tie rule as the retrieval metrics.
+    Working memory per chunk of queries is about ``chunk * Ng * 8`` bytes
+    (the scores and their padded copy); the chunk is sized to
+    ``memory_budget`` (1 GiB: 128 queries at 1M items, where larger chunks
+    stop paying off) and at most 1024 queries."""
 
     name = "exact"
 
-    def __init__(self, dim, metric, chunk_size=None):
+    def __init__(self, dim, metric, chunk_size=None,
+                 memory_budget=EXACT_MEMORY_BUDGET):
         self.dim = dim
         self.metric = metric
         self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
         self._gallery = None
 
     def params(self):
@@ -72,8 +80,13 @@ class ExactBackend:
     def search(self, queries, k):
         if self._gallery is None:
             self._gallery = _search.Gallery(self._vectors, self.metric)
+        chunk = self.chunk_size
+        if chunk is None:
+            chunk = min(1024, _search.auto_chunk_size(
+                len(queries), self._gallery.size, k, bytes_per_entry=8,
+                memory_budget=self.memory_budget))
         positions, scores = _search.search_gallery(
-            self._gallery, queries, k, chunk_size=self.chunk_size)
+            self._gallery, queries, k, chunk_size=chunk)
         if self.metric == "euclidean":
             # search.py scores 2<q,g> - |g|^2 = |q|^2 - |q-g|^2 (the same
             # order); subtracting |q|^2 reports -|q-g|^2.
@@ -94,7 +107,7 @@ class FaissBackend:
     euclidean: ``METRIC_L2`` (squared distances, reported negated).
     Indexes that need training (IVF, PQ) are trained on the first ``add``,
     on a seeded random sample of ``train_size`` vectors (default
-    ``min(N, max(64 * nlist, 10000))``; faiss wants >= 39 per centroid).
+    ``min(N, max(50 * nlist, 10000))``; faiss wants >= 39 per centroid).
     ``nprobe`` (IVF) and ``ef_search`` (HNSW efSearch) are set at search
     time. HNSW cannot remove vectors; removing from it rebuilds the graph.
     faiss may return fewer than k hits (IVF with a small nprobe): the missing
@@ -153,7 +166,7 @@ class FaissBackend:
         if size is None:
             ivf = self.faiss.try_extract_index_ivf(self.index)
             nlist = ivf.nlist if ivf is not None else 0
-            size = max(64 * nlist, 10000)
+            size = max(50 * nlist, 10000)
         size = min(n, int(size))
         sample = vectors
         if size < n:

@@ -209,6 +209,20 @@ class Index:
             out[i] = self._metadata[p] if p >= 0 else None
         return out.reshape(ids.shape).tolist()
 
+    def set_search_params(self, nprobe=None, ef_search=None):
+        """Change the faiss search parameters (IVF ``nprobe``, HNSW
+        ``ef_search``) without rebuilding; None keeps a value. They are saved
+        with the index."""
+        if self.backend != "faiss":
+            raise ValueError("search parameters apply to backend='faiss' only.")
+        for name, v in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise ValueError(f"{name} must be a positive integer; got {v!r}.")
+        if nprobe is not None:
+            self._backend.nprobe = int(nprobe)
+        if ef_search is not None:
+            self._backend.ef_search = int(ef_search)
+
     # --------------------------------------------------------------- changes
     def add(self, embeddings, labels=None, ids=None, metadata=None):
         """Add vectors [N, D] with optional labels [N], ids [N] and metadata

@@ -43,7 +43,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -162,6 +161,20 @@ def _check_replaceable(directory):
             "a keras_dml index); refusing to replace it.")
 
 
+def _new_directory(parent, prefix):
+    """A fresh directory ``parent/prefix<random>`` created with the umask's
+    permissions (``tempfile.mkdtemp`` makes it 0700, which the renamed
+    index would keep)."""
+    for _ in range(100):
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name {prefix}* in {parent}")
+
+
 def write_atomically(directory, write):
     """Call ``write(writer)`` into a temporary directory beside ``directory``
     and put the result in its place atomically (see module docstring).
@@ -172,7 +185,7 @@ def write_atomically(directory, write):
     os.makedirs(parent, exist_ok=True)
     if os.path.lexists(directory):
         _check_replaceable(directory)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.saving-", dir=parent)
+    tmp = _new_directory(parent, f".{name}.saving-")
     try:
         writer = _Writer(tmp)
         manifest = write(writer)
@@ -185,7 +198,7 @@ def write_atomically(directory, write):
         _pause_point("swapping")
         if os.path.lexists(directory):
             if not _exchange(tmp, directory):
-                aside = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+                aside = _new_directory(parent, f".{name}.old-")
                 os.rmdir(aside)
                 os.rename(directory, aside)
                 os.rename(tmp, directory)
