@@ -27,7 +27,9 @@ batch q/s at 1M.
     python bench/index.py --quick                       # 100k only (about a minute or two)
     python bench/index.py                               # 100k and 1M (many minutes)
     python bench/index.py --embeddings demo_emb.npy     # also real embeddings (.npy [N, D],
-                                                        # or .npz with "embeddings")
+                                                        # or .npz with "embeddings", e.g.
+                                                        # an index's DIR/index/embeddings.npy)
+    python bench/index.py --sizes= --embeddings demo_emb.npy   # real embeddings only
 """
 
 import argparse
@@ -82,7 +84,8 @@ def rss_mb():
 
 def configs(n):
     """(name, Index kwargs, search-parameter sweep): each built once."""
-    nlist = 1024 if n <= 200_000 else 4096
+    # ~4 sqrt(N) lists, a power of two: 1024 at 100k, 4096 at 1M.
+    nlist = int(2 ** np.clip(np.round(np.log2(4 * np.sqrt(max(n, 1)))), 4, 16))
     return [
         ("exact-TF", {}, [{}]),
         ("faiss Flat", {"backend": "faiss", "faiss_factory": "Flat"}, [{}]),
@@ -141,7 +144,11 @@ def run_one(spec):
 def bench(data, n, workdir, label):
     rows = []
     truth = None
-    for name, params, sweep in configs(n or 0):
+    if n is None:                 # real embeddings: the gallery's size
+        data_file = np.load(data, mmap_mode="r")
+        x = data_file["embeddings"] if isinstance(data_file, np.lib.npyio.NpzFile) else data_file
+        n = len(x) - min(NUM_QUERIES, len(x) // 10)
+    for name, params, sweep in configs(n):
         spec = {"data": data, "n": n, "params": params, "sweep": sweep,
                 "ids_out": os.path.join(workdir, "ids")}
         proc = subprocess.run([sys.executable, __file__, "--run", json.dumps(spec)],
@@ -176,6 +183,8 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100k only")
+    parser.add_argument("--sizes", default="100000,1000000",
+                        help="synthetic gallery sizes, comma-separated ('' for none)")
     parser.add_argument("--embeddings", help="real embeddings (.npy or .npz)")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,7 +193,8 @@ def main():
         return
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for n in ((100_000,) if args.quick else (100_000, 1_000_000)):
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+        for n in ((100_000,) if args.quick else sizes):
             rows += bench("synthetic", n, workdir, f"synthetic {n // 1000}k x 128")
         if args.embeddings:
             rows += bench(args.embeddings, None, workdir,

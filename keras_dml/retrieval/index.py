@@ -25,6 +25,7 @@ Semantics:
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 
@@ -354,7 +355,6 @@ class Index:
         (sizes are always checked). Raises ``IndexFormatError`` (a
         ValueError) for a missing, foreign, newer-format, truncated or
         corrupt directory."""
-        import os
         directory = os.fspath(directory)
         m = storage.read_manifest(directory)
         try:
