@@ -6,9 +6,8 @@
 Light modules (ops, losses, layers, label_distances, optimizers) import
 eagerly; the continuous losses need label_distances anyway, and importing
 optimizers registers its Keras-serialisable names. The heavier ones (data,
-backbones, models, evaluation, export, plots, training,
-retrieval) import on first attribute
-access so that ``import keras_dml`` stays fast.
+backbones, models, evaluation, export, plots, training, retrieval) import on
+first attribute access so that ``import keras_dml`` stays fast.
 """
 
 import importlib

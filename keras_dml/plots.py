@@ -15,11 +15,13 @@ import numpy as np
 from keras_dml.evaluation.search import top_k_neighbours
 
 __all__ = ["recall_curve", "retrieval_grid", "top_k_neighbours",
-           "QUERY_COLOUR", "CORRECT_COLOUR", "WRONG_COLOUR"]
+           "QUERY_COLOUR", "CORRECT_COLOUR", "WRONG_COLOUR", "NEUTRAL_COLOUR"]
 
 QUERY_COLOUR = (0.20, 0.40, 0.90)
 CORRECT_COLOUR = (0.10, 0.70, 0.10)
 WRONG_COLOUR = (0.85, 0.10, 0.10)
+# Neighbours of a query whose class is unknown (``keras-dml search``).
+NEUTRAL_COLOUR = (0.60, 0.60, 0.60)
 
 _RECALL_KEY = re.compile(r"^(.*?)recall@(\d+)$")
 # Metric families -> axis names; fractions are drawn in percent, distances
@@ -167,7 +169,7 @@ def _fit(image, size):
 
 def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
                    neighbour_indices, path, correct=None, cell_size=96,
-                   border=4, max_queries=None):
+                   border=4, max_queries=None, unlabelled=False):
     """A PNG grid of retrievals: each row a query and then its top-K results.
 
     The query has a blue border; each retrieval a green border if it is of the
@@ -194,6 +196,8 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
         correct: optional bool [Nq, K] overriding the label comparison.
         cell_size, border: tile geometry in pixels.
         max_queries: plot only the first rows.
+        unlabelled: the queries' classes are unknown (labels and
+            ``correct`` are ignored): every retrieval gets a grey border.
 
     Returns:
         ``path``.
@@ -213,7 +217,9 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
                          "query images.")
     if idx.min() < 0 or idx.max() >= len(gallery_images):
         raise ValueError("neighbour_indices point outside the gallery images.")
-    if correct is None:
+    if unlabelled:
+        correct = None
+    elif correct is None:
         if query_labels is None or gallery_labels is None:
             raise ValueError("give query_labels and gallery_labels, or correct.")
         ql = np.asarray(query_labels).reshape(len(query_labels), -1)
@@ -241,7 +247,8 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
     for r in range(rows):
         put(r, 0, query_images[r], QUERY_COLOUR)
         for c in range(k):
-            colour = CORRECT_COLOUR if correct[r, c] else WRONG_COLOUR
+            colour = NEUTRAL_COLOUR if correct is None else \
+                CORRECT_COLOUR if correct[r, c] else WRONG_COLOUR
             put(r, c + 1, gallery_images[int(idx[r, c])], colour)
     matplotlib.image.imsave(path, np.clip(grid, 0.0, 1.0), format="png")
     return path

@@ -18,6 +18,12 @@ to L2-normalised embeddings of ``--embedding_dim``. Also: ``--flagfile``
 continued with it), the continuous apps' early K check, and the demo's
 acceptance criterion (its Recall@K reproduced from the SavedModel in a fresh
 process).
+
+Class runs also write ``index/`` (the test gallery as a ``kd.retrieval.Index``
+with metadata and thumbnails; ``--noindex`` on cars196 skips it) and the
+Embedding Projector run ``logs/projector``; ``keras-dml search`` is run on
+the demo's outputs (its neighbours equal ``Index.search`` of the
+SavedModel's embedding of the same image) and given bad input.
 """
 
 import concurrent.futures
@@ -80,7 +86,7 @@ def _cub200(root):
 def _cars196(root):
     out = root / "cars196"
     proc = run_app("cars196", out, runner=["--tfds_mock"], flags=[
-        "--batch_size=8", "--loss=multi_similarity", "--m_per_class=2",
+        "--batch_size=8", "--loss=multi_similarity", "--m_per_class=2", "--noindex",
         "--warmup_epochs=0", "--val_split=examples", "--val_fraction=0",
         f"--data_dir={root / 'tfds'}"])
     return dict(procs=[proc], out=out)
@@ -177,6 +183,7 @@ def _fashion_mnist(root):
          json.dumps(CLASS_KS["fashion_mnist"])],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     result["num_test"] = int(keep.sum())
+    result["test_images"] = images[keep][..., None]
     return result
 
 
@@ -304,6 +311,46 @@ def check_saved_model(out, native_shape, seed=0):
     np.testing.assert_allclose(from_bytes[0], emb[0], atol=1e-5)
 
 
+def check_index(out, size, split, paths=False):
+    """``out/index`` reloads with one item per gallery image, labels, and
+    metadata saying where each image is; ``thumbnails.npy`` has a row each."""
+    import keras_dml as kd
+    index = kd.retrieval.Index.load(str(out / "index"))
+    assert len(index) == size and index.dim == DIM and index.metric == "cosine"
+    np.testing.assert_array_equal(index.ids, np.arange(size))
+    assert index.labels.min() >= 0
+    thumbs = np.load(out / "index" / "thumbnails.npy")
+    assert thumbs.dtype == np.uint8 and thumbs.ndim == 4 and len(thumbs) == size
+    for row, m in enumerate(index.metadata):
+        assert m["split"] == split and m["thumbnail"] == row and m["name"], m
+        assert isinstance(m["index"], int)
+        assert ("path" in m) == paths, m
+        if paths:
+            assert os.path.isfile(m["path"]), m
+    return index
+
+
+def check_projector(out, size):
+    """The Embedding Projector run: config -> checkpoint tensor, metadata TSV
+    (header + one row per point), sprite PNG of the thumbnails."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
+    run = out / "logs" / "projector"
+    config = text_format.Parse((run / "projector_config.pbtxt").read_text(),
+                               projector.ProjectorConfig())
+    info, = config.embeddings
+    assert info.metadata_path == "metadata.tsv" and info.sprite.image_path == "sprite.png"
+    reader = tf.train.load_checkpoint(str(run))
+    assert reader.get_variable_to_shape_map()[info.tensor_name] == [size, DIM]
+    rows = (run / info.metadata_path).read_text().splitlines()
+    assert rows[0].split("\t")[0] == "label" and len(rows) == size + 1
+    with Image.open(run / "sprite.png") as im:
+        side = int(np.ceil(np.sqrt(size))) * info.sprite.single_image_dim[0]
+        assert im.size == (side, side)
+    assert list(run.glob("events.out.tfevents.*"))      # TensorBoard lists it as a run
+
+
 def check_run(result, native_shape=None, epochs=1, validation=True):
     for proc in result["procs"]:
         ok(proc)
@@ -326,6 +373,8 @@ def test_cub200_flagfile_proxy_anchor_warmup(runs):
     r = runs["cub200"]
     check_run(r, native_shape=(SIZE, SIZE, 3))
     m = check_class_metrics(r["out"], "cub200", tfds_test_size("cub200"))
+    check_index(r["out"], m["num_queries"], "test")
+    check_projector(r["out"], m["num_queries"])
     assert m["data"] == "cub200" and m["loss"] == "proxy_anchor" and m["split"] == "test"
     # The flagfile's recipe, with the flags after it taking precedence.
     with open(r["flags_json"]) as f:
@@ -345,6 +394,9 @@ def test_cars196_multi_similarity_m_per_class_no_validation(runs):
     check_run(r, native_shape=(SIZE, SIZE, 3), validation=False)
     m = check_class_metrics(r["out"], "cars196", tfds_test_size("cars196"),
                             validation=False)
+    # --noindex: no index, but the Projector run all the same.
+    assert not (r["out"] / "index").exists()
+    check_projector(r["out"], m["num_queries"])
     assert m["data"] == "cars196" and m["loss"] == "multi_similarity"
 
 
@@ -352,6 +404,7 @@ def test_sop_proxy_nca_noexport(runs):
     r = runs["sop"]
     check_run(r, native_shape=None)
     m = check_class_metrics(r["out"], "sop", tfds_test_size("sop"))
+    check_index(r["out"], m["num_queries"], "test")
     assert m["data"] == "sop" and m["loss"] == "proxy_nca"
     with open(r["flags_json"]) as f:
         fl = json.load(f)
@@ -382,6 +435,11 @@ def test_inshop_resume_query_gallery(runs):
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     m = check_class_metrics(out, "inshop", num_queries=12)
+    # The index is the gallery (12 images, files on disk: their paths).
+    index = check_index(out, 12, "gallery", paths=True)
+    # Original classes: the In-Shop item numbers of the fixture's test items.
+    assert {md["class"] for md in index.metadata} == set(range(100, 106))
+    check_projector(out, 12)
     assert m["split"] == "query/gallery" and m["epochs"] == 2
     # The best checkpoint is only replaced by a better epoch than the
     # interrupted run's best.
@@ -428,9 +486,116 @@ def test_fashion_mnist_demo_metrics_reproduced_from_saved_model(runs):
     check_run(r, native_shape=(28, 28, 1))
     m = check_class_metrics(r["out"], "fashion_mnist", r["num_test"])
     assert m["data"] == "fashion_mnist"
+    index = check_index(r["out"], r["num_test"], "test")
+    assert {md["class_name"] for md in index.metadata} <= {
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+    # 28 x 28 images are their own thumbnails: the test images, in order.
+    np.testing.assert_array_equal(np.load(r["out"] / "index" / "thumbnails.npy"),
+                                  r["test_images"])
+    check_projector(r["out"], r["num_test"])
     fresh = r["fresh"]
     assert fresh.returncode == 0, fresh.stderr[-6000:]
     line = [ln for ln in fresh.stdout.splitlines() if ln.startswith("METRICS ")][-1]
     again = json.loads(line[len("METRICS "):])
     for key in [f"recall@{k}" for k in CLASS_KS["fashion_mnist"]] + ["map@r", "r_precision"]:
         assert again[key] == pytest.approx(m[key], abs=1e-6), (key, again[key], m[key])
+
+
+# ------------------------------------------------------ keras-dml search
+def search_command(args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "keras_dml", "search", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def table_rows(stdout):
+    """(rank, id, label, score, metadata) of the printed neighbours."""
+    rows = []
+    for line in stdout.splitlines():
+        parts = line.split(None, 4)
+        if len(parts) == 5 and parts[0].isdigit():
+            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3]),
+                         json.loads(parts[4])))
+    return rows
+
+
+def test_fashion_mnist_search_command_matches_index_search(runs, tmp_path):
+    import tensorflow as tf
+    import keras_dml as kd
+    r = runs["fashion_mnist"]
+    ok(r["procs"][0])
+    out, k = r["out"], 5
+    # A test image (thumbnails of 28 x 28 images are the images) as a PNG file.
+    image = r["test_images"][3, ..., 0]
+    query = tmp_path / "query.png"
+    Image.fromarray(image).save(query)
+    png = tmp_path / "result.png"
+    proc = search_command([f"--model={out / 'saved_model'}", f"--index={out / 'index'}",
+                           f"--image={query}", f"--k={k}", f"--output={png}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    rows = table_rows(proc.stdout)
+    assert [row[0] for row in rows] == list(range(1, k + 1)), proc.stdout
+    assert "wrote result.png" in proc.stdout         # relative to the working directory
+    # The same image through the SavedModel's bytes signature, then Index.search.
+    model = tf.saved_model.load(str(out / "saved_model"))
+    emb = model.signatures["serving_bytes"](
+        image_bytes=tf.constant([query.read_bytes()]))["embeddings"].numpy()
+    index = kd.retrieval.Index.load(str(out / "index"))
+    expected = index.search(emb, k)
+    assert [row[1] for row in rows] == expected.ids[0].tolist()
+    assert [row[2] for row in rows] == expected.labels[0].tolist()
+    np.testing.assert_allclose([row[3] for row in rows], expected.scores[0], atol=1e-4)
+    assert rows[0][1] == 3 and rows[0][3] == pytest.approx(1.0, abs=1e-4)   # itself
+    assert rows[0][4]["name"] == index.metadata[3]["name"] and "thumbnail" not in rows[0][4]
+    # The PNG: one row, the query and k results (plots.retrieval_grid's geometry).
+    check_png(png)
+    with Image.open(png) as im:
+        assert im.size == ((k + 1) * 104 + (k + 2) * 4 + 8, 104 + 2 * 4)
+
+
+def test_fashion_mnist_search_bad_input(runs, tmp_path, capsys, monkeypatch):
+    from keras_dml.cli import command, search
+    r = runs["fashion_mnist"]
+    ok(r["procs"][0])
+    out = r["out"]
+    model, index = f"--model={out / 'saved_model'}", f"--index={out / 'index'}"
+    good = tmp_path / "q.png"
+    Image.fromarray(r["test_images"][0, ..., 0]).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:40])          # a truncated PNG
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+
+    def fails(args, *needles):
+        assert command.main(["search", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("keras-dml search: error:"), err
+        for needle in needles:
+            assert needle in err, (needle, err)
+
+    fails([f"--model={tmp_path / 'nope'}", index, f"--image={good}"], "no SavedModel")
+    fails([f"--model={out / 'index'}", index, f"--image={good}"], "not a SavedModel")
+    fails([model, f"--index={tmp_path / 'nope'}", f"--image={good}"], "cannot load --index")
+    fails([model, f"--index={out / 'saved_model'}", f"--image={good}"], "not a keras_dml index")
+    fails([model, index, f"--image={tmp_path / 'missing.png'}"], "no image file")
+    fails([model, index, f"--image={bad}"], "cannot read image")
+    fails([model, index, f"--image={text}"], "cannot read image")
+    fails([model, index, f"--image={good}", f"--k={r['num_test'] + 1}"],
+          f"between 1 and the index size {r['num_test']}")
+    fails([model, index, f"--image={good}", "--k=0"], "between 1 and the index size")
+    fails([model, index, f"--image={good}", f"--output={tmp_path / 'no' / 'x.png'}"],
+          "no directory")
+    with pytest.raises(SystemExit) as exit_:        # argparse: a required flag missing
+        command.main(["search", model, index])
+    assert exit_.value.code == 2 and "--image" in capsys.readouterr().err
+    # A good search in-process, default output in the working directory, a
+    # BMP query (re-encoded as PNG for the bytes signature), with --label.
+    Image.fromarray(r["test_images"][0, ..., 0]).save(tmp_path / "q.bmp")
+    monkeypatch.chdir(tmp_path)
+    assert command.main(["search", model, index, f"--image={tmp_path / 'q.bmp'}",
+                         "--k=2", "--label=0"]) == 0
+    stdout = capsys.readouterr().out
+    assert len(table_rows(stdout)) == 2 and "wrote search_q.png" in stdout
+    check_png(tmp_path / "search_q.png")
+    assert search.default_output("a/b/shoe.jpg") == str(tmp_path / "search_shoe.png")

@@ -18,6 +18,16 @@ def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
     assert main.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in apps.APPS)
+    assert "commands:" in out and "  search " in out
+
+
+def test_search_help_needs_no_tensorflow_search(capsys):
+    import pytest
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["search", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--model", "--index", "--image", "--k", "--output"))
 
 
 def test_bad_command_lines_say_why(capsys):

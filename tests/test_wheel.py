@@ -97,8 +97,11 @@ def test_installed_package_outside_the_checkout(venv):
 
     listing = sh([venv["bin"] / "keras-dml", "--help"], cwd, env)
     for name in ("fashion_mnist", "cub200", "cars196", "sop", "inshop", "pose", "layout",
-                 "captions"):
+                 "captions", "search"):
         assert f"  {name} " in listing.stdout, listing.stdout
+    search_help = sh([venv["bin"] / "keras-dml", "search", "--help"], cwd, env)
+    assert "usage: keras-dml search" in search_help.stdout
+    assert all(f in search_help.stdout for f in ("--model", "--index", "--image", "--k"))
 
     helpfull = sh([venv["bin"] / "keras-dml", "cub200", "--recipe=proxy_anchor",
                    "--helpfull"], cwd, env)
@@ -124,7 +127,8 @@ def test_installed_demo_writes_its_reports_with_a_quiet_console(venv, tmp_path):
                "--embedding_dim=16", "--batch_size=16", "--steps_per_epoch=2",
                "--warmup_epochs=0"], venv["cwd"], venv["env"])
     for name in ("metrics.json", "recall_curve.png", "retrievals.png", "history.csv",
-                 "saved_model/saved_model.pb"):
+                 "saved_model/saved_model.pb", "index/manifest.json",
+                 "logs/projector/projector_config.pbtxt"):
         assert (out / name).exists(), name
     console = proc.stdout + proc.stderr
     assert "1/1" in proc.stdout or "Epoch 1/1" in proc.stdout, proc.stdout[-2000:]

@@ -3,12 +3,14 @@
     keras-dml --help                                   # lists the apps
     keras-dml fashion_mnist --output_dir=DIR           # the offline demo
     keras-dml cub200 --recipe=proxy_anchor --data_dir=TFDS_DIR --output_dir=DIR
+    keras-dml search --model=DIR/saved_model --index=DIR/index --image=PATH --k=5
 
 An app is flags -> ``kd.training.Recipe`` -> ``kd.training.run``: the
 flags' defaults are the values of its packaged recipe (``--recipe``, a
 packaged name or a flagfile path), ``--flagfile`` and the flags after it
 override them. ``apps.py`` holds the table of apps -> loaders, ``command.py``
-the command, ``quiet.py`` which TensorFlow logs a run shows.
+the command, ``search.py`` the ``search`` sub-command (argparse, not an app),
+``quiet.py`` which TensorFlow logs a run shows.
 
 This package imports no TensorFlow at import time (``keras_dml/__init__``
 imports ``quiet`` before Keras).

@@ -3,8 +3,8 @@
 ``keras-dml --help`` lists the apps; ``keras-dml APP --help`` (or
 ``--helpfull``) shows the app's flags, whose defaults are the values of the
 recipe chosen with ``--recipe`` (read from argv before the flags are
-defined, so the help shows them). Room is left for commands that are not
-training apps (``COMMANDS``).
+defined, so the help shows them). Commands that are not training apps are in
+``COMMANDS`` (``keras-dml search``, ``cli/search.py``).
 """
 
 import sys
@@ -19,9 +19,18 @@ from keras_dml.training import recipe as recipes
 FLAGS = flags.FLAGS
 PROG = "keras-dml"
 # Run options: how and where to run, not what (not part of a Recipe).
-RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "export", "verbose")
-# Other sub-commands (name -> (summary, main(argv) -> exit code)); none yet.
-COMMANDS = {}
+RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "export", "index", "verbose")
+
+
+def _search(argv):
+    from keras_dml.cli import search    # argparse; TensorFlow only when it searches
+    return search.main(argv)
+
+
+# Other sub-commands: name -> (summary, main(argv) -> exit code).
+COMMANDS = {"search": ("Nearest neighbours of an image in a run's test gallery "
+                       "(--model=DIR/saved_model --index=DIR/index --image=PATH --k=5).",
+                       _search)}
 HELP_FLAGS = {"-h", "-?", "--help", "--helpfull", "--helpshort", "--helpxml"}
 
 
@@ -87,6 +96,8 @@ def define_app(name, argv):
     flags.DEFINE_string("data_dir", None, spec.data_dir or "TFDS data_dir.")
     flags.DEFINE_boolean("resume", False, "Continue an interrupted run in output_dir.")
     flags.DEFINE_boolean("export", True, "Export output_dir/saved_model (--noexport skips).")
+    flags.DEFINE_boolean("index", True, "Class-label apps: write output_dir/index, the test "
+                         "gallery for `keras-dml search` (--noindex skips).")
     flags.DEFINE_integer("verbose", 1, "Keras verbosity (1: progress bars).")
     if spec.define_flags:
         spec.define_flags()
@@ -102,7 +113,7 @@ def define_app(name, argv):
                 {f: FLAGS[f].value for f in recipes.field_names()})
             result = training.run(recipe, spec.load(FLAGS), FLAGS.output_dir,
                                   resume=FLAGS.resume, export=FLAGS.export,
-                                  verbose=FLAGS.verbose)
+                                  index=FLAGS.index, verbose=FLAGS.verbose)
         except (recipes.RecipeError, training.runner.OutputDirError) as err:
             # A recipe or run directory that cannot run: say why, no traceback.
             raise absl_app.UsageError(str(err)) from None

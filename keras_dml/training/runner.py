@@ -17,7 +17,11 @@
 4. restore the best weights, evaluate the test split (or query/gallery) and
    write ``metrics.json``, ``recall_curve.png``, ``retrievals.png`` and
    ``recipe.cfg`` (the recipe that ran, as a flagfile);
-5. export ``saved_model/`` (``export=False`` skips it).
+5. class labels: save the test gallery (its embeddings from step 4, labels,
+   image references and thumbnails) as ``index/``, a ``kd.retrieval.Index``
+   that ``keras-dml search`` queries (``index=False`` skips it), and as an
+   Embedding Projector run ``logs/projector`` (see ``training.gallery``);
+6. export ``saved_model/`` (``export=False`` skips it).
 
 What the labels need beyond the recipe (label distance, image transforms)
 is a :class:`Task`, looked up from ``data.label_type`` by default.
@@ -111,7 +115,8 @@ class RunResult:
       history: per-epoch logs of the whole run (also across resumes).
       output_dir: the run directory.
       paths: ``{"metrics", "history", "recipe", "logs", "best_weights",
-        "recall_curve", "retrievals", "saved_model"}`` of what was written.
+        "recall_curve", "retrievals", "index", "projector", "saved_model"}``
+        of what was written ("projector": its projector_config.pbtxt).
       model: the trained ``MetricModel`` with the selected weights.
     """
 
@@ -421,8 +426,8 @@ def label_space_truth(labels, task, dist=None):
 
 
 # ------------------------------------------------------------------ run
-def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbose=1,
-        callbacks=()):
+def run(recipe, data, output_dir, *, task=None, resume=False, export=True, index=True,
+        verbose=1, callbacks=()):
     """Train, select, evaluate, report and export one recipe on ``data``.
 
     Args:
@@ -433,6 +438,8 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbo
       task: a :class:`Task`; default ``task_for(data)``.
       resume: continue an interrupted run in ``output_dir``.
       export: write ``saved_model/`` (images -> embeddings).
+      index: class labels: write ``index/``, the test gallery as a
+        ``kd.retrieval.Index`` (the Projector run is written either way).
       verbose: Keras verbosity (1: progress bars, 0: silent).
       callbacks: extra Keras callbacks, called after the runner's own.
 
@@ -440,6 +447,7 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbo
       :class:`RunResult`.
     """
     from keras_dml import data as kdata, evaluation, export as kexport, plots
+    from keras_dml.training import gallery as kgallery
     if not isinstance(recipe, Recipe):
         raise TypeError(f"run takes a kd.training.Recipe; got {type(recipe).__name__}.")
     task = task or task_for(data)
@@ -522,6 +530,19 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbo
                               q_labels=q_lab, g_labels=g_lab, truth=truth)
         if grid is not None:
             paths["retrievals"] = grid
+        if not task.continuous:
+            # The gallery the test queries searched, with the embeddings
+            # already computed above.
+            g_split, g_e, g_l = (query, q_emb, q_lab) if gallery is None else \
+                (gallery, g_emb, g_lab)
+            thumbs = None
+            if index:
+                thumbs = kgallery.gallery_thumbnails(g_split)
+                paths["index"] = kgallery.write_index(out, g_split, g_e, g_l, thumbs)
+                logging.info("wrote the test gallery index %s (%d items)",
+                             paths["index"], len(g_e))
+            paths["projector"] = kgallery.write_projector(
+                paths["logs"], g_split, g_e, g_l, thumbs, seed=recipe.seed)["config"]
         if export:
             path = os.path.join(out, "saved_model")
             if os.path.isdir(path):
