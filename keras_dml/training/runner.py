@@ -200,10 +200,11 @@ def build_loss(recipe, task):
         kind = "continuous" if task.continuous else "class"
         raise RecipeError(f"loss {recipe.loss!r} does not take {kind} labels; losses for "
                           f"{kind} labels: {', '.join(allowed)}.")
+    kwargs = recipe.loss_arguments()
     if task.continuous:
         return losses.get(recipe.loss, label_distance=task.label_distance,
-                          label_distance_kwargs=task.label_distance_kwargs or None)
-    return losses.get(recipe.loss)
+                          label_distance_kwargs=task.label_distance_kwargs or None, **kwargs)
+    return losses.get(recipe.loss, **kwargs)
 
 
 def split_train(recipe, data, task):
@@ -277,7 +278,13 @@ def train_pipeline(recipe, task, loss, train, train_tf, normalization):
     classes x M images for pair losses; label-space batches for continuous)."""
     from keras_dml import data as kdata
     batch_size, sampler = recipe.batch_size, None
-    if task.continuous:
+    if recipe.sampler == "label_space" and not task.continuous:
+        raise RecipeError("sampler='label_space' needs continuous labels; class tasks use "
+                          "sampler='auto' or 'random'.")
+    if recipe.sampler == "random":
+        # Shuffled examples (e.g. the "log-ratio without dense mining" ablation).
+        batch_size = min(batch_size, len(train))
+    elif task.continuous:
         neighbours, _ = label_distances.nearest_neighbours(
             train.labels, k=NUM_NEIGHBOURS, distance=task.label_distance, chunk_size=2048,
             **(task.label_distance_kwargs or {}))
