@@ -165,18 +165,19 @@ def run_grid(configs, base_recipe, data, output_dir, *, task=None, extra=None,
         f"({len(configs) - len(todo)} already in {results.path})")
     for number, config in enumerate(todo, 1):
         started = time.monotonic()
-        recipe = base_recipe.replace(**config.change_dict, seed=config.seed)
         row = {"key": config.key, "name": config.name, "seed": config.seed,
-               "loss": recipe.loss, "dim": recipe.embedding_dim,
-               "params": _params(config.change_dict, recipe), "recipe": recipe.to_dict(),
                "history": {}, "extra": {}}
         if config.measure is not None:
+            # A custom measurement: its changes are its own parameters.
             measured = config.measure(config)
-            row.update(loss=measured.get("loss", config.name),
-                       dim=measured.get("dim", row["dim"]))
-            row["metrics"] = _floats(measured["metrics"])
-            row["extra"] = measured.get("extra", {})
+            row.update(loss=measured.get("loss", config.name), dim=measured.get("dim"),
+                       params=config.change_dict, recipe=measured.get("recipe"),
+                       metrics=_floats(measured["metrics"]),
+                       extra=measured.get("extra", {}))
         else:
+            recipe = base_recipe.replace(**config.change_dict, seed=config.seed)
+            row.update(loss=recipe.loss, dim=recipe.embedding_dim,
+                       params=_params(config.change_dict, recipe), recipe=recipe.to_dict())
             run_dir = os.path.join(output_dir, "runs", config.key)
             resume = os.path.isdir(os.path.join(run_dir, "backup"))
             if os.path.isdir(run_dir) and not resume:

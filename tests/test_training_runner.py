@@ -182,3 +182,17 @@ def test_loss_kwargs_reach_the_loss(rng, tmp_path):
                              verbose=0)
     assert np.isfinite(result.history["loss"]).all()
     assert Recipe.from_flagfile(result.paths["recipe"]) == recipe
+
+
+def test_steps_per_epoch_is_exact_even_past_one_pass(rng, tmp_path):
+    # 36 training images in batches of 12: 3 per pass; 2 epochs x 5 steps.
+    class Count(keras.callbacks.Callback):
+        steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Count.steps += 1
+
+    recipe = Recipe(**{**TINY, "steps_per_epoch": 5}, loss="triplet", val_fraction=0.0)
+    kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False, verbose=0,
+                    callbacks=[Count()])
+    assert Count.steps == 10

@@ -78,7 +78,9 @@ class Recipe:
     val_split: str = _field("auto", "Hold out whole classes (class-disjoint, as the "
                             "test) or random examples; auto: classes for class labels, "
                             "examples for continuous labels.", VAL_SPLITS)
-    steps_per_epoch: Optional[int] = _field(None, "Limit the steps of an epoch.")
+    steps_per_epoch: Optional[int] = _field(None, "Steps of an epoch (the training batches "
+                                            "repeat if one pass is shorter); unset: one "
+                                            "pass.")
     max_train_examples: Optional[int] = _field(None, "Use a random subset of the "
                                                "training examples.")
     max_test_examples: Optional[int] = _field(None, "Use a random subset of the test "

@@ -472,6 +472,10 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, verbo
         train_tf, eval_tf, normalization = transforms(recipe, data, task)
         train_ds = train_pipeline(recipe, task, loss, train, train_tf, normalization)
         steps_per_epoch = recipe.steps_per_epoch or int(train_ds.cardinality().numpy())
+        if recipe.steps_per_epoch:
+            # Exactly steps_per_epoch steps every epoch: the stream repeats
+            # (each pass is the sampler's next epoch) instead of running dry.
+            train_ds = train_ds.repeat()
 
         def eval_ds(split):
             return kdata.make_eval_pipeline(split, recipe.eval_batch_size, transform=eval_tf,
