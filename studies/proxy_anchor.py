@@ -44,7 +44,7 @@ MODES = {
     "full": dict(recipe=dict(image_size=32, max_train_examples=10000, epochs=8,
                              steps_per_epoch=40, max_test_examples=None),
                  seeds=3, dims=(16, 32, 64, 128, 256), dim_seeds=2,
-                 alphas=(4, 8, 16, 32, 64), margins=(0.0, 0.1, 0.2, 0.4), grid_seeds=1),
+                 alphas=(4, 8, 16, 32, 64), margins=(0.0, 0.1, 0.3), grid_seeds=1),
     "quick": dict(recipe=dict(image_size=32, max_train_examples=3000, epochs=3,
                               steps_per_epoch=15, max_test_examples=1000),
                   seeds=2, dims=(16, 32, 64, 128), dim_seeds=1,
