@@ -258,11 +258,12 @@ def overlaps(a, b):
     return abs(a[0] - b[0]) <= a[1] + b[1]
 
 
-def verdict(ours, theirs):
+def verdict(ours, theirs, theirs_exact=False):
     """A claim "ours > theirs" on (mean, std, n) of seeds: "reproduced",
     "not reproduced" or "inconclusive" (fewer than 2 seeds, or the mean ± std
-    intervals overlap)."""
-    if min(ours[2], theirs[2]) < 2:
+    intervals overlap). ``theirs_exact``: ``theirs`` does not depend on the
+    seed (e.g. features without training), so its single value counts."""
+    if ours[2] < 2 or (theirs[2] < 2 and not theirs_exact):
         return "inconclusive (1 seed)"
     if overlaps(ours, theirs):
         return "inconclusive (± std overlap)"
@@ -302,6 +303,7 @@ def plot_curves(path, curves, xlabel="epoch", ylabel="", title=""):
     """Mean curves with ± std bands: ``curves`` = {label: [list per seed]}."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.xaxis.get_major_locator().set_params(integer=True)   # epochs
     for label, runs in curves.items():
         runs = [r for r in runs if len(r)]
         if not runs:

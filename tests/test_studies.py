@@ -110,3 +110,12 @@ def test_grid_keys_share_identical_runs():
     b = Config.make("alpha=32, delta=0.1", loss="proxy_anchor", embedding_dim=128)
     c = Config.make("proxy_anchor", seed=1, loss="proxy_anchor", embedding_dim=128)
     assert a.key == b.key != c.key and a.key.startswith("proxy_anchor-d128-")
+
+
+def test_verdicts():
+    from studies.common import verdict
+    assert verdict((0.9, 0.01, 3), (0.8, 0.01, 3)) == "reproduced"
+    assert verdict((0.7, 0.01, 3), (0.8, 0.01, 3)) == "not reproduced"
+    assert verdict((0.9, 0.1, 3), (0.85, 0.1, 3)).startswith("inconclusive (± std")
+    assert verdict((0.9, 0.0, 1), (0.8, 0.0, 3)) == "inconclusive (1 seed)"
+    assert verdict((0.9, 0.01, 2), (0.5, 0.0, 1), theirs_exact=True) == "reproduced"
