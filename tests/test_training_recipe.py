@@ -87,3 +87,26 @@ def test_from_dict_converts_and_validates():
             Recipe.from_dict(bad)
     with pytest.raises(RecipeError, match="takes a dict"):
         Recipe.from_dict([("loss", "triplet")])
+
+
+def test_loss_kwargs_and_sampler_fields(tmp_path):
+    r = Recipe(loss="proxy_anchor", loss_kwargs=" alpha=16, margin=0.2 ")
+    assert r.loss_arguments() == {"alpha": 16, "margin": 0.2}
+    assert Recipe().loss_arguments() == {} and Recipe().sampler == "auto"
+    lr = Recipe(loss="log_ratio", loss_kwargs="anchors=first,squared=False,ratio=plain")
+    assert lr.loss_arguments() == {"anchors": "first", "squared": False, "ratio": "plain"}
+    path = tmp_path / "r.cfg"
+    path.write_text(lr.replace(sampler="random").to_flagfile())
+    assert Recipe.from_flagfile(str(path)) == lr.replace(sampler="random")
+    with pytest.raises(RecipeError, match=r"\['beta'\] are not arguments of ProxyAnchorLoss"):
+        Recipe(loss_kwargs="beta=1")
+    with pytest.raises(RecipeError, match="are not arguments of LogRatioLoss"):
+        Recipe(loss="log_ratio", loss_kwargs="label_distance=l1")   # the task sets it
+    with pytest.raises(RecipeError, match="name=value pairs"):
+        Recipe(loss_kwargs="alpha")
+    with pytest.raises(RecipeError, match="sets 'alpha' twice"):
+        Recipe(loss_kwargs="alpha=1,alpha=2")
+    with pytest.raises(RecipeError, match="ratio must be one of"):
+        Recipe(loss="log_ratio", loss_kwargs="ratio=linear")
+    with pytest.raises(RecipeError, match="sampler must be one of"):
+        Recipe(sampler="dense")

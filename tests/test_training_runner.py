@@ -137,3 +137,62 @@ def test_loss_and_labels_must_match(rng, tmp_path):
     with pytest.raises(TypeError, match="Recipe"):
         kd.training.run({"loss": "triplet"}, class_data(rng), tmp_path / "d")
     assert kd.training.task_for(pose_data(rng)).label_distance == "squared_l2"
+
+
+def test_sampler_option_picks_label_space_or_random_batches(rng):
+    data = pose_data(rng, n_train=40)
+    task = kd.training.task_for(data)
+    recipe = Recipe(**TINY, loss="log_ratio", val_fraction=0.0)
+    loss = kd.training.runner.build_loss(recipe, task)
+    tf_, _, norm = kd.training.runner.transforms(recipe, data, task)
+
+    def steps(r):
+        ds = kd.training.runner.train_pipeline(r, task, loss, data.train, tf_, norm)
+        return int(ds.cardinality().numpy())
+
+    assert steps(recipe) == 40 == steps(recipe.replace(sampler="label_space"))  # 1 per anchor
+    assert steps(recipe.replace(sampler="random")) == 40 // 12              # shuffled
+    # Random batches for a pair loss on classes too (no P x M sampler).
+    cdata = class_data(rng)
+    crecipe = Recipe(**TINY, loss="triplet", sampler="random", val_fraction=0.0)
+    closs = kd.training.runner.build_loss(crecipe, kd.training.task_for(cdata))
+    ds = kd.training.runner.train_pipeline(crecipe, kd.training.task_for(cdata), closs,
+                                           cdata.train, tf_, norm)
+    assert int(ds.cardinality().numpy()) == 36 // 12
+    with pytest.raises(RecipeError, match="label_space' needs continuous labels"):
+        kd.training.runner.train_pipeline(crecipe.replace(sampler="label_space"),
+                                          kd.training.task_for(cdata), closs, cdata.train,
+                                          tf_, norm)
+
+
+def test_loss_kwargs_reach_the_loss(rng, tmp_path):
+    task = kd.training.task_for(class_data(rng))
+    loss = kd.training.runner.build_loss(
+        Recipe(**TINY, loss_kwargs="alpha=16,margin=0.2"), task)
+    assert (loss.alpha, loss.margin) == (16, 0.2)
+    ptask = kd.training.task_for(pose_data(rng))
+    loss = kd.training.runner.build_loss(
+        Recipe(**TINY, loss="log_ratio", loss_kwargs="anchors=first,squared=false,"
+               "ratio=plain"), ptask)
+    assert (loss.anchors, loss.squared, loss.ratio, loss.label_distance) == \
+        ("first", False, "plain", "squared_l2")
+    recipe = Recipe(**TINY, loss="log_ratio", loss_kwargs="ratio=plain", optimizer="sgd",
+                    lr=0.01, val_fraction=0.3, sampler="random", ks=(1, 5))
+    result = kd.training.run(recipe, pose_data(rng), tmp_path / "plain", export=False,
+                             verbose=0)
+    assert np.isfinite(result.history["loss"]).all()
+    assert Recipe.from_flagfile(result.paths["recipe"]) == recipe
+
+
+def test_steps_per_epoch_is_exact_even_past_one_pass(rng, tmp_path):
+    # 36 training images in batches of 12: 3 per pass; 2 epochs x 5 steps.
+    class Count(keras.callbacks.Callback):
+        steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Count.steps += 1
+
+    recipe = Recipe(**{**TINY, "steps_per_epoch": 5}, loss="triplet", val_fraction=0.0)
+    kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False, verbose=0,
+                    callbacks=[Count()])
+    assert Count.steps == 10

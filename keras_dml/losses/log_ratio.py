@@ -13,11 +13,17 @@ from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, check_embeddings
 
 ANCHORS = ("all", "first")
+RATIOS = ("log", "plain")
 
 
 def _check_anchors(anchors):
     if anchors not in ANCHORS:
         raise ValueError(f"anchors must be one of {ANCHORS}; got {anchors!r}.")
+
+
+def _check_ratio(ratio):
+    if ratio not in RATIOS:
+        raise ValueError(f"ratio must be one of {RATIOS}; got {ratio!r}.")
 
 
 def continuous_inputs(y_true, y_pred, label_distance, label_distance_kwargs,
@@ -61,7 +67,7 @@ def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
 
 
 def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
-                   epsilon=1e-6, distance_epsilon="auto"):
+                   epsilon=1e-6, distance_epsilon="auto", ratio="log"):
     """Log-ratio loss from embeddings and label distances, O(B^2).
 
     For an anchor a and the n = B - 1 other samples, with
@@ -100,10 +106,15 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
       squared: squared Euclidean (True) or Euclidean (False) distance.
       epsilon: added inside both logarithms (> 0).
       distance_epsilon: "auto" or a float >= 0, see above.
+      ratio: "log" (the loss above) or "plain": the ablation that matches
+        the ratios themselves, the mean over the n (n - 1) ordered pairs
+        (i, j) of ``(x_i / x_j - y_i / y_j)^2`` with ``x = D(a, .) + eps``,
+        ``y = D_y(a, .) + eps`` (see ``_plain_ratio_rows``).
     Returns:
       A scalar; 0 (with a zero gradient) when B < 3.
     """
     _check_anchors(anchors)
+    _check_ratio(ratio)
     embeddings = tf.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     label_dist = tf.cast(label_dist, dtype)
@@ -118,11 +129,15 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
     if first:
         label_dist = label_dist[:1]
     eps = tf.constant(epsilon, dtype)
-    r = tf.math.log(d + eps) - tf.math.log(label_dist + eps)      # [A, B]
     batch = tf.shape(embeddings)[0]
-    rows = tf.shape(r)[0]
+    rows = tf.shape(d)[0]
     # The anchor itself (column a of row a) is not one of the others.
     others = tf.logical_not(tf.cast(tf.eye(rows, batch), tf.bool))
+    if ratio == "plain":
+        per_anchor = _plain_ratio_rows(d + eps, label_dist + eps, others, batch)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(per_anchor), tf.cast(rows, dtype))
+        return tf.where(batch >= 3, loss, tf.zeros_like(loss))
+    r = tf.math.log(d + eps) - tf.math.log(label_dist + eps)      # [A, B]
     r = tf.where(others, r, tf.zeros_like(r))
     n = tf.cast(batch - 1, dtype)
     mean = tf.math.divide_no_nan(tf.reduce_sum(r, axis=1, keepdims=True), n)
@@ -131,6 +146,33 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
         tf.reduce_sum(tf.square(centred), axis=1), n - 1.0)
     loss = tf.math.divide_no_nan(tf.reduce_sum(per_anchor), tf.cast(rows, dtype))
     return tf.where(batch >= 3, loss, tf.zeros_like(loss))
+
+
+def _plain_ratio_rows(x, y, others, batch):
+    """Per anchor row, the mean over ordered pairs (i, j) of the others of
+    ``(x_i / x_j - y_i / y_j)^2``, in O(B^2): expanding the square,
+
+        sum_{i,j} (x_i/x_j - y_i/y_j)^2 = S(x^2) S(x^-2) - 2 S(xy) S((xy)^-1)
+                                          + S(y^2) S(y^-2)
+
+    (S: the sum over the others; the i = j terms are 0). The three products
+    nearly cancel when the ratios match, so they are formed in float64.
+    """
+    out_dtype = x.dtype
+    x, y = tf.cast(x, tf.float64), tf.cast(y, tf.float64)
+    one = tf.ones_like(x)
+    x = tf.where(others, x, one)
+    y = tf.where(others, y, one)
+    mask = tf.cast(others, tf.float64)
+
+    def s(v):
+        return tf.reduce_sum(v * mask, axis=1)
+
+    total = (s(x * x) * s(1.0 / (x * x)) - 2.0 * s(x * y) * s(1.0 / (x * y))
+             + s(y * y) * s(1.0 / (y * y)))
+    n = tf.cast(batch - 1, tf.float64)
+    per_anchor = tf.math.divide_no_nan(tf.maximum(total, 0.0), n * (n - 1.0))
+    return tf.cast(per_anchor, out_dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -159,6 +201,8 @@ class LogRatioLoss(MetricLoss):
       distance_epsilon: "auto" or a float, see ``log_ratio_loss``.
       label_distance_kwargs: keyword arguments of the named label distance
         (e.g. ``{"num_classes": 5}`` for "one_minus_miou").
+      ratio: "log" (the paper) or "plain" (the "why not the ratio itself?"
+        ablation: squared differences of ratios, see ``log_ratio_loss``).
     """
 
     short_name = "log_ratio"
@@ -166,9 +210,11 @@ class LogRatioLoss(MetricLoss):
 
     def __init__(self, anchors="all", squared=True, epsilon=1e-6,
                  label_distance="squared_l2", distance_epsilon="auto",
-                 label_distance_kwargs=None, name="log_ratio_loss", **kwargs):
+                 label_distance_kwargs=None, ratio="log", name="log_ratio_loss",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         _check_anchors(anchors)
+        _check_ratio(ratio)
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0 (it keeps log(0) away); got {epsilon}.")
         if distance_epsilon != "auto" and not distance_epsilon >= 0:
@@ -181,13 +227,14 @@ class LogRatioLoss(MetricLoss):
         self.label_distance = label_distance
         self.distance_epsilon = distance_epsilon
         self.label_distance_kwargs = label_distance_kwargs
+        self.ratio = ratio
 
     def call(self, y_true, y_pred):
         embeddings, dy = continuous_inputs(
             y_true, y_pred, self.label_distance, self.label_distance_kwargs,
             first_row_only=self.anchors == "first", name=type(self).__name__)
         return log_ratio_loss(embeddings, dy, self.anchors, self.squared,
-                              self.epsilon, self.distance_epsilon)
+                              self.epsilon, self.distance_epsilon, self.ratio)
 
     def get_config(self):
         return serialize_label_distance(super().get_config())

@@ -20,6 +20,9 @@ from typing import Optional, Tuple
 
 FLAGS_DIR = Path(__file__).resolve().parents[1] / "flags"
 OPTIMIZERS = ("adamw", "sgd")
+SAMPLERS = ("auto", "label_space", "random")
+# Loss arguments the runner sets from the task; a recipe cannot override them.
+RUNNER_LOSS_ARGS = ("label_distance", "label_distance_kwargs", "name", "reduction", "dtype")
 VAL_SPLITS = ("auto", "classes", "examples")
 
 
@@ -37,6 +40,8 @@ class Recipe:
     """Model, optimiser, batches, validation and evaluation of one run."""
 
     loss: str = _field("proxy_anchor", "Loss, by its short name (kd.losses.available()).")
+    loss_kwargs: str = _field("", "Loss arguments as name=value pairs separated by commas "
+                              "(e.g. 'alpha=16,margin=0.2'); empty: the loss's defaults.")
     backbone: str = _field("bn_inception", "Backbone name (kd.backbones.available()).")
     weights: str = _field("imagenet", "Backbone weights: 'imagenet', 'none' or a path "
                           "to a weights file.")
@@ -61,6 +66,10 @@ class Recipe:
     lr_decay_gamma: float = _field(0.5, "Learning-rate decay factor.")
     m_per_class: int = _field(0, "Batches of P classes x M images (0: random batches for "
                               "proxy losses, M=3 for pair losses).")
+    sampler: str = _field("auto", "Training batches: auto (label-space batches for "
+                          "continuous labels, P x M class batches for pair losses, random "
+                          "for proxy losses), label_space (continuous labels only) or "
+                          "random (shuffled examples, for any loss).", SAMPLERS)
     ks: Tuple[int, ...] = _field((1, 2, 4, 8), "K of the reported Recall@K / metrics@K; "
                                  "the first selects the checkpoint.")
     val_fraction: float = _field(0.1, "Fraction of the training classes (or examples) "
@@ -69,7 +78,9 @@ class Recipe:
     val_split: str = _field("auto", "Hold out whole classes (class-disjoint, as the "
                             "test) or random examples; auto: classes for class labels, "
                             "examples for continuous labels.", VAL_SPLITS)
-    steps_per_epoch: Optional[int] = _field(None, "Limit the steps of an epoch.")
+    steps_per_epoch: Optional[int] = _field(None, "Steps of an epoch (the training batches "
+                                            "repeat if one pass is shorter); unset: one "
+                                            "pass.")
     max_train_examples: Optional[int] = _field(None, "Use a random subset of the "
                                                "training examples.")
     max_test_examples: Optional[int] = _field(None, "Use a random subset of the test "
@@ -112,6 +123,10 @@ class Recipe:
     def replace(self, **changes):
         """A copy with ``changes`` (validated)."""
         return dataclasses.replace(self, **changes)
+
+    def loss_arguments(self):
+        """``loss_kwargs`` parsed: ``{name: int, float, bool or str}``."""
+        return parse_loss_kwargs(self.loss_kwargs)
 
     def to_dict(self):
         """``{field: value}`` with lists for the tuples (JSON-friendly)."""
@@ -159,6 +174,7 @@ class Recipe:
                               f"{self.proxy_lr_multiplier}, {self.lr_decay_gamma}.")
         if not 0.0 <= self.val_fraction < 1.0:
             raise RecipeError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
+        self._validate_loss_kwargs(losses)
         if not self.ks or min(self.ks) < 1 or len(set(self.ks)) != len(self.ks):
             raise RecipeError(f"ks must be distinct positive integers; got {list(self.ks)}.")
         if any(e < 1 for e in self.lr_decay_epochs) or (
@@ -166,6 +182,56 @@ class Recipe:
                 != sorted(set(self.lr_decay_epochs))):
             raise RecipeError("lr_decay_epochs must be one period or increasing epochs "
                               f">= 1; got {list(self.lr_decay_epochs)}.")
+
+
+    def _validate_loss_kwargs(self, losses):
+        import inspect
+        kwargs = self.loss_arguments()
+        if not kwargs:
+            return
+        cls = type(losses.get(self.loss))
+        accepted = [p for p in inspect.signature(cls.__init__).parameters
+                    if p not in ("self", "kwargs") and p not in RUNNER_LOSS_ARGS]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise RecipeError(f"loss_kwargs {unknown} are not arguments of {cls.__name__} "
+                              f"({self.loss!r}); it takes: {', '.join(accepted)}.")
+        try:
+            losses.get(self.loss, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise RecipeError(f"loss_kwargs {self.loss_kwargs!r}: {err}") from None
+
+
+def parse_loss_kwargs(text):
+    """``"alpha=16,margin=0.2"`` -> ``{"alpha": 16, "margin": 0.2}``: ints,
+    floats, true/false and none are converted, anything else stays a string."""
+    out = {}
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, eq, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not name.isidentifier():
+            raise RecipeError(f"loss_kwargs must be name=value pairs separated by commas; "
+                              f"got {item!r} in {text!r}.")
+        if name in out:
+            raise RecipeError(f"loss_kwargs sets {name!r} twice: {text!r}.")
+        out[name] = _literal(value)
+    return out
+
+
+def _literal(value):
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def field_names():

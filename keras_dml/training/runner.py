@@ -205,10 +205,11 @@ def build_loss(recipe, task):
         kind = "continuous" if task.continuous else "class"
         raise RecipeError(f"loss {recipe.loss!r} does not take {kind} labels; losses for "
                           f"{kind} labels: {', '.join(allowed)}.")
+    kwargs = recipe.loss_arguments()
     if task.continuous:
         return losses.get(recipe.loss, label_distance=task.label_distance,
-                          label_distance_kwargs=task.label_distance_kwargs or None)
-    return losses.get(recipe.loss)
+                          label_distance_kwargs=task.label_distance_kwargs or None, **kwargs)
+    return losses.get(recipe.loss, **kwargs)
 
 
 def split_train(recipe, data, task):
@@ -282,7 +283,13 @@ def train_pipeline(recipe, task, loss, train, train_tf, normalization):
     classes x M images for pair losses; label-space batches for continuous)."""
     from keras_dml import data as kdata
     batch_size, sampler = recipe.batch_size, None
-    if task.continuous:
+    if recipe.sampler == "label_space" and not task.continuous:
+        raise RecipeError("sampler='label_space' needs continuous labels; class tasks use "
+                          "sampler='auto' or 'random'.")
+    if recipe.sampler == "random":
+        # Shuffled examples (e.g. the "log-ratio without dense mining" ablation).
+        batch_size = min(batch_size, len(train))
+    elif task.continuous:
         neighbours, _ = label_distances.nearest_neighbours(
             train.labels, k=NUM_NEIGHBOURS, distance=task.label_distance, chunk_size=2048,
             **(task.label_distance_kwargs or {}))
@@ -473,6 +480,10 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, index
         train_tf, eval_tf, normalization = transforms(recipe, data, task)
         train_ds = train_pipeline(recipe, task, loss, train, train_tf, normalization)
         steps_per_epoch = recipe.steps_per_epoch or int(train_ds.cardinality().numpy())
+        if recipe.steps_per_epoch:
+            # Exactly steps_per_epoch steps every epoch: the stream repeats
+            # (each pass is the sampler's next epoch) instead of running dry.
+            train_ds = train_ds.repeat()
 
         def eval_ds(split):
             return kdata.make_eval_pipeline(split, recipe.eval_batch_size, transform=eval_tf,
