@@ -316,6 +316,11 @@ def plot_curves(path, curves, xlabel="epoch", ylabel="", title=""):
         if len(arr) > 1:
             std = arr.std(0, ddof=1)
             ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    return _finish(plt, fig, ax, path, xlabel, ylabel, title)
+
+
+def _finish(plt, fig, ax, path, xlabel, ylabel, title):
+    """Axis labels, grid and legend, then save ``path`` and close the figure."""
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -337,13 +342,7 @@ def plot_lines(path, xs, series, xlabel="", ylabel="", title="", logx=True):
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, xlabel, ylabel, title)
 
 
 def plot_heatmap(path, values, row_labels, col_labels, xlabel="", ylabel="", title=""):
