@@ -49,10 +49,11 @@ LABELS = {**{f"mean_label_distance@{k}": f"MLD@{k}" for k in KS},
 MAIN_DIM = 128
 
 MODES = {
-    "full": dict(recipe=dict(image_size=32, epochs=8, steps_per_epoch=40),
-                 n_train=10000, n_test=2000, seeds=3, dims=(16, 32, 64, 128), dim_seeds=2,
+    # Sized so that both studies run side by side on 2 cores within 2 hours.
+    "full": dict(recipe=dict(image_size=32, epochs=5, steps_per_epoch=30),
+                 n_train=6000, n_test=2000, seeds=3, dims=(16, 32, 64, 128), dim_seeds=1,
                  dim_losses=("log_ratio", "dense_triplet", "binary_triplet"),
-                 knn_ns=(10_000, 100_000, 1_000_000), knn_budget=600.0),
+                 knn_ns=(10_000, 100_000, 1_000_000), knn_budget=120.0),
     "quick": dict(recipe=dict(image_size=32, epochs=3, steps_per_epoch=15),
                   n_train=3000, n_test=1000, seeds=2, dims=(16, 32, 64, 128), dim_seeds=1,
                   dim_losses=("log_ratio", "dense_triplet"),

@@ -41,10 +41,11 @@ LABELS = {"recall@1": "R@1", "recall@2": "R@2", "recall@4": "R@4", "recall@8": "
 
 # Budgets. steps = epochs x steps_per_epoch of batch 60, identical for every loss.
 MODES = {
-    "full": dict(recipe=dict(image_size=32, max_train_examples=10000, epochs=8,
-                             steps_per_epoch=40, max_test_examples=None),
-                 seeds=3, dims=(16, 32, 64, 128, 256), dim_seeds=2,
-                 alphas=(4, 8, 16, 32, 64), margins=(0.0, 0.1, 0.3), grid_seeds=1),
+    # Sized so that both studies run side by side on 2 cores within 2 hours.
+    "full": dict(recipe=dict(image_size=32, max_train_examples=6000, epochs=5,
+                             steps_per_epoch=30, max_test_examples=2000),
+                 seeds=3, dims=(16, 32, 64, 128, 256), dim_seeds=1,
+                 alphas=(4, 16, 32, 64), margins=(0.0, 0.1, 0.3), grid_seeds=1),
     "quick": dict(recipe=dict(image_size=32, max_train_examples=3000, epochs=3,
                               steps_per_epoch=15, max_test_examples=1000),
                   seeds=2, dims=(16, 32, 64, 128), dim_seeds=1,
