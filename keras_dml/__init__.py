@@ -1,4 +1,4 @@
-"""keras_dml: deep metric learning for TensorFlow / Keras 3.
+"""keras_dml: deep metric learning for Keras 3 (TensorFlow, JAX, PyTorch).
 
     import keras_dml as kd
     kd.losses.ProxyAnchorLoss(), kd.layers.Proxies(num_classes), ...
@@ -11,17 +11,15 @@ first attribute access so that ``import keras_dml`` stays fast.
 """
 
 import importlib
-import os
 
 # Before Keras loads TensorFlow: a command-line run hides TensorFlow's INFO logs.
 from keras_dml.cli import quiet as _quiet  # noqa: E402  (stdlib only)
 
 _quiet.before_tensorflow()
 
-if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
-    raise ImportError(
-        "keras_dml needs the TensorFlow Keras backend; KERAS_BACKEND is "
-        f"{os.environ['KERAS_BACKEND']!r}.")
+# The numeric core (ops, losses, layers, label distances, metrics, the exact
+# index) runs on every Keras backend and imports no TensorFlow; tf.data
+# pipelines, SavedModel export and the TensorFlow trainer import it lazily.
 
 from keras_dml import (  # noqa: E402
     label_distances, layers, losses, ops, optimizers)

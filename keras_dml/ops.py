@@ -1,11 +1,25 @@
 """The one place for the tensor primitives every loss and metric shares.
 
 Distances, similarities, label masks and the masked logsumexp live here so
-that each loss states only its own formula. All functions take and return
-TensorFlow tensors and are safe inside ``tf.function`` and XLA.
+that each loss states only its own formula. Written with ``keras.ops``: the
+same values and gradients under the TensorFlow, JAX and PyTorch backends,
+and safe inside ``tf.function``, XLA and ``jax.jit``.
 """
 
-import tensorflow as tf
+import keras
+import ml_dtypes
+from keras import ops
+
+from keras_dml import _backend
+
+
+def dtype_of(x):
+    """The standardised dtype name of a tensor ("float32", "int32", ...)."""
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def is_float(x):
+    return "float" in dtype_of(x)
 
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
@@ -17,9 +31,9 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
     entry that should be exactly 0.5 is not on some), which broke exact ties
     in retrieval.
     """
-    x = tf.convert_to_tensor(x)
-    square_sum = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
-    return x / tf.sqrt(tf.maximum(square_sum, tf.constant(epsilon, x.dtype)))
+    x = ops.convert_to_tensor(x)
+    square_sum = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(square_sum, ops.cast(epsilon, x.dtype)))
 
 
 def safe_sqrt(x):
@@ -29,8 +43,8 @@ def safe_sqrt(x):
     gradient 1/(2 sqrt(x)) is infinite there and poisons a whole batch.
     """
     positive = x > 0
-    safe_x = tf.where(positive, x, tf.ones_like(x))
-    return tf.where(positive, tf.sqrt(safe_x), tf.zeros_like(x))
+    safe_x = ops.where(positive, x, ops.ones_like(x))
+    return ops.where(positive, ops.sqrt(safe_x), ops.zeros_like(x))
 
 
 def pairwise_squared_distances(x, y=None):
@@ -39,15 +53,15 @@ def pairwise_squared_distances(x, y=None):
     Uses ``|x|^2 + |y|^2 - 2 x.y`` (one matmul), clamped at 0 against rounding.
     With ``y=None`` the distances are within ``x`` and the diagonal is exactly 0.
     """
-    x = tf.convert_to_tensor(x)
+    x = ops.convert_to_tensor(x)
     self_distances = y is None
-    y = x if self_distances else tf.convert_to_tensor(y, dtype=x.dtype)
-    x_sq = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)
-    y_sq = tf.reduce_sum(tf.square(y), axis=1, keepdims=True)
-    d = x_sq - 2.0 * tf.matmul(x, y, transpose_b=True) + tf.transpose(y_sq)
-    d = tf.maximum(d, 0.0)
+    y = x if self_distances else ops.cast(y, x.dtype)
+    x_sq = ops.sum(ops.square(x), axis=1, keepdims=True)
+    y_sq = ops.sum(ops.square(y), axis=1, keepdims=True)
+    d = x_sq - 2.0 * ops.matmul(x, ops.transpose(y)) + ops.transpose(y_sq)
+    d = ops.maximum(d, ops.zeros_like(d))
     if self_distances:
-        d = tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[:1], dtype=d.dtype))
+        d = ops.where(eye_mask(ops.shape(d)[0]), ops.zeros_like(d), d)
     return d
 
 
@@ -63,8 +77,8 @@ def pairwise_distances(x, y=None, squared=False):
 def cosine_similarity(x, y=None):
     """Cosine similarities of the rows of ``x`` and ``y`` (or ``x``), [N, M]."""
     xn = l2_normalize(x)
-    yn = xn if y is None else l2_normalize(tf.cast(y, xn.dtype))
-    return tf.matmul(xn, yn, transpose_b=True)
+    yn = xn if y is None else l2_normalize(ops.cast(y, xn.dtype))
+    return ops.matmul(xn, ops.transpose(yn))
 
 
 def flatten_labels(y_true, name="labels"):
@@ -73,8 +87,8 @@ def flatten_labels(y_true, name="labels"):
     Keras casts ``y_true`` to the loss dtype (float32) before ``call``; labels
     that are not whole numbers are refused rather than silently truncated.
     """
-    y_true = tf.convert_to_tensor(y_true)
-    rank = y_true.shape.rank
+    y_true = ops.convert_to_tensor(y_true)
+    rank = len(y_true.shape)
     if rank == 2 and y_true.shape[1] == 1:
         y_true = y_true[:, 0]
     elif rank != 1:
@@ -82,11 +96,10 @@ def flatten_labels(y_true, name="labels"):
             f"{name} must be class ids of shape [B] or [B, 1]; got shape "
             f"{y_true.shape}."
         )
-    if y_true.dtype.is_floating:
-        tf.debugging.assert_equal(
-            y_true, tf.round(y_true),
-            message=f"{name} must be whole-number class ids")
-    return tf.cast(y_true, tf.int32)
+    if is_float(y_true):
+        _backend.check(ops.equal(y_true, ops.round(y_true)),
+                       f"{name} must be whole-number class ids")
+    return ops.cast(y_true, "int32")
 
 
 def label_masks(labels, ref_labels=None):
@@ -97,12 +110,24 @@ def label_masks(labels, ref_labels=None):
     """
     same_set = ref_labels is None
     ref_labels = labels if same_set else ref_labels
-    same = tf.equal(labels[:, None], ref_labels[None, :])
-    negative = tf.logical_not(same)
+    same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(ref_labels, 0))
+    negative = ops.logical_not(same)
     if same_set:
-        not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
-        same = tf.logical_and(same, not_self)
+        same = ops.logical_and(same, ops.logical_not(eye_mask(ops.shape(labels)[0])))
     return same, negative
+
+
+def one_hot_mask(labels, num_classes):
+    """Boolean [B, C]: ``mask[i, c] = (labels[i] == c)`` (no row for labels
+    outside [0, C): callers check the range first)."""
+    classes = ops.arange(num_classes, dtype=labels.dtype)
+    return ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
+
+
+def eye_mask(n):
+    """Boolean identity matrix [n, n] (the "i == j" pairs of a batch)."""
+    index = ops.arange(n)
+    return ops.equal(ops.expand_dims(index, 1), ops.expand_dims(index, 0))
 
 
 def masked_logsumexp(x, mask, axis=-1, add_one=False, keepdims=False):
@@ -114,32 +139,32 @@ def masked_logsumexp(x, mask, axis=-1, add_one=False, keepdims=False):
     subtracted before ``exp`` so large ``x`` (alpha=32 in float16) cannot
     overflow.
     """
-    x = tf.convert_to_tensor(x)
-    mask = tf.cast(mask, tf.bool)
-    neg_large = tf.constant(x.dtype.min, dtype=x.dtype)
-    masked_x = tf.where(mask, x, neg_large)
-    m = tf.reduce_max(masked_x, axis=axis, keepdims=True)
+    x = ops.convert_to_tensor(x)
+    mask = ops.cast(mask, "bool")
+    neg_large = ops.cast(float(ml_dtypes.finfo(dtype_of(x)).min), x.dtype)
+    masked_x = ops.where(mask, x, neg_large)
+    m = ops.max(masked_x, axis=axis, keepdims=True)
     if add_one:
-        m = tf.maximum(m, tf.zeros_like(m))
-    any_kept = tf.reduce_any(mask, axis=axis, keepdims=True)
+        m = ops.maximum(m, ops.zeros_like(m))
+    any_kept = ops.any(mask, axis=axis, keepdims=True)
     # Rows with nothing kept: shift by 0 so that nothing overflows.
-    m = tf.stop_gradient(tf.where(any_kept, m, tf.zeros_like(m)))
-    terms = tf.where(mask, tf.exp(masked_x - m), tf.zeros_like(x))
-    total = tf.reduce_sum(terms, axis=axis, keepdims=True)
+    m = ops.stop_gradient(ops.where(any_kept, m, ops.zeros_like(m)))
+    terms = ops.where(mask, ops.exp(masked_x - m), ops.zeros_like(x))
+    total = ops.sum(terms, axis=axis, keepdims=True)
     if add_one:
-        total = total + tf.exp(-m)
-    out = tf.where(any_kept, tf.math.log(tf.where(any_kept, total, tf.ones_like(total))) + m,
-                   tf.zeros_like(total))
+        total = total + ops.exp(-m)
+    out = ops.where(any_kept, ops.log(ops.where(any_kept, total, ops.ones_like(total))) + m,
+                    ops.zeros_like(total))
     if not keepdims:
-        out = tf.squeeze(out, axis=axis)
+        out = ops.squeeze(out, axis=axis)
     return out
 
 
 def accumulation_dtype(dtype):
     """float32 for 16-bit floats (counts past 2048 / sums past 65504 would
     round or overflow there), the dtype itself otherwise."""
-    dtype = tf.as_dtype(dtype)
-    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
 def masked_mean(values, mask):
@@ -148,10 +173,10 @@ def masked_mean(values, mask):
     Sums and the count are accumulated in ``accumulation_dtype``.
     """
     acc = accumulation_dtype(values.dtype)
-    mask = tf.cast(mask, acc)
-    count = tf.reduce_sum(mask)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.cast(values, acc) * mask), count)
-    return tf.cast(mean, values.dtype)
+    mask = ops.cast(mask, acc)
+    count = ops.sum(mask)
+    mean = ops.divide_no_nan(ops.sum(ops.cast(values, acc) * mask), count)
+    return ops.cast(mean, values.dtype)
 
 
 def positive_mean(values):

@@ -66,7 +66,9 @@ def before_tensorflow():
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = HIDE_INFO
-    if "tensorflow" not in sys.modules:
+    # Only where Keras will load TensorFlow anyway (JAX/PyTorch runs do not).
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow" and "tensorflow" not in sys.modules:
         import_filtering_stderr("tensorflow", _IMPORT_NOISE)
 
 

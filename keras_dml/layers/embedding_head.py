@@ -1,7 +1,7 @@
 """The Proxy Anchor authors' embedding head: pool, one linear layer, L2."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_dml.layers.normalize import L2Normalize
 
@@ -39,15 +39,15 @@ class EmbeddingHead(keras.layers.Layer):
     def _pool(self, x):
         if self.pooling == "none":
             return x
-        if x.shape.rank != 4:
+        if len(x.shape) != 4:
             raise ValueError(
                 f"pooling={self.pooling!r} expects a feature map [B, H, W, C]; "
                 f"got shape {x.shape}.")
         if self.pooling == "avg":
-            return tf.reduce_mean(x, axis=[1, 2])
+            return ops.mean(x, axis=(1, 2))
         if self.pooling == "max":
-            return tf.reduce_max(x, axis=[1, 2])
-        return tf.reduce_mean(x, axis=[1, 2]) + tf.reduce_max(x, axis=[1, 2])
+            return ops.max(x, axis=(1, 2))
+        return ops.mean(x, axis=(1, 2)) + ops.max(x, axis=(1, 2))
 
     def build(self, input_shape):
         features = input_shape[-1]

@@ -3,7 +3,6 @@
 import math
 
 import keras
-import tensorflow as tf
 
 from keras_dml import ops
 
@@ -48,7 +47,7 @@ class Proxies(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        proxies = tf.cast(self.proxies, inputs.dtype)
+        proxies = keras.ops.cast(self.proxies, inputs.dtype)
         return ops.cosine_similarity(inputs, proxies)
 
     def compute_output_shape(self, input_shape):

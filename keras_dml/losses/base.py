@@ -3,9 +3,9 @@
 import inspect
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
-from keras_dml import ops
+from keras_dml import _backend, ops
 
 
 class MetricLoss(keras.losses.Loss):
@@ -28,11 +28,12 @@ class MetricLoss(keras.losses.Loss):
     * ``proxies_per_class``: proxy columns per class in ``y_pred`` (an
       instance property; 1 unless a loss has several centres per class).
 
-    Non-finite input is never silently absorbed: a NaN or Inf in ``y_pred``
-    raises (``ValueError`` eagerly, ``InvalidArgumentError`` inside
-    ``tf.function``), and where assertions are dropped (XLA,
-    ``jit_compile=True``) the loss itself is NaN, so ``TerminateOnNaN`` stops
-    the run instead of training on a loss of 0.
+    Bad input is never silently absorbed: a NaN or Inf in ``y_pred``, labels
+    out of range or mismatched shapes raise (``ValueError`` eagerly on every
+    backend, ``InvalidArgumentError`` inside ``tf.function``), and where
+    nothing can raise (XLA, ``jit_compile=True``, ``jax.jit``) the loss itself
+    is NaN, so ``TerminateOnNaN`` stops the run instead of training on a loss
+    of 0. See ``keras_dml._backend``.
     """
 
     short_name = None
@@ -52,12 +53,13 @@ class MetricLoss(keras.losses.Loss):
                 f"{type(self).__name__} is defined on the whole batch and does "
                 "not take per-sample weights (sample_weight)."
             )
-        y_pred = tf.convert_to_tensor(y_pred)
-        finite = _check_finite(y_pred, f"{type(self).__name__}: y_pred")
-        loss = super().__call__(y_true, y_pred)
-        # Under XLA the assertion above is dropped: a NaN loss then takes its
-        # place (a loss of 0 would train on silently).
-        return tf.where(finite, loss, tf.constant(float("nan"), loss.dtype))
+        y_pred = kops.convert_to_tensor(y_pred)
+        with _backend.collect_checks() as checks:
+            _backend.check_finite(y_pred, f"{type(self).__name__}: y_pred")
+            loss = super().__call__(y_true, y_pred)
+        # Where the checks cannot raise (XLA, jax.jit) a NaN loss takes the
+        # place of a failed one (a loss of 0 would train on silently).
+        return _backend.nan_unless(_backend.all_ok(checks), loss)
 
     def get_config(self):
         config = super().get_config()
@@ -69,24 +71,10 @@ class MetricLoss(keras.losses.Loss):
         return config
 
 
-def _check_finite(x, what):
-    """Raise if ``x`` holds NaN/Inf (eagerly, or as a graph assertion);
-    return the boolean scalar ``all(isfinite(x))`` for NaN propagation."""
-    finite = tf.reduce_all(tf.math.is_finite(x)) if x.dtype.is_floating \
-        else tf.constant(True)
-    message = f"{what} contains NaN or Inf values."
-    if tf.executing_eagerly():
-        if not bool(finite):
-            raise ValueError(message)
-    else:
-        tf.debugging.Assert(finite, [message])
-    return finite
-
-
 def check_embeddings(embeddings, name="y_pred"):
     """Embeddings must be a float matrix [B, D]."""
-    embeddings = tf.convert_to_tensor(embeddings)
-    if embeddings.shape.rank != 2:
+    embeddings = kops.convert_to_tensor(embeddings)
+    if len(embeddings.shape) != 2:
         raise ValueError(
             f"{name} must be embeddings of shape [batch, dim]; got shape "
             f"{embeddings.shape}."
@@ -104,9 +92,8 @@ def check_batch_sizes(labels, embeddings):
                 "batch sizes."
             )
     else:
-        tf.debugging.assert_equal(
-            tf.shape(labels)[0], tf.shape(embeddings)[0],
-            message="labels and embeddings have different batch sizes")
+        _backend.check(kops.equal(kops.shape(labels)[0], kops.shape(embeddings)[0]),
+                       "labels and embeddings have different batch sizes")
 
 
 def proxy_inputs(y_true, y_pred, columns_per_class=1, num_classes=None):
@@ -133,12 +120,10 @@ def proxy_inputs(y_true, y_pred, columns_per_class=1, num_classes=None):
             f"y_pred has {width} columns; expected num_classes * "
             f"centers_per_class = {num_classes} * {columns_per_class}."
         )
-    tf.debugging.assert_non_negative(
-        labels, message="class labels must be >= 0")
-    tf.debugging.assert_less(
-        labels, tf.constant(classes, tf.int32),
-        message=f"class labels must be < num_classes = {classes} "
-                "(the number of proxies)")
+    _backend.check(labels >= 0, "class labels must be >= 0")
+    _backend.check(labels < classes,
+                   f"class labels must be < num_classes = {classes} "
+                   "(the number of proxies)")
     return labels, sims, classes
 
 

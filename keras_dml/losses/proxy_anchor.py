@@ -1,7 +1,7 @@
 """Proxy Anchor loss (Kim, Kim, Cho, Kwak, CVPR 2020)."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
@@ -23,21 +23,21 @@ def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
     Returns:
       A scalar in the dtype of ``cosines``; 0 for an empty batch.
     """
-    cosines = tf.convert_to_tensor(cosines)
-    num_classes = tf.shape(cosines)[1]
-    positive = tf.cast(tf.one_hot(labels, num_classes), tf.bool)   # [B, C]
-    negative = tf.logical_not(positive)
-    alpha = tf.constant(alpha, cosines.dtype)
-    margin = tf.constant(margin, cosines.dtype)
+    cosines = kops.convert_to_tensor(cosines)
+    num_classes = cosines.shape[1]
+    positive = ops.one_hot_mask(labels, num_classes)                # [B, C]
+    negative = kops.logical_not(positive)
+    alpha = kops.cast(alpha, cosines.dtype)
+    margin = kops.cast(margin, cosines.dtype)
     # Reduce over the batch axis: one term per proxy.
     pos_terms = ops.masked_logsumexp(-alpha * (cosines - margin), positive,
                                      axis=0, add_one=True)
     neg_terms = ops.masked_logsumexp(alpha * (cosines + margin), negative,
                                      axis=0, add_one=True)
-    num_with_positive = tf.reduce_sum(
-        tf.cast(tf.reduce_any(positive, axis=0), cosines.dtype))
-    pos_term = tf.math.divide_no_nan(tf.reduce_sum(pos_terms), num_with_positive)
-    neg_term = tf.reduce_sum(neg_terms) / tf.cast(num_classes, cosines.dtype)
+    num_with_positive = kops.sum(
+        kops.cast(kops.any(positive, axis=0), cosines.dtype))
+    pos_term = kops.divide_no_nan(kops.sum(pos_terms), num_with_positive)
+    neg_term = kops.sum(neg_terms) / kops.cast(num_classes, cosines.dtype)
     return pos_term + neg_term
 
 

@@ -1,0 +1,130 @@
+"""The one module that knows which Keras backend runs: input checks.
+
+Everything else in the numeric core (ops, losses, layers, label distances,
+metrics, top-k) is written with ``keras.ops``. What ``keras.ops`` cannot say
+is how to refuse bad input, because that depends on whether values are
+concrete:
+
+* eagerly (TensorFlow eager, JAX outside ``jit``, PyTorch) a failed check
+  raises ``ValueError`` at once;
+* in a TensorFlow graph (``tf.function``) it becomes a ``tf.debugging.Assert``
+  that raises ``InvalidArgumentError`` when the graph runs;
+* where nothing can raise (``jax.jit``, XLA, which drops assertions) the
+  check is recorded, and a loss computed inside :func:`collect_checks`
+  becomes NaN when one fails (``MetricLoss`` does this), never a silent 0.
+
+TensorFlow, JAX and PyTorch are imported only when their backend is the one
+in use, so ``import keras_dml`` under JAX does not import TensorFlow.
+"""
+
+import contextlib
+import sys
+import threading
+
+import keras
+from keras import ops
+
+_state = threading.local()
+
+
+def name():
+    """The Keras backend in use: "tensorflow", "jax" or "torch"."""
+    return keras.backend.backend()
+
+
+def read_bool(x):
+    """``(True, bool(x))`` where the scalar ``x`` has a value now (eager
+    execution, or JAX's ``grad`` outside ``jit``), ``(False, None)`` where it
+    is symbolic (a TensorFlow graph, ``jax.jit``, ``torch.compile``)."""
+    if isinstance(x, keras.KerasTensor):
+        return False, None
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        if not tf.executing_eagerly():
+            return False, None
+    elif backend == "jax":
+        import jax
+        if isinstance(x, jax.core.Tracer):
+            try:
+                return True, bool(x)
+            except (jax.errors.ConcretizationTypeError,
+                    jax.errors.TracerBoolConversionError):
+                return False, None
+    elif backend == "torch":
+        import torch
+        if getattr(torch.compiler, "is_compiling", lambda: False)():
+            return False, None
+    return True, bool(ops.convert_to_numpy(x))
+
+
+@contextlib.contextmanager
+def collect_checks():
+    """Collect the boolean results of the :func:`check` calls made inside.
+
+    Yields a list; after the block it holds the scalar booleans of the checks
+    that could not raise (graph or ``jit``). ``all_ok(checks)`` folds them.
+    """
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    checks = []
+    stack.append(checks)
+    try:
+        yield checks
+    finally:
+        stack.pop()
+
+
+def check(condition, message, error=ValueError):
+    """Refuse input for which the boolean ``condition`` (any shape) is false.
+
+    Eagerly raises ``error(message)``; in a TensorFlow graph adds an
+    assertion; always records the scalar condition in the innermost
+    :func:`collect_checks` block (if any) for NaN propagation. Returns the
+    scalar condition.
+    """
+    ok = ops.all(condition)
+    concrete, value = read_bool(ok)
+    if concrete:
+        if not value:
+            raise error(message)
+        return ok
+    if name() == "tensorflow":
+        import tensorflow as tf
+        tf.debugging.Assert(ok, [message])
+    stack = getattr(_state, "stack", None)
+    if stack:
+        stack[-1].append(ok)
+    return ok
+
+
+def check_finite(x, what):
+    """:func:`check` that the float tensor ``x`` has no NaN or Inf."""
+    x = ops.convert_to_tensor(x)
+    if not _is_float(x):
+        return ops.convert_to_tensor(True)
+    return check(ops.all(ops.isfinite(x)), f"{what} contains NaN or Inf values.")
+
+
+def all_ok(checks):
+    """The conjunction of collected check results (True when there are none)."""
+    ok = ops.convert_to_tensor(True)
+    for c in checks:
+        ok = ops.logical_and(ok, c)
+    return ok
+
+
+def nan_unless(ok, value):
+    """``value`` where the scalar boolean ``ok`` holds, NaN otherwise."""
+    value = ops.convert_to_tensor(value)
+    return ops.where(ok, value, ops.cast(float("nan"), value.dtype))
+
+
+def _is_float(x):
+    return "float" in keras.backend.standardize_dtype(x.dtype)
+
+
+def tensorflow_imported():
+    """Whether TensorFlow is loaded in this process (tests use it)."""
+    return "tensorflow" in sys.modules

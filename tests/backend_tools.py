@@ -1,0 +1,72 @@
+"""Backend-neutral test helpers, for the test modules marked
+``pytestmark = pytest.mark.backends`` that CI runs under every Keras backend
+(TensorFlow, JAX, PyTorch), each in its own process.
+
+    KERAS_BACKEND=jax .venv/bin/python -m pytest -q -rs -m backends tests
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def tensor(a, dtype=None):
+    return ops.convert_to_tensor(np.asarray(a), dtype=dtype)
+
+
+def value_and_grads(fn, *arrays):
+    """``fn(*tensors)`` (a scalar) and its gradients with respect to every
+    argument, computed by the backend's own autodiff; all as numpy."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        xs = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            for x in xs:
+                tape.watch(x)
+            value = fn(*xs)
+        grads = tape.gradient(value, xs)
+    elif BACKEND == "jax":
+        import jax
+        value, grads = jax.value_and_grad(
+            lambda *xs: fn(*xs), argnums=tuple(range(len(arrays))))(
+                *[ops.convert_to_tensor(a) for a in arrays])
+    elif BACKEND == "torch":
+        import torch
+        xs = [torch.tensor(np.asarray(a), requires_grad=True) for a in arrays]
+        value = fn(*xs)
+        grads = torch.autograd.grad(value, xs, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs)]
+    else:
+        raise NotImplementedError(BACKEND)
+    return to_numpy(value), [to_numpy(g) for g in grads]
+
+
+def grads(fn, *arrays):
+    return value_and_grads(fn, *arrays)[1]
+
+
+def compiled(fn):
+    """``fn`` compiled where nothing can raise: XLA under TensorFlow,
+    ``jax.jit`` under JAX; None under PyTorch (which runs eagerly)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, jit_compile=True)
+    if BACKEND == "jax":
+        import jax
+        return jax.jit(fn)
+    return None
+
+
+def graph(fn):
+    """``fn`` as a TensorFlow graph (``tf.function`` without XLA); None on
+    other backends."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn)
+    return None
