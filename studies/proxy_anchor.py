@@ -44,8 +44,8 @@ MODES = {
     # Sized so that both studies run side by side on 2 cores within 2 hours.
     "full": dict(recipe=dict(image_size=32, max_train_examples=6000, epochs=5,
                              steps_per_epoch=30, max_test_examples=2000),
-                 seeds=3, dims=(16, 32, 64, 128, 256), dim_seeds=1,
-                 alphas=(4, 16, 32, 64), margins=(0.0, 0.1, 0.3), grid_seeds=1),
+                 seeds=3, dims=(32, 64, 128, 256), dim_seeds=1,
+                 alphas=(4, 16, 32, 64), margins=(0.1, 0.3), grid_seeds=1),
     "quick": dict(recipe=dict(image_size=32, max_train_examples=3000, epochs=3,
                               steps_per_epoch=15, max_test_examples=1000),
                   seeds=2, dims=(16, 32, 64, 128), dim_seeds=1,
@@ -77,10 +77,22 @@ def loss_names(mode):
     return list(MODES[mode].get("losses") or kd.losses.available(continuous_labels=False))
 
 
+# A ninth row beside the paper's semi-hard triplet: the same loss on all triplets.
+EXTRA_LOSSES = {"triplet (all triplets)": dict(loss="triplet", loss_kwargs="mining=all")}
+
+
+def loss_changes(mode):
+    """Row name -> recipe changes, for every loss of the table."""
+    out = {name: dict(loss=name) for name in loss_names(mode)}
+    if not MODES[mode].get("losses"):
+        out.update(EXTRA_LOSSES)
+    return out
+
+
 def loss_configs(mode, seeds):
     dim = base_recipe(mode).embedding_dim
-    return [Config.make(loss, seed=s, loss=loss, embedding_dim=dim)
-            for loss in loss_names(mode) for s in range(seeds)]
+    return [Config.make(name, seed=s, embedding_dim=dim, **changes)
+            for name, changes in loss_changes(mode).items() for s in range(seeds)]
 
 
 def best_baseline(results, configs):
@@ -91,10 +103,10 @@ def best_baseline(results, configs):
     return max(scores, key=lambda n: scores[n]) if scores else None
 
 
-def dim_configs(mode, losses):
-    spec = MODES[mode]
-    return [Config.make(loss, seed=s, loss=loss, embedding_dim=d)
-            for loss in losses for d in spec["dims"] for s in range(spec["dim_seeds"])]
+def dim_configs(mode, names):
+    spec, changes = MODES[mode], loss_changes(mode)
+    return [Config.make(name, seed=s, **{**changes[name], "embedding_dim": d})
+            for name in names for d in spec["dims"] for s in range(spec["dim_seeds"])]
 
 
 def grid_configs(mode):
