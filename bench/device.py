@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax   python bench/device.py             # the papers' sizes
     KERAS_BACKEND=torch python bench/device.py --dtype=float32
-    KERAS_BACKEND=jax   python bench/device.py --quick     # small sizes, CPU, ~1 min
+    KERAS_BACKEND=jax   python bench/device.py --quick     # small sizes, CPU, 1-2 min
 
 The backend is Keras' own switch, the environment variable KERAS_BACKEND
 (jax or torch; TensorFlow has bench/losses.py and bench/train_step.py). The
@@ -77,7 +77,7 @@ LABEL_DIM = 8   # synthetic continuous labels of the Log-ratio rows
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="small sizes (CPU, about a minute)")
+                   help="small sizes (CPU, one to two minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="with --quick: tiny sizes, one timed step (the tests)")
     p.add_argument("--dtype", default="auto",
@@ -86,7 +86,8 @@ def parse_args(argv):
                    help="comma-separated subset of proxy_anchor, log_ratio, "
                         "train_step, pml")
     p.add_argument("--warmup", type=int, help="steps before timing")
-    p.add_argument("--repeats", type=int, help="timed steps (median)")
+    p.add_argument("--repeats", type=int,
+                   help="timed steps (median), the train step's too")
     p.add_argument("--torch_compile", action="store_true",
                    help="torch.compile the keras_dml loss steps under PyTorch "
                         "(default eager: on 2 CPU cores compiling took minutes "
