@@ -79,7 +79,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="small sizes (CPU, one to two minutes)")
     p.add_argument("--smoke", action="store_true",
-                   help="with --quick: tiny sizes, one timed step (the tests)")
+                   help="tiny sizes, one timed step (the tests; implies --quick)")
     p.add_argument("--dtype", default="auto",
                    choices=("auto", "float32", "bfloat16"))
     p.add_argument("--rows", default="proxy_anchor,log_ratio,train_step,pml",
