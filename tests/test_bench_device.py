@@ -6,11 +6,14 @@ Not marked ``backends``: it launches its own JAX process, so it runs in the
 TensorFlow pass of the suite.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from references import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +48,11 @@ def table_rows(stdout):
 
 
 def test_smoke_under_jax_without_tensorflow():
+    # Looked up, not imported: this process is the TensorFlow pass.
+    for module in ("jax", "torch", "pytorch_metric_learning"):
+        if importlib.util.find_spec(module) is None:
+            unavailable(f"{module} is missing (bench/device.py needs it); "
+                        "scripts/setup.sh installs it.")
     proc = run_bench("--quick", "--smoke", "--strict")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     rows = table_rows(proc.stdout)
