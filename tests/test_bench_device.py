@@ -1,6 +1,7 @@
 """bench/device.py, the JAX/PyTorch accelerator benchmark, at its tiniest
-sizes under KERAS_BACKEND=jax with TensorFlow blocked: every row runs and the
-one table is printed.
+sizes with TensorFlow blocked: every row under KERAS_BACKEND=jax, the loss
+rows under KERAS_BACKEND=torch; each run prints the one table, every row
+timed.
 
 Not marked ``backends``: it launches its own JAX process, so it runs in the
 TensorFlow pass of the suite.
@@ -47,13 +48,17 @@ def table_rows(stdout):
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
-def test_smoke_under_jax_without_tensorflow():
+def needs(*modules):
     # Looked up, not imported: this process is the TensorFlow pass.
-    for module in ("jax", "torch", "pytorch_metric_learning"):
+    for module in modules:
         if importlib.util.find_spec(module) is None:
             unavailable(f"{module} is missing (bench/device.py needs it); "
                         "scripts/setup.sh installs it.")
-    proc = run_bench("--quick", "--smoke", "--strict")
+
+
+def check_table(proc, expected):
+    """The one table: header, ``expected`` rows {row: (backend, [sizes])}, each
+    with a time and the rate it implies."""
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     rows = table_rows(proc.stdout)
     assert rows[0] == ["row", "backend", "device", "dtype", "size", "ms/step",
@@ -62,21 +67,37 @@ def test_smoke_under_jax_without_tensorflow():
     found = {}
     for row, backend, device, dtype, size, ms, rate, peak in body:
         found.setdefault(row, []).append(size)
-        assert backend == ROWS[row][0], (row, backend)
+        assert backend == expected[row][0], (row, backend)
         assert device == "cpu" and dtype == "float32", (row, device, dtype)
         assert float(ms) > 0, (row, ms)
         unit = "images/s" if "train step" in row else "steps/s"
         assert re.fullmatch(rf"[\d,]+\.\d {unit}", rate), (row, rate)
         # The rate is the ms cell's: B images (or 1 step) per ms / 1000,
         # within the rounding of both cells.
-        per_step = 2 if "train step" in row else 1
-        expected = per_step * 1e3 / float(ms)
+        per_step = (int(re.match(r"B=(\d+)", size).group(1))
+                    if "train step" in row else 1)
+        implied = per_step * 1e3 / float(ms)
         half_unit = 0.5 * 10.0 ** -len(ms.partition(".")[2])
-        assert abs(float(rate.split()[0].replace(",", "")) - expected) \
-            <= 0.05 + expected * half_unit / float(ms) * 1.01, (row, ms, rate)
+        assert abs(float(rate.split()[0].replace(",", "")) - implied) \
+            <= 0.05 + implied * half_unit / float(ms) * 1.01, (row, ms, rate)
         assert peak == "n/a", (row, peak)     # a CPU reports no peak memory
-    assert found == {row: sizes for row, (_, sizes) in ROWS.items()}
+    assert found == {row: sizes for row, (_, sizes) in expected.items()}
     assert "tensorflow imported: no" in proc.stdout
+
+
+def test_smoke_under_jax_without_tensorflow():
+    needs("jax", "torch", "pytorch_metric_learning")
+    check_table(run_bench("--quick", "--smoke", "--strict"), ROWS)
+
+
+def test_loss_rows_under_torch_without_tensorflow():
+    # The train step is left to the JAX run: eager ResNet-50 steps are slow.
+    needs("torch", "pytorch_metric_learning")
+    expected = {row: ("torch (eager)", sizes) for row, (_, sizes) in ROWS.items()
+                if "train step" not in row}
+    check_table(run_bench("--quick", "--smoke", "--strict",
+                          "--rows=proxy_anchor,log_ratio,pml", backend="torch"),
+                expected)
 
 
 def test_refuses_the_tensorflow_backend():
