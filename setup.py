@@ -12,8 +12,15 @@ EXTRAS = {
     # kd.retrieval.Index(backend="faiss").
     "index": ["faiss-cpu>=1.8,<2"],
     "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
+    # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
+    # jaxlib; the minor version CI tests).
+    "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
+# The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
+# "jax" extra and torch (+ pytorch-metric-learning, the parity reference),
+# which scripts/setup.sh installs on their own so that a machine without them
+# warns instead of failing the whole install (under CI=true it fails).
 EXTRAS["test"] = ["pytest>=8,<10", "scikit-image>=0.22", "pillow>=10",
                   *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
 

