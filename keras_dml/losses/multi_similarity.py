@@ -72,7 +72,9 @@ def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
                                      add_one=True) / alpha
     neg_terms = ops.masked_logsumexp(beta * (s - base), kept_neg, axis=1,
                                      add_one=True) / beta
-    loss = kops.mean(pos_terms + neg_terms)
+    # sum / B, not ops.mean: keras 3.15 computes a float64 mean in float32
+    # under JAX and PyTorch.
+    loss = kops.sum(pos_terms + neg_terms) / kops.cast(kops.shape(pos_terms)[0], dtype)
     # PML's GenericPairLoss: zero when each index list has length <= 1.
     num_pos = kops.sum(kops.cast(kept_pos, "int32"))
     num_neg = kops.sum(kops.cast(kept_neg, "int32"))
