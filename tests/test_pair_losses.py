@@ -658,8 +658,10 @@ def test_triplet_memory_is_bounded_by_a_block(block):
     biggest = _largest_traced_tensor(fn, labels, f)
     block_elems = (block or 40) * b * b
     if BACKEND == "torch":
-        # All saved tensors together: [B, B]-sized ones and at most one block.
-        assert biggest <= block_elems, (biggest, block_elems, b ** 3)
+        # All saved tensors together: a few [B, B]-sized ones (distances,
+        # masks, the gradient) and at most one block, not all B / block
+        # blocks (B^3 elements).
+        assert biggest <= block_elems + 16 * b * b < b ** 3, (biggest, block_elems, b ** 3)
     else:
         assert biggest == block_elems, (
             f"largest tensor has {biggest} elements (block*B^2 = {block_elems}, "
