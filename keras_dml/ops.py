@@ -33,7 +33,9 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
     """
     x = ops.convert_to_tensor(x)
     square_sum = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x / ops.sqrt(ops.maximum(square_sum, ops.cast(epsilon, x.dtype)))
+    epsilon = constant(epsilon, x.dtype)
+    # where, not maximum: see matmul_t.
+    return x / ops.sqrt(ops.where(square_sum >= epsilon, square_sum, epsilon))
 
 
 def safe_sqrt(x):
@@ -47,6 +49,26 @@ def safe_sqrt(x):
     return ops.where(positive, ops.sqrt(safe_x), ops.zeros_like(x))
 
 
+def matmul_t(x, y):
+    """``x @ y^T`` for [N, D] and [M, D] -> [N, M], in the inputs' dtype.
+
+    An einsum, because keras 3.15's ``ops.matmul`` (like ``ops.maximum`` and
+    ``ops.divide_no_nan``) computes and returns float64 in float32 under
+    PyTorch (``keras.backend.result_type`` maps 64-bit dtypes to 32-bit).
+    """
+    return ops.einsum("ij,kj->ik", x, y)
+
+
+def divide_no_nan(x, y):
+    """``x / y``, 0 (with a zero gradient) where ``y == 0``; keeps float64
+    under PyTorch (``keras.ops.divide_no_nan`` does not, see ``matmul_t``)."""
+    x = ops.convert_to_tensor(x)
+    y = ops.cast(y, x.dtype)
+    nonzero = ops.not_equal(y, ops.zeros_like(y))
+    safe_y = ops.where(nonzero, y, ops.ones_like(y))
+    return ops.where(nonzero, x / safe_y, ops.zeros_like(x / safe_y))
+
+
 def pairwise_squared_distances(x, y=None):
     """Squared Euclidean distances ``||x_i - y_j||^2``, shape [N, M].
 
@@ -58,8 +80,8 @@ def pairwise_squared_distances(x, y=None):
     y = x if self_distances else ops.cast(y, x.dtype)
     x_sq = ops.sum(ops.square(x), axis=1, keepdims=True)
     y_sq = ops.sum(ops.square(y), axis=1, keepdims=True)
-    d = x_sq - 2.0 * ops.matmul(x, ops.transpose(y)) + ops.transpose(y_sq)
-    d = ops.maximum(d, ops.zeros_like(d))
+    d = x_sq - 2.0 * matmul_t(x, y) + ops.transpose(y_sq)
+    d = ops.relu(d)
     if self_distances:
         d = ops.where(eye_mask(ops.shape(d)[0]), ops.zeros_like(d), d)
     return d
@@ -78,7 +100,7 @@ def cosine_similarity(x, y=None):
     """Cosine similarities of the rows of ``x`` and ``y`` (or ``x``), [N, M]."""
     xn = l2_normalize(x)
     yn = xn if y is None else l2_normalize(ops.cast(y, xn.dtype))
-    return ops.matmul(xn, ops.transpose(yn))
+    return matmul_t(xn, yn)
 
 
 def flatten_labels(y_true, name="labels"):
@@ -140,12 +162,18 @@ def masked_logsumexp(x, mask, axis=-1, add_one=False, keepdims=False):
     overflow.
     """
     x = ops.convert_to_tensor(x)
+    if x.shape[axis] == 0:
+        # An empty axis: every row is empty (0). Summed rather than maxed:
+        # JAX and PyTorch refuse a max over an empty axis.
+        return ops.sum(x, axis=axis, keepdims=keepdims)
     mask = ops.cast(mask, "bool")
-    neg_large = ops.cast(float(ml_dtypes.finfo(dtype_of(x)).min), x.dtype)
+    # (ops.cast of a Python float goes through float32 under TensorFlow,
+    # where float64's min is out of range.)
+    neg_large = constant(float(ml_dtypes.finfo(dtype_of(x)).min), x.dtype)
     masked_x = ops.where(mask, x, neg_large)
     m = ops.max(masked_x, axis=axis, keepdims=True)
     if add_one:
-        m = ops.maximum(m, ops.zeros_like(m))
+        m = ops.relu(m)
     any_kept = ops.any(mask, axis=axis, keepdims=True)
     # Rows with nothing kept: shift by 0 so that nothing overflows.
     m = ops.stop_gradient(ops.where(any_kept, m, ops.zeros_like(m)))
@@ -175,10 +203,21 @@ def masked_mean(values, mask):
     acc = accumulation_dtype(values.dtype)
     mask = ops.cast(mask, acc)
     count = ops.sum(mask)
-    mean = ops.divide_no_nan(ops.sum(ops.cast(values, acc) * mask), count)
+    mean = divide_no_nan(ops.sum(ops.cast(values, acc) * mask), count)
     return ops.cast(mean, values.dtype)
 
 
 def positive_mean(values):
     """Mean over strictly positive entries (PML's ``AvgNonZeroReducer``); 0 if none."""
     return masked_mean(values, values > 0)
+
+
+def constant(value, dtype):
+    """The Python number ``value`` as a scalar tensor of ``dtype``, rounded once.
+
+    ``keras.ops.cast(0.1, "float64")`` goes through float32 under TensorFlow
+    (off by 1.5e-9); converting with the dtype is exact on every backend.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ops.convert_to_tensor(value, dtype=dtype)
+    return ops.cast(value, dtype)

@@ -70,3 +70,14 @@ def graph(fn):
         import tensorflow as tf
         return tf.function(fn)
     return None
+
+
+def float64():
+    """A context in which float64 tensors stay float64: JAX computes in
+    float32 (with a warning) unless x64 is on; elsewhere a no-op. The
+    float64 reference comparisons of the loss tests run inside it."""
+    if BACKEND == "jax":
+        import jax
+        return jax.enable_x64(True)
+    import contextlib
+    return contextlib.nullcontext()

@@ -6,15 +6,19 @@ structure loss, absent there, uses PML's defaults. Values and gradients with
 respect to the embeddings (and proxies) are compared in float64.
 Outside CI these tests skip where torch or pytorch-metric-learning is not
 installed; under CI=true a missing reference fails the run (``references``).
+Backend-neutral: keras_dml runs on the Keras backend in use (inputs numpy,
+outputs compared as numpy); PML always runs on PyTorch.
 """
 
 import math
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from backend_tools import float64, tensor, to_numpy, value_and_grads
 from references import reference  # noqa: E402
+
+pytestmark = pytest.mark.backends
 
 torch = reference("torch", "pytorch-metric-learning parity")
 pml = reference("pytorch_metric_learning", "pytorch-metric-learning parity")
@@ -25,6 +29,12 @@ from pytorch_metric_learning import miners as pml_miners  # noqa: E402
 import keras_dml as kd  # noqa: E402
 
 ATOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    with float64():
+        yield
 
 
 def _pml_triplet(mining, margin=0.1):
@@ -92,11 +102,9 @@ def _pml_value_and_grad(fn, labels, emb):
 
 
 def _kd_value_and_grad(loss, labels, emb):
-    x = tf.constant(emb, tf.float64)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = loss(tf.constant(labels), x)
-    return float(value), tape.gradient(value, x).numpy()
+    value, (grad,) = value_and_grads(lambda x: loss(tensor(labels), x),
+                                     np.asarray(emb, np.float64))
+    return float(value), grad
 
 
 def _check(name, labels, emb):
@@ -138,7 +146,7 @@ def test_npair_with_authors_normalize_false_is_not_cosine():
     emb = emb * 3.0
     default = pml_losses.NPairsLoss()
     expected, _ = _pml_value_and_grad(default, labels, emb)
-    ours = float(kd.losses.NPairLoss(dtype="float64")(labels, emb))
+    ours = float(to_numpy(kd.losses.NPairLoss(dtype="float64")(labels, emb)))
     assert abs(ours - expected) > 1e-3
 
 
@@ -151,13 +159,10 @@ def _proxy_case(seed, batch=24, dim=8, classes=5):
 
 
 def _kd_proxy_value_and_grads(loss, labels, emb, proxies):
-    x = tf.constant(emb, tf.float64)
-    w = tf.constant(proxies, tf.float64)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, w])
-        value = loss(tf.constant(labels), kd.ops.cosine_similarity(x, w))
-    return (float(value), tape.gradient(value, x).numpy(),
-            tape.gradient(value, w).numpy())
+    value, (gx, gw) = value_and_grads(
+        lambda x, w: loss(tensor(labels), kd.ops.cosine_similarity(x, w)),
+        np.asarray(emb, np.float64), np.asarray(proxies, np.float64))
+    return float(value), gx, gw
 
 
 def _torch_value_and_grads(pml_loss, param, labels, emb):

@@ -1,7 +1,7 @@
 """Contrastive loss over all in-batch pairs (PML ContrastiveLoss)."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
@@ -28,15 +28,15 @@ def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    pos_margin = tf.constant(pos_margin, dtype)
-    neg_margin = tf.constant(neg_margin, dtype)
+    pos_margin = ops.constant(pos_margin, dtype)
+    neg_margin = ops.constant(neg_margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
-    zeros = tf.zeros_like(d)
-    pos_losses = tf.where(positive, tf.nn.relu(d - pos_margin), zeros)
-    neg_losses = tf.where(negative, tf.nn.relu(neg_margin - d), zeros)
+    zeros = kops.zeros_like(d)
+    pos_losses = kops.where(positive, kops.relu(d - pos_margin), zeros)
+    neg_losses = kops.where(negative, kops.relu(neg_margin - d), zeros)
     return ops.positive_mean(pos_losses) + ops.positive_mean(neg_losses)
 
 

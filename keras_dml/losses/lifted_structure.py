@@ -1,7 +1,7 @@
 """Lifted structured loss (Oh Song et al., CVPR 2016; PML LiftedStructureLoss)."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
@@ -30,23 +30,28 @@ def lifted_structure_loss(labels, embeddings, neg_margin=1.0, pos_margin=0.0):
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    neg_margin = tf.constant(neg_margin, dtype)
-    pos_margin = tf.constant(pos_margin, dtype)
+    neg_margin = ops.constant(neg_margin, dtype)
+    pos_margin = ops.constant(pos_margin, dtype)
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
     per_anchor = ops.masked_logsumexp(neg_margin - d, negative, axis=1)  # [B]
-    shape = tf.shape(d)
-    pair_lse = tf.reduce_logsumexp(
-        tf.stack([tf.broadcast_to(per_anchor[:, None], shape),
-                  tf.broadcast_to(per_anchor[None, :], shape)], axis=-1),
-        axis=-1)
-    per_pair = tf.square(tf.nn.relu(pair_lse + d - pos_margin)) / 2
+    pair_lse = _logaddexp(kops.expand_dims(per_anchor, 1),
+                          kops.expand_dims(per_anchor, 0))            # [B, B]
+    per_pair = kops.square(kops.relu(pair_lse + d - pos_margin)) / 2
     # Either every sample has a negative or none has (a single class).
-    any_negative = tf.reduce_any(negative)
-    kept = tf.logical_and(positive, any_negative)
+    any_negative = kops.any(negative)
+    kept = kops.logical_and(positive, any_negative)
     return ops.masked_mean(per_pair, kept)
+
+
+def _logaddexp(a, b):
+    """``log(exp(a) + exp(b))`` with the max shifted out; its gradient is the
+    exact softmax weights, 1/2 each at a tie (forms built on ``maximum`` give
+    all of it to one argument there; ``where``: see ``ops.matmul_t``)."""
+    m = kops.stop_gradient(kops.where(a >= b, a, b))
+    return m + kops.log(kops.exp(a - m) + kops.exp(b - m))
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

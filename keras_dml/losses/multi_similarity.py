@@ -1,8 +1,7 @@
 """Multi-similarity loss with its pair miner (Wang et al., CVPR 2019; PML version)."""
 
 import keras
-import numpy as np
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
@@ -21,17 +20,16 @@ def multi_similarity_pairs(labels, similarities, epsilon=0.1):
     Returns boolean masks (kept positives, kept negatives), [B, B].
     """
     positive, negative = ops.label_masks(labels)
-    s = tf.stop_gradient(similarities)
-    eps = tf.constant(epsilon, s.dtype)
-    inf = tf.constant(np.inf, s.dtype)
-    hardest_neg = tf.reduce_max(tf.where(negative, s, -inf), axis=1,
-                                keepdims=True)
-    easiest_pos = tf.reduce_min(tf.where(positive, s, inf), axis=1,
-                                keepdims=True)
-    kept_pos = tf.logical_and(positive, s - eps < hardest_neg)
-    kept_neg = tf.logical_and(negative, s + eps > easiest_pos)
-    both = tf.logical_and(tf.reduce_any(positive), tf.reduce_any(negative))
-    return tf.logical_and(kept_pos, both), tf.logical_and(kept_neg, both)
+    s = kops.stop_gradient(kops.convert_to_tensor(similarities))
+    eps = ops.constant(epsilon, s.dtype)
+    inf = ops.constant(float("inf"), s.dtype)
+    # Anchors without negatives (positives): -inf (+inf), so nothing is kept.
+    hardest_neg = kops.max(kops.where(negative, s, -inf), axis=1, keepdims=True)
+    easiest_pos = kops.min(kops.where(positive, s, inf), axis=1, keepdims=True)
+    kept_pos = kops.logical_and(positive, s - eps < hardest_neg)
+    kept_neg = kops.logical_and(negative, s + eps > easiest_pos)
+    both = kops.logical_and(kops.any(positive), kops.any(negative))
+    return kops.logical_and(kept_pos, both), kops.logical_and(kept_neg, both)
 
 
 def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
@@ -60,26 +58,28 @@ def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     s = ops.cosine_similarity(embeddings)
     if epsilon is None:
         kept_pos, kept_neg = ops.label_masks(labels)
     else:
         kept_pos, kept_neg = multi_similarity_pairs(labels, s, epsilon)
-    alpha = tf.constant(alpha, dtype)
-    beta = tf.constant(beta, dtype)
-    base = tf.constant(base, dtype)
+    alpha = ops.constant(alpha, dtype)
+    beta = ops.constant(beta, dtype)
+    base = ops.constant(base, dtype)
     pos_terms = ops.masked_logsumexp(-alpha * (s - base), kept_pos, axis=1,
                                      add_one=True) / alpha
     neg_terms = ops.masked_logsumexp(beta * (s - base), kept_neg, axis=1,
                                      add_one=True) / beta
-    loss = tf.reduce_mean(pos_terms + neg_terms)
+    # sum / B, not ops.mean: keras 3.15 computes a float64 mean in float32
+    # under JAX and PyTorch.
+    loss = kops.sum(pos_terms + neg_terms) / kops.cast(kops.shape(pos_terms)[0], dtype)
     # PML's GenericPairLoss: zero when each index list has length <= 1.
-    num_pos = tf.reduce_sum(tf.cast(kept_pos, tf.int32))
-    num_neg = tf.reduce_sum(tf.cast(kept_neg, tf.int32))
-    too_few = tf.logical_and(num_pos <= 1, num_neg <= 1)
-    return tf.where(too_few, tf.zeros_like(loss), loss)
+    num_pos = kops.sum(kops.cast(kept_pos, "int32"))
+    num_neg = kops.sum(kops.cast(kept_neg, "int32"))
+    too_few = kops.logical_and(num_pos <= 1, num_neg <= 1)
+    return kops.where(too_few, kops.zeros_like(loss), loss)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

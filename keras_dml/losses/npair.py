@@ -1,7 +1,7 @@
 """N-pair loss (Sohn, NIPS 2016; PML NPairsLoss)."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
@@ -29,21 +29,22 @@ def npair_loss(labels, embeddings):
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
-    embeddings = tf.convert_to_tensor(embeddings)
-    same = tf.equal(labels[:, None], labels[None, :])
-    earlier = tf.cast(tf.linalg.band_part(tf.ones_like(same, tf.int32), -1, 0)
-                      - tf.eye(tf.shape(labels)[0], dtype=tf.int32), tf.bool)
+    embeddings = kops.convert_to_tensor(embeddings)
+    same = kops.equal(kops.expand_dims(labels, 1), kops.expand_dims(labels, 0))
+    index = kops.arange(kops.shape(labels)[0])
+    earlier = kops.expand_dims(index, 1) > kops.expand_dims(index, 0)   # j < i
     # rank[i]: how many samples of i's class come before i.
-    rank = tf.reduce_sum(tf.cast(tf.logical_and(same, earlier), tf.int32), 1)
-    count = tf.reduce_sum(tf.cast(same, tf.int32), axis=1)
-    is_anchor = tf.logical_and(tf.equal(rank, 0), count >= 2)
-    is_positive = tf.equal(rank, 1)
-    logits = tf.matmul(embeddings, embeddings, transpose_b=True)
-    columns = tf.broadcast_to(is_positive[None, :], tf.shape(logits))
-    target = tf.logical_and(same, columns)     # row i: the positive of i's class
+    rank = kops.sum(kops.cast(kops.logical_and(same, earlier), "int32"), axis=1)
+    count = kops.sum(kops.cast(same, "int32"), axis=1)
+    is_anchor = kops.logical_and(kops.equal(rank, 0), count >= 2)
+    is_positive = kops.equal(rank, 1)
+    logits = ops.matmul_t(embeddings, embeddings)
+    columns = kops.broadcast_to(kops.expand_dims(is_positive, 0),
+                                kops.shape(same))
+    target = kops.logical_and(same, columns)   # row i: the positive of i's class
     log_norm = ops.masked_logsumexp(logits, columns, axis=1)
-    target_logit = tf.reduce_sum(
-        tf.where(target, logits, tf.zeros_like(logits)), axis=1)
+    target_logit = kops.sum(
+        kops.where(target, logits, kops.zeros_like(logits)), axis=1)
     return ops.masked_mean(log_norm - target_logit, is_anchor)
 
 

@@ -27,8 +27,8 @@ def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
     num_classes = cosines.shape[1]
     positive = ops.one_hot_mask(labels, num_classes)                # [B, C]
     negative = kops.logical_not(positive)
-    alpha = kops.cast(alpha, cosines.dtype)
-    margin = kops.cast(margin, cosines.dtype)
+    alpha = ops.constant(alpha, cosines.dtype)
+    margin = ops.constant(margin, cosines.dtype)
     # Reduce over the batch axis: one term per proxy.
     pos_terms = ops.masked_logsumexp(-alpha * (cosines - margin), positive,
                                      axis=0, add_one=True)
@@ -36,7 +36,7 @@ def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
                                      axis=0, add_one=True)
     num_with_positive = kops.sum(
         kops.cast(kops.any(positive, axis=0), cosines.dtype))
-    pos_term = kops.divide_no_nan(kops.sum(pos_terms), num_with_positive)
+    pos_term = ops.divide_no_nan(kops.sum(pos_terms), num_with_positive)
     neg_term = kops.sum(neg_terms) / kops.cast(num_classes, cosines.dtype)
     return pos_term + neg_term
 

@@ -1,9 +1,24 @@
 """Proxy-NCA loss (Movshovitz-Attias et al., ICCV 2017), as configured in PML."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
+from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
+
+
+def sparse_cross_entropy(labels, logits):
+    """Mean over the batch of ``-log softmax(logits_i)[labels_i]``, [B, C] logits.
+
+    ``LSE_c(logits_i) - logits_i[labels_i]`` (a stable log-softmax); the
+    target logit is picked with a one-hot mask, no gather. 0 (with a
+    gradient of shape [0, C]) for an empty batch.
+    """
+    target = kops.sum(kops.where(ops.one_hot_mask(labels, logits.shape[1]),
+                                 logits, kops.zeros_like(logits)), axis=1)
+    per_sample = kops.logsumexp(logits, axis=1) - target
+    return ops.divide_no_nan(kops.sum(per_sample),
+                             kops.cast(kops.shape(per_sample)[0], logits.dtype))
 
 
 def proxy_nca_loss(labels, cosines, scale=32.0):
@@ -16,12 +31,9 @@ def proxy_nca_loss(labels, cosines, scale=32.0):
     pytorch-metric-learning's ``ProxyNCALoss(softmax_scale=scale)`` (squared L2
     between normalised vectors), computed with a stable log-softmax.
     """
-    cosines = tf.convert_to_tensor(cosines)
-    logits = 2.0 * tf.constant(scale, cosines.dtype) * cosines
-    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=logits)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_sample),
-                                 tf.cast(tf.size(per_sample), cosines.dtype))
+    cosines = kops.convert_to_tensor(cosines)
+    logits = ops.constant(2.0 * scale, cosines.dtype) * cosines
+    return sparse_cross_entropy(labels, logits)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

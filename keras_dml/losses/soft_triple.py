@@ -1,9 +1,11 @@
 """SoftTriple loss (Qian et al., ICCV 2019), as configured in PML."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
+from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
+from keras_dml.losses.proxy_nca import sparse_cross_entropy
 
 
 def soft_triple_loss(labels, cosines, centers_per_class=10, la=20.0, gamma=0.1,
@@ -17,20 +19,17 @@ def soft_triple_loss(labels, cosines, centers_per_class=10, la=20.0, gamma=0.1,
     paper is not part of the loss (as in pytorch-metric-learning's
     ``SoftTripleLoss`` without a weight regulariser).
     """
-    cosines = tf.convert_to_tensor(cosines)
+    cosines = kops.convert_to_tensor(cosines)
+    dtype = cosines.dtype
     k = int(centers_per_class)
-    per_center = tf.reshape(cosines, [tf.shape(cosines)[0], -1, k])   # [B, C, K]
-    weights = tf.nn.softmax(per_center / tf.constant(gamma, cosines.dtype), axis=2)
-    per_class = tf.reduce_sum(weights * per_center, axis=2)             # [B, C]
-    num_classes = tf.shape(per_class)[1]
-    margins = tf.constant(margin, cosines.dtype) * tf.one_hot(
-        labels, num_classes, dtype=cosines.dtype)
-    logits = tf.constant(la, cosines.dtype) * (per_class - margins)
-    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=logits)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_sample),
-                                 tf.cast(tf.size(per_sample), cosines.dtype))
-
+    num_classes = cosines.shape[1] // k
+    per_center = kops.reshape(cosines, (-1, num_classes, k))           # [B, C, K]
+    weights = kops.softmax(per_center / ops.constant(gamma, dtype), axis=2)
+    per_class = kops.sum(weights * per_center, axis=2)                 # [B, C]
+    margins = kops.where(ops.one_hot_mask(labels, num_classes),
+                         ops.constant(margin, dtype), kops.zeros_like(per_class))
+    logits = ops.constant(la, dtype) * (per_class - margins)
+    return sparse_cross_entropy(labels, logits)
 
 @keras.saving.register_keras_serializable(package="keras_dml")
 class SoftTripleLoss(MetricLoss):

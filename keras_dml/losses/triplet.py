@@ -1,7 +1,7 @@
 """Triplet margin loss with in-batch triplet mining (PML TripletMarginMiner + TripletMarginLoss)."""
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
@@ -58,25 +58,27 @@ def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
     """
     _check_mining(mining)
     _check_block_size(block_size)
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     d = ops.pairwise_distances(ops.l2_normalize(embeddings))
     positive, negative = ops.label_masks(labels)
     # One [B, B] row tensor for the blocks: +1 positive, -1 negative, 0 self
     # (and 0 on the padded anchors of the last block: no triplet).
-    relation = tf.cast(positive, dtype) - tf.cast(negative, dtype)
-    margin_t = tf.constant(margin, dtype)
+    relation = kops.cast(positive, dtype) - kops.cast(negative, dtype)
+    margin_t = ops.constant(margin, dtype)
 
     def valid_fn(anchors, rows):
         del anchors
         d_rows, rel = rows
-        kept = tf.logical_and((rel > 0)[:, :, None], (rel < 0)[:, None, :])
-        triplet_margin = d_rows[:, None, :] - d_rows[:, :, None]   # [a, p, n]
-        kept = tf.logical_and(kept, triplet_margin <= margin_t)
+        kept = kops.logical_and(kops.expand_dims(rel > 0, 2),
+                                kops.expand_dims(rel < 0, 1))
+        # m(a, p, n) = d(a, n) - d(a, p)
+        triplet_margin = kops.expand_dims(d_rows, 1) - kops.expand_dims(d_rows, 2)
+        kept = kops.logical_and(kept, triplet_margin <= margin_t)
         if mining == "hard":
-            kept = tf.logical_and(kept, triplet_margin <= 0)
+            kept = kops.logical_and(kept, triplet_margin <= 0)
         elif mining == "semihard":
-            kept = tf.logical_and(kept, triplet_margin > 0)
+            kept = kops.logical_and(kept, triplet_margin > 0)
         return kept
 
     # The hinge d(a,p) - d(a,n) + margin equals margin - m exactly (IEEE
