@@ -121,6 +121,30 @@ def nan_unless(ok, value):
     return ops.where(ok, value, ops.cast(float("nan"), value.dtype))
 
 
+def widest_float():
+    """"float64" where the backend computes in it, else "float32" (JAX
+    without ``jax_enable_x64``, where a float64 cast would silently give
+    float32 with a warning)."""
+    if name() == "jax":
+        import jax
+        if not jax.config.read("jax_enable_x64"):
+            return "float32"
+    return "float64"
+
+
+def cumulative_logsumexp(x, axis=-1, reverse=False):
+    """``log(cumsum(exp(x)))`` along ``axis`` (from the far end with
+    ``reverse``), computed so that a large gap neither overflows nor
+    underflows to log 0. ``keras.ops.associative_scan`` of ``logaddexp``,
+    except under TensorFlow, whose Keras associative scan fails to compile
+    with XLA (a concat of mismatched shapes in a ``tf.cond``; Keras 3.15):
+    ``tf.math.cumulative_logsumexp`` there."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+        return tf.math.cumulative_logsumexp(x, axis=axis, reverse=reverse)
+    return ops.associative_scan(ops.logaddexp, x, reverse=reverse, axis=axis)
+
+
 def _is_float(x):
     return "float" in keras.backend.standardize_dtype(x.dtype)
 
