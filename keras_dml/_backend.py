@@ -121,6 +121,19 @@ def nan_unless(ok, value):
     return ops.where(ok, value, ops.cast(float("nan"), value.dtype))
 
 
+@contextlib.contextmanager
+def full_precision():
+    """Inside, float64 tensors stay float64 on every backend: enables
+    ``jax_enable_x64`` for the block under JAX (thread-local), nothing
+    elsewhere. For offline numpy work that asks for float64."""
+    if name() == "jax":
+        import jax
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
 def widest_float():
     """"float64" where the backend computes in it, else "float32" (JAX
     without ``jax_enable_x64``, where a float64 cast would silently give
