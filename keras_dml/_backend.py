@@ -148,13 +148,22 @@ def widest_float():
 def cumulative_logsumexp(x, axis=-1, reverse=False):
     """``log(cumsum(exp(x)))`` along ``axis`` (from the far end with
     ``reverse``), computed so that a large gap neither overflows nor
-    underflows to log 0. ``keras.ops.associative_scan`` of ``logaddexp``,
-    except under TensorFlow, whose Keras associative scan fails to compile
-    with XLA (a concat of mismatched shapes in a ``tf.cond``; Keras 3.15):
-    ``tf.math.cumulative_logsumexp`` there."""
-    if name() == "tensorflow":
+    underflows to log 0. Each backend's own op: Keras 3.15's
+    ``associative_scan`` of ``logaddexp`` fails to compile under TF XLA (a
+    concat of mismatched shapes in a ``tf.cond``) and its ``logaddexp``
+    turns float64 into float32 under JAX and PyTorch."""
+    backend = name()
+    if backend == "tensorflow":
         import tensorflow as tf
         return tf.math.cumulative_logsumexp(x, axis=axis, reverse=reverse)
+    if backend == "jax":
+        import jax
+        return jax.lax.cumlogsumexp(x, axis=axis % len(x.shape), reverse=reverse)
+    if backend == "torch":
+        import torch
+        if reverse:
+            return torch.flip(torch.logcumsumexp(torch.flip(x, (axis,)), axis), (axis,))
+        return torch.logcumsumexp(x, axis)
     return ops.associative_scan(ops.logaddexp, x, reverse=reverse, axis=axis)
 
 
