@@ -121,6 +121,52 @@ def nan_unless(ok, value):
     return ops.where(ok, value, ops.cast(float("nan"), value.dtype))
 
 
+@contextlib.contextmanager
+def full_precision():
+    """Inside, float64 tensors stay float64 on every backend: enables
+    ``jax_enable_x64`` for the block under JAX (thread-local), nothing
+    elsewhere. For offline numpy work that asks for float64."""
+    if name() == "jax":
+        import jax
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def widest_float():
+    """"float64" where the backend computes in it, else "float32" (JAX
+    without ``jax_enable_x64``, where a float64 cast would silently give
+    float32 with a warning)."""
+    if name() == "jax":
+        import jax
+        if not jax.config.read("jax_enable_x64"):
+            return "float32"
+    return "float64"
+
+
+def cumulative_logsumexp(x, axis=-1, reverse=False):
+    """``log(cumsum(exp(x)))`` along ``axis`` (from the far end with
+    ``reverse``), computed so that a large gap neither overflows nor
+    underflows to log 0. Each backend's own op: Keras 3.15's
+    ``associative_scan`` of ``logaddexp`` fails to compile under TF XLA (a
+    concat of mismatched shapes in a ``tf.cond``) and its ``logaddexp``
+    turns float64 into float32 under JAX and PyTorch."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.math.cumulative_logsumexp(x, axis=axis, reverse=reverse)
+    if backend == "jax":
+        import jax
+        return jax.lax.cumlogsumexp(x, axis=axis % len(x.shape), reverse=reverse)
+    if backend == "torch":
+        import torch
+        if reverse:
+            return torch.flip(torch.logcumsumexp(torch.flip(x, (axis,)), axis), (axis,))
+        return torch.logcumsumexp(x, axis)
+    return ops.associative_scan(ops.logaddexp, x, reverse=reverse, axis=axis)
+
+
 def _is_float(x):
     return "float" in keras.backend.standardize_dtype(x.dtype)
 

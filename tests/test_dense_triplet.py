@@ -1,16 +1,22 @@
-"""DenseTripletLoss and BinaryTripletLoss vs numpy loop references."""
+"""DenseTripletLoss and BinaryTripletLoss vs numpy loop references, on every
+Keras backend (``pytest.mark.backends``)."""
 
 import math
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import keras_dml as kd
+from backend_tools import BACKEND, compiled, graph, tensor, to_numpy, value_and_grads
+from continuous_tools import (
+    assert_close, compiled_value_and_grad, eager_value_and_grad, value_and_grad64)
 from finite_difference import finite_difference_grad
 from keras_dml.losses.binary_triplet import binary_triplet_loss
 from keras_dml.losses.dense_triplet import chunked_triplet_hinge, dense_triplet_loss
+
+pytestmark = pytest.mark.backends
 
 
 # ---------------------------------------------------------------- references
@@ -76,11 +82,8 @@ def ref_binary(f, dy, positives=5, margin=0.2, threshold=None, squared=True,
 
 
 def tf_value_and_grad(fn, f, dy, **kw):
-    ft = tf.constant(f)
-    with tf.GradientTape() as tape:
-        tape.watch(ft)
-        loss = fn(ft, tf.constant(dy), **kw)
-    return float(loss), tape.gradient(loss, ft).numpy()
+    """Value and gradient in f of fn(f, dy) by the backend's autodiff, float64."""
+    return value_and_grad64(lambda x, d: fn(x, d, **kw), f, dy)
 
 
 DENSE_CASES = [
@@ -101,10 +104,10 @@ def test_dense_value_and_gradient(rng, kw, block_size):
     dy = ref_sq_l2(rng.normal(size=(7, 2)))
     ref = ref_dense(f, dy, **kw)
     got, grad = tf_value_and_grad(dense_triplet_loss, f, dy, block_size=block_size, **kw)
-    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    assert_close(got, ref, rtol=1e-10)
     assert ref > 0
     num = finite_difference_grad(lambda x: ref_dense(x, dy, **kw), f)
-    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    assert_close(grad, num, rtol=1e-5, atol=1e-8)
     assert np.abs(grad).max() > 1e-4
 
 
@@ -113,7 +116,7 @@ def test_dense_keras_loss_from_labels(rng):
     y = rng.normal(size=(10, 3))
     ref = ref_dense(f, ref_sq_l2(y))
     got = kd.losses.DenseTripletLoss()(y.astype("float32"), f.astype("float32"))
-    np.testing.assert_allclose(float(got), ref, rtol=1e-4)
+    assert_close(float(got), ref, rtol=1e-4)
 
 
 def test_dense_ties_give_no_triplet():
@@ -125,7 +128,7 @@ def test_dense_ties_give_no_triplet():
                    [2, 3, 2, 1, 0]], np.float64)
     ref = ref_dense(f, dy)
     got, _ = tf_value_and_grad(dense_triplet_loss, f, dy)
-    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    assert_close(got, ref, rtol=1e-10)
     # Without ties each unordered pair {i, j} of an anchor's others gives one
     # triplet (5 anchors x 6 pairs); the tied pairs give none here.
     counts = sum(1 for a in range(5) for i in range(5) for j in range(5)
@@ -159,33 +162,65 @@ def test_dense_first_is_the_authors_code_on_a_sorted_batch(rng):
     ref = authors_dense_triplet(f)
     got, _ = tf_value_and_grad(dense_triplet_loss, f, row[None, :], anchors="first")
     # Their clamp adds at most 1e-12 per inactive triplet.
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-11)
+    assert_close(got, ref, rtol=0, atol=1e-11)
     assert ref > 1e-3
 
 
 def test_chunked_hinge_visits_bounded_blocks(rng):
     b, block = 23, 4
-    d = tf.constant(rng.uniform(size=(b, b)))
-    seen = []
+    d = rng.uniform(size=(b, b))
+    shapes = []
 
     def valid_fn(anchors, rows):
-        seen.append(anchors.numpy().tolist())
-        assert rows[0].shape == (block, b)
-        return tf.ones([block, b, b], tf.bool)
+        # Shapes are static on every backend (traced once under jax.jit /
+        # lax.map, once per block elsewhere).
+        shapes.append((tuple(anchors.shape), tuple(rows[0].shape)))
+        # Only even anchors: checks that each block gets its own anchor ids.
+        even = ops.equal(anchors % 2, 0)
+        return ops.broadcast_to(even[:, None, None], (block, b, b))
 
-    with tf.GradientTape() as tape:
-        tape.watch(d)
-        loss = chunked_triplet_hinge(d, [d], valid_fn, 0.1, block_size=block)
-    g = tape.gradient(loss, d).numpy()
+    loss, g = value_and_grad64(
+        lambda x: chunked_triplet_hinge(x, [x], valid_fn, 0.1, block_size=block), d)
     # Six blocks of 4 anchors; the last is padded (anchor 23 does not exist
     # and contributes no triplet).
-    assert seen == [list(range(s, s + 4)) for s in range(0, 24, 4)]
-    # Reference over all (a, i, j): mean of relu(d[a,i] - d[a,j] + 0.1).
-    dn = d.numpy()
-    h = dn[:, :, None] - dn[:, None, :] + 0.1
-    np.testing.assert_allclose(float(loss), np.maximum(h, 0).mean(), rtol=1e-10)
-    act = (h > 0).astype(float)
-    np.testing.assert_allclose(g, (act.sum(2) - act.sum(1)) / b ** 3, rtol=1e-10)
+    assert shapes and set(shapes) == {((block,), (block, b))}
+    # Reference over (a, i, j) with a even: mean of relu(d[a,i] - d[a,j] + 0.1).
+    h = d[:, :, None] - d[:, None, :] + 0.1
+    even = (np.arange(b) % 2 == 0)[:, None, None]
+    count = even.sum() * b * b
+    assert_close(loss, (np.maximum(h, 0) * even).sum() / count, rtol=1e-10)
+    act = (h > 0) & even
+    assert_close(g, (act.sum(2) - act.sum(1)) / count, rtol=1e-10)
+
+
+def test_blockwise_gradient_equals_plain_autodiff(rng):
+    # The custom blockwise gradient against autodiff of the same hinge
+    # written as one [A, B, B] tensor, on this backend.
+    f = rng.normal(size=(9, 3))
+    dy = rng.uniform(size=(9, 9))
+    dy = dy + dy.T
+
+    def plain(x, dyt):
+        dist = kd.losses.dense_triplet.triplet_distances(x)
+        h = dist[:, :, None] - dist[:, None, :] + 0.03
+        closer = dyt[:, :, None] < dyt[:, None, :]
+        not_a = ~np.eye(9, dtype=bool)
+        valid = ops.logical_and(closer, tensor(not_a[:, :, None] & not_a[:, None, :]))
+        count = ops.sum(ops.cast(valid, h.dtype))
+        return ops.sum(ops.where(valid, ops.relu(h), ops.zeros_like(h))) / count
+
+    ref_value, ref_grad = value_and_grad64(plain, f, dy)
+    for block in (1, 4, None):
+        value, grad = tf_value_and_grad(dense_triplet_loss, f, dy, block_size=block)
+        assert_close(value, ref_value, rtol=1e-12)
+        assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert np.abs(ref_grad).max() > 1e-3
+    # And in float32 (the 1e-5 cross-backend tolerance).
+    value32, (grad32,) = value_and_grads(
+        lambda x: dense_triplet_loss(x, tensor(dy.astype("float32")), block_size=2),
+        f.astype("float32"))
+    assert_close(value32, ref_value, rtol=1e-5)
+    assert_close(grad32, ref_grad, rtol=1e-4, atol=1e-6)
 
 
 def test_default_blocks_at_batch_150(rng):
@@ -198,11 +233,15 @@ def test_default_blocks_at_batch_150(rng):
     default = kd.losses.DenseTripletLoss()(y, f)
     whole = kd.losses.DenseTripletLoss(block_size=b)(y, f)
     small = kd.losses.DenseTripletLoss(block_size=7)(y, f)
-    np.testing.assert_allclose(float(default), float(whole), rtol=1e-5)
-    np.testing.assert_allclose(float(small), float(whole), rtol=1e-5)
+    assert_close(float(default), float(whole), rtol=1e-5)
+    assert_close(float(small), float(whole), rtol=1e-5)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="tf.function graphs with an unknown batch size are "
+                           "TensorFlow's; test_xla_matches_eager covers XLA and jax.jit")
 def test_dense_in_tf_function_matches_eager(rng):
+    import tensorflow as tf
     f = rng.normal(size=(9, 3)).astype("float32")
     y = rng.normal(size=(9, 2)).astype("float32")
     loss = kd.losses.DenseTripletLoss(block_size=2)
@@ -214,13 +253,13 @@ def test_dense_in_tf_function_matches_eager(rng):
         return value, tape.gradient(value, f)
 
     eager = step(tf.constant(y), tf.constant(f))
-    graph = tf.function(step)(tf.constant(y), tf.constant(f))
-    np.testing.assert_allclose(eager[0].numpy(), graph[0].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(eager[1].numpy(), graph[1].numpy(), rtol=1e-5, atol=1e-7)
+    in_graph = graph(step)(tf.constant(y), tf.constant(f))
+    assert_close(eager[0].numpy(), in_graph[0].numpy(), rtol=1e-6)
+    assert_close(eager[1].numpy(), in_graph[1].numpy(), rtol=1e-5, atol=1e-7)
     # Unknown batch size (the last partial batch of model.fit).
     spec = [tf.TensorSpec([None, 2]), tf.TensorSpec([None, 3])]
     dyn = tf.function(step, input_signature=spec)(tf.constant(y), tf.constant(f))
-    np.testing.assert_allclose(eager[1].numpy(), dyn[1].numpy(), rtol=1e-5, atol=1e-7)
+    assert_close(eager[1].numpy(), dyn[1].numpy(), rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------- binary
@@ -240,10 +279,10 @@ def test_binary_value_and_gradient(rng, kw, block_size):
     dy = ref_sq_l2(rng.normal(size=(8, 2)))
     ref = ref_binary(f, dy, **kw)
     got, grad = tf_value_and_grad(binary_triplet_loss, f, dy, block_size=block_size, **kw)
-    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    assert_close(got, ref, rtol=1e-10)
     assert ref > 0
     num = finite_difference_grad(lambda x: ref_binary(x, dy, **kw), f)
-    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    assert_close(grad, num, rtol=1e-5, atol=1e-8)
 
 
 def test_binary_ties_broken_by_position():
@@ -252,10 +291,10 @@ def test_binary_ties_broken_by_position():
     np.fill_diagonal(dy, 0)
     ref = ref_binary(f, dy, positives=2, anchors="first")
     got, _ = tf_value_and_grad(binary_triplet_loss, f, dy, positives=2, anchors="first")
-    np.testing.assert_allclose(got, ref, rtol=1e-10)
-    pos, neg = kd.losses.binary_triplet.binary_label_masks(tf.constant(dy[:1]), 2)
-    assert pos.numpy().tolist() == [[False, True, True, False, False]]
-    assert neg.numpy().tolist() == [[False, False, False, True, True]]
+    assert_close(got, ref, rtol=1e-10)
+    pos, neg = kd.losses.binary_triplet.binary_label_masks(tensor(dy[:1]), 2)
+    assert to_numpy(pos).tolist() == [[False, True, True, False, False]]
+    assert to_numpy(neg).tolist() == [[False, False, False, True, True]]
 
 
 def authors_naive_triplet(f, num_pos, margin=0.2):
@@ -279,7 +318,7 @@ def test_binary_first_is_the_authors_naive_triplet(rng):
     row = np.concatenate([[0.0], rng.uniform(0, 1, 5), rng.uniform(2, 3, 10)])
     got, _ = tf_value_and_grad(binary_triplet_loss, f, row[None, :],
                                positives=5, anchors="first")
-    np.testing.assert_allclose(got, authors_naive_triplet(f, 5), rtol=0, atol=1e-11)
+    assert_close(got, authors_naive_triplet(f, 5), rtol=0, atol=1e-11)
 
 
 def test_binary_keras_loss_and_config(rng):
@@ -287,7 +326,7 @@ def test_binary_keras_loss_and_config(rng):
     y = rng.normal(size=(9, 2))
     ref = ref_binary(f, ref_sq_l2(y), positives=3)
     loss = kd.losses.BinaryTripletLoss(positives=3)
-    np.testing.assert_allclose(float(loss(y.astype("float32"), f.astype("float32"))),
+    assert_close(float(loss(y.astype("float32"), f.astype("float32"))),
                                ref, rtol=1e-4)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, kd.losses.BinaryTripletLoss)
@@ -302,14 +341,11 @@ def test_binary_keras_loss_and_config(rng):
 @pytest.mark.parametrize("cls", [kd.losses.DenseTripletLoss, kd.losses.BinaryTripletLoss])
 @pytest.mark.parametrize("b", [0, 1, 2])
 def test_small_batch_zero_with_zero_gradient(cls, b):
-    f = tf.constant(np.arange(1, b * 3 + 1, dtype="float32").reshape(b, 3))
-    y = tf.constant(np.arange(b * 2, dtype="float32").reshape(b, 2))
-    with tf.GradientTape() as tape:
-        tape.watch(f)
-        loss = cls()(y, f)
+    f = np.arange(1, b * 3 + 1, dtype="float32").reshape(b, 3)
+    y = np.arange(b * 2, dtype="float32").reshape(b, 2)
+    loss, g = eager_value_and_grad(cls(), y, f)
     assert float(loss) == 0.0
-    g = tape.gradient(loss, f)
-    assert g is None or np.all(g.numpy() == 0)
+    assert g.shape == f.shape and np.all(g == 0)
 
 
 @pytest.mark.parametrize("cls", [kd.losses.DenseTripletLoss, kd.losses.BinaryTripletLoss])
@@ -317,14 +353,29 @@ def test_coincident_embeddings_and_nan(cls, rng):
     f = rng.normal(size=(6, 3)).astype("float32")
     f[2] = f[1]
     y = rng.normal(size=(6, 2)).astype("float32")
-    ft = tf.constant(f)
-    with tf.GradientTape() as tape:
-        tape.watch(ft)
-        loss = cls(squared=False)(y, ft)
-    assert np.all(np.isfinite(tape.gradient(loss, ft).numpy()))
+    _, g = eager_value_and_grad(cls(squared=False), y, f)
+    assert np.all(np.isfinite(g))
     f[0, 0] = np.nan
     with pytest.raises(ValueError, match=f"{cls.__name__}: y_pred contains NaN"):
         cls()(y, f)
+    bad_y = y.copy()
+    bad_y[1, 1] = np.inf
+    with pytest.raises(ValueError, match=f"{cls.__name__}: y_true \\(labels\\) contains NaN"):
+        cls()(bad_y, np.nan_to_num(f))
+    with pytest.raises(ValueError, match="batch size"):
+        cls()(y[:5], np.nan_to_num(f))
+
+
+@pytest.mark.skipif(compiled(lambda: 0) is None, reason="PyTorch runs eagerly: no compiled path")
+@pytest.mark.parametrize("cls", [kd.losses.DenseTripletLoss, kd.losses.BinaryTripletLoss])
+def test_bad_labels_give_nan_when_compiled(cls, rng):
+    # Under XLA / jax.jit nothing can raise: the loss is NaN, never 0.
+    f = rng.normal(size=(6, 3)).astype("float32")
+    y = rng.normal(size=(6, 2)).astype("float32")
+    fn = compiled(lambda a, b: cls()(a, b))
+    assert np.isfinite(float(to_numpy(fn(tensor(y), tensor(f)))))
+    y[2, 0] = np.nan
+    assert np.isnan(float(to_numpy(fn(tensor(y), tensor(f)))))
 
 
 def test_bad_arguments():
@@ -350,21 +401,17 @@ XLA_LOSSES = [
 ]
 
 
+@pytest.mark.skipif(compiled_value_and_grad(lambda y, f: 0) is None,
+                    reason="PyTorch runs eagerly: no compiled path")
 @pytest.mark.parametrize("name,make", XLA_LOSSES, ids=[n for n, _ in XLA_LOSSES])
 def test_xla_matches_eager(rng, name, make):
-    # Keras turns XLA on by default in fit() on GPU machines (jit_compile="auto").
+    # Keras turns XLA on by default in fit() on GPU machines (jit_compile="auto");
+    # jax.jit under JAX.
     loss = make()
-    f = tf.constant(rng.normal(size=(11, 3)).astype("float32"))
-    y = tf.constant(rng.normal(size=(11, 2)).astype("float32"))
-
-    def step(y, f):
-        with tf.GradientTape() as tape:
-            tape.watch(f)
-            value = loss(y, f)
-        return value, tape.gradient(value, f)
-
-    eager = step(y, f)
-    xla = tf.function(step, jit_compile=True)(y, f)
-    np.testing.assert_allclose(xla[0].numpy(), eager[0].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(xla[1].numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-6)
-    assert np.abs(eager[1].numpy()).max() > 1e-4
+    f = rng.normal(size=(11, 3)).astype("float32")
+    y = rng.normal(size=(11, 2)).astype("float32")
+    eager = eager_value_and_grad(loss, y, f)
+    xla = compiled_value_and_grad(loss)(y, f)
+    assert_close(xla[0], eager[0], rtol=1e-5)
+    assert_close(xla[1], eager[1], rtol=1e-4, atol=1e-6)
+    assert np.abs(eager[1]).max() > 1e-4

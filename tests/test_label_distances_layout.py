@@ -4,6 +4,19 @@ import numpy as np
 import pytest
 
 from keras_dml import label_distances as ld
+from backend_tools import BACKEND, to_numpy
+from continuous_tools import assert_close
+from keras_dml._backend import full_precision
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # float64 inputs stay float64 under JAX too (x64 for each test; PyTorch
+    # computes them in float32: Keras 3.15 maps 64-bit to 32-bit there).
+    with full_precision():
+        yield
 
 
 def ref_one_minus_miou(a, b, num_classes):
@@ -29,7 +42,7 @@ def test_miou_hand_made_layouts():
                         [1, 2, 2, 2],
                         [3, 3, 3, 3]])
     maps = np.stack([left_right, all_zero, room, shifted])
-    d = ld.one_minus_miou(maps, num_classes=4).numpy()
+    d = to_numpy(ld.one_minus_miou(maps, num_classes=4))
     # left_right vs all_zero: classes {0, 1}: IoU_0 = 8/16, IoU_1 = 0 -> 0.75.
     assert d[0, 1] == pytest.approx(0.75)
     # room vs shifted: IoU_0 = 1, IoU_1 = 2/4, IoU_2 = 4/6, IoU_3 = 1.
@@ -39,7 +52,7 @@ def test_miou_hand_made_layouts():
     # left wall in the other: IoU_1 = 0; IoU_2 = IoU_3 = 0.
     assert d[0, 2] == pytest.approx(1 - 0.2 / 4)
     assert np.all(np.diag(d) == 0)
-    np.testing.assert_allclose(d, d.T)
+    assert_close(d, d.T)
 
 
 def test_miou_random_vs_reference_and_ignore(rng):
@@ -47,19 +60,19 @@ def test_miou_random_vs_reference_and_ignore(rng):
     b = rng.integers(0, 5, size=(4, 7, 5))
     a[0, :2] = 255                            # ignore label: no class
     b[1, 3:] = -1
-    got = ld.one_minus_miou(a, b, num_classes=5).numpy()
+    got = to_numpy(ld.one_minus_miou(a, b, num_classes=5))
     ref = np.array([[ref_one_minus_miou(x, y, 5) for y in b] for x in a])
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert_close(got, ref, rtol=1e-6, atol=1e-7)
     # Keras hands y_true over as float: whole-number floats are accepted.
-    got_f = ld.one_minus_miou(a.astype("float32"), b.astype("float32"), num_classes=5).numpy()
-    np.testing.assert_allclose(got_f, got)
+    got_f = to_numpy(ld.one_minus_miou(a.astype("float32"), b.astype("float32"), num_classes=5))
+    assert_close(got_f, got)
     # Pixel masks act like the ignore label.
     mask = np.ones_like(a)
     mask[0, :2] = 0
     a2 = a.copy()
     a2[0, :2] = 3
-    np.testing.assert_allclose(
-        ld.one_minus_miou(a2, b, num_classes=5, mask1=mask).numpy(), got, atol=1e-7)
+    assert_close(
+        to_numpy(ld.one_minus_miou(a2, b, num_classes=5, mask1=mask)), got, atol=1e-7)
 
 
 def test_miou_errors():

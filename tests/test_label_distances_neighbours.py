@@ -5,6 +5,19 @@ import pytest
 
 from keras_dml import label_distances as ld
 from keras_dml.label_distances import nearest_neighbours
+from backend_tools import BACKEND, to_numpy
+from continuous_tools import assert_close
+from keras_dml._backend import full_precision
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # float64 inputs stay float64 under JAX too (x64 for each test; PyTorch
+    # computes them in float32: Keras 3.15 maps 64-bit to 32-bit there).
+    with full_precision():
+        yield
 
 
 def brute_force_nn(d, k):
@@ -21,24 +34,24 @@ def test_nearest_neighbours_match_brute_force(rng, chunk):
     ref_i, ref_d = brute_force_nn(full, 6)
     idx, dist = nearest_neighbours(y, 6, chunk_size=chunk)
     np.testing.assert_array_equal(idx, ref_i)
-    np.testing.assert_allclose(dist, ref_d, rtol=1e-6)
+    assert_close(dist, ref_d, rtol=1e-6)
     assert idx.dtype == np.int64 and dist.dtype == np.float32
 
 
 def test_nearest_neighbours_other_distances(rng):
     maps = rng.integers(0, 4, size=(30, 5, 5))
-    full = ld.one_minus_miou(maps, num_classes=4).numpy()
+    full = to_numpy(ld.one_minus_miou(maps, num_classes=4))
     # 1 - mIoU has ties: compare the distances, and the indices' distances.
     idx, dist = nearest_neighbours(maps, 4, "one_minus_miou", chunk_size=8, num_classes=4)
     _, ref_d = brute_force_nn(full, 4)
-    np.testing.assert_allclose(dist, ref_d, atol=1e-6)
-    np.testing.assert_allclose(np.take_along_axis(full, idx, axis=1), ref_d, atol=1e-6)
+    assert_close(dist, ref_d, atol=1e-6)
+    assert_close(np.take_along_axis(full, idx, axis=1), ref_d, atol=1e-6)
     assert not (idx == np.arange(30)[:, None]).any()
     # Poses with visibility, as a (values, mask) tuple.
     y = rng.normal(size=(25, 8))
     vis = rng.uniform(size=(25, 4)) > 0.3
     vis[:, 0] = True
-    full = ld.squared_l2(y, visibility=vis).numpy()
+    full = to_numpy(ld.squared_l2(y, visibility=vis))
     idx, _ = nearest_neighbours((y, vis), 3, chunk_size=6)
     np.testing.assert_array_equal(idx, brute_force_nn(full, 3)[0])
 

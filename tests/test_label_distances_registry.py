@@ -7,6 +7,19 @@ import pytest
 
 import keras_dml as kd
 from keras_dml import label_distances as ld
+from backend_tools import BACKEND, to_numpy
+from continuous_tools import assert_close
+from keras_dml._backend import full_precision
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # float64 inputs stay float64 under JAX too (x64 for each test; PyTorch
+    # computes them in float32: Keras 3.15 maps 64-bit to 32-bit there).
+    with full_precision():
+        yield
 
 
 def test_get_names_aliases_and_kwargs(rng):
@@ -15,8 +28,8 @@ def test_get_names_aliases_and_kwargs(rng):
     maps = rng.integers(0, 3, size=(4, 3, 3))
     bound = ld.get("one_minus_miou", num_classes=3)
     assert isinstance(bound, functools.partial)
-    np.testing.assert_array_equal(bound(maps).numpy(),
-                                  ld.one_minus_miou(maps, num_classes=3).numpy())
+    np.testing.assert_array_equal(to_numpy(bound(maps)),
+                                  to_numpy(ld.one_minus_miou(maps, num_classes=3)))
 
 
 def test_get_callables_and_unknown_names():

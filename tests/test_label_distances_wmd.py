@@ -6,6 +6,19 @@ import numpy as np
 import pytest
 
 from keras_dml import label_distances as ld
+from backend_tools import BACKEND, to_numpy
+from continuous_tools import assert_close
+from keras_dml._backend import full_precision
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # float64 inputs stay float64 under JAX too (x64 for each test; PyTorch
+    # computes them in float32: Keras 3.15 maps 64-bit to 32-bit there).
+    with full_precision():
+        yield
 
 
 def test_wmd_hand_checked():
@@ -30,7 +43,7 @@ def test_wmd_2d_hand_checked():
     # {(0,0)} to {(1,1), (5,5)}: half to each: 0.5*sqrt(2) + 0.5*sqrt(50).
     d, (_, _, flow) = ld.word_movers_distance([0], [1, 4], vecs, return_flow=True)
     assert d == pytest.approx(0.5 * math.sqrt(2) + 0.5 * math.sqrt(50))
-    np.testing.assert_allclose(flow, [[0.5, 0.5]], atol=1e-9)
+    assert_close(flow, [[0.5, 0.5]], atol=1e-9)
 
 
 def test_wmd_equals_1d_wasserstein(rng):

@@ -6,12 +6,18 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import keras_dml as kd
+from backend_tools import BACKEND, compiled, graph, tensor, to_numpy, value_and_grads
+from continuous_tools import (
+    assert_close, compiled_value_and_grad, eager_value_and_grad, largest_tensor,
+    value_and_grad64)
 from finite_difference import finite_difference_grad
 from keras_dml.losses.rank_n_contrast import (
     rank_n_contrast_from_distances, rank_n_contrast_loss)
+
+pytestmark = pytest.mark.backends
 
 
 # ---------------------------------------------------------------- references
@@ -61,11 +67,9 @@ def two_view_reference(views, labels, temperature=2.0):
 
 
 def tf_value_and_grad(f, dy, temperature=2.0):
-    ft = tf.constant(f)
-    with tf.GradientTape() as tape:
-        tape.watch(ft)
-        loss = rank_n_contrast_from_distances(ft, tf.constant(dy), temperature)
-    return float(loss), tape.gradient(loss, ft).numpy()
+    """Value and gradient in f (float64 where the backend has it)."""
+    return value_and_grad64(
+        lambda x, d: rank_n_contrast_from_distances(x, d, temperature), f, dy)
 
 
 def tied_batch(rng, b=9, dim=3, duplicates=True):
@@ -89,14 +93,17 @@ def test_value_matches_loops_with_ties_and_duplicates(seed, temperature):
     dy = ref_l1(y)
     assert len(np.unique(dy[0])) < len(dy[0])       # the batch has ties
     got, _ = tf_value_and_grad(f, dy, temperature)
-    np.testing.assert_allclose(got, ref_rnc(f, dy, temperature), rtol=1e-10)
+    # Duplicated rows: their matmul-form distance is sqrt(rounding noise)
+    # ~1e-8, not 0, where XLA (jax.jit) rounds the matmul differently: 1e-9
+    # relative on the loss at temperature 0.5 (measured).
+    assert_close(got, ref_rnc(f, dy, temperature), rtol=1e-8)
 
 
 def test_value_matches_loops_continuous_labels(rng):
     f = rng.normal(size=(11, 4))
     dy = ref_l1(rng.normal(size=(11, 2)))
     got, _ = tf_value_and_grad(f, dy)
-    np.testing.assert_allclose(got, ref_rnc(f, dy), rtol=1e-10)
+    assert_close(got, ref_rnc(f, dy), rtol=1e-10)
 
 
 @pytest.mark.parametrize("label_distance", ["l1", "squared_l2", "precomputed"])
@@ -109,11 +116,11 @@ def test_keras_loss_float32(rng, label_distance):
     y_true = dy if label_distance == "precomputed" else y
     loss = kd.losses.RankNContrastLoss(label_distance=label_distance)
     got = float(loss(y_true.astype("float32"), f.astype("float32")))
-    np.testing.assert_allclose(got, ref_rnc(f, dy), rtol=1e-5)
+    assert_close(got, ref_rnc(f, dy), rtol=1e-5)
     # The functional core with labels does the same.
     core = rank_n_contrast_loss(y_true.astype("float32"), f.astype("float32"),
                                 label_distance=label_distance)
-    np.testing.assert_allclose(float(core), got, rtol=1e-6)
+    assert_close(float(core), got, rtol=1e-6)
 
 
 def test_hand_computed_tie_example():
@@ -127,10 +134,10 @@ def test_hand_computed_tie_example():
     dy = ref_l1(y)
     ref = ref_rnc(f, dy)
     got, _ = tf_value_and_grad(f, dy)
-    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    assert_close(got, ref, rtol=1e-12)
     # Anchor 0's share of the 4 * 3 pairs is the hand value.
-    np.testing.assert_allclose(ref_rnc_anchors(f, dy, [0]) * 12, anchor0, rtol=1e-12)
-    np.testing.assert_allclose(ref_rnc_anchors(f, dy, range(4)), ref, rtol=1e-12)
+    assert_close(ref_rnc_anchors(f, dy, [0]) * 12, anchor0, rtol=1e-12)
+    assert_close(ref_rnc_anchors(f, dy, range(4)), ref, rtol=1e-12)
 
 
 def ref_rnc_anchors(f, dy, anchors, temperature=2.0):
@@ -152,12 +159,12 @@ def test_permutation_invariant_and_reads_only_the_order(rng):
     base, _ = tf_value_and_grad(f, dy)
     perm = rng.permutation(len(f))
     permuted, _ = tf_value_and_grad(f[perm], dy[perm][:, perm])
-    np.testing.assert_allclose(permuted, base, rtol=1e-12)
+    assert_close(permuted, base, rtol=1e-12)
     # A strictly increasing map of the label distances keeps every set (and
     # the diagonal is never read).
     warped = dy ** 3 + 2.0 * dy
     np.fill_diagonal(warped, 7.0)
-    np.testing.assert_allclose(tf_value_and_grad(f, warped)[0], base, rtol=1e-12)
+    assert_close(tf_value_and_grad(f, warped)[0], base, rtol=1e-12)
 
 
 def test_scalar_labels_l1_equals_squared_l2(rng):
@@ -165,7 +172,7 @@ def test_scalar_labels_l1_equals_squared_l2(rng):
     y = rng.integers(0, 5, size=(8, 1)).astype("float32")
     a = kd.losses.RankNContrastLoss()(y, f)
     b = kd.losses.RankNContrastLoss(label_distance="squared_l2")(y, f)
-    np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+    assert_close(float(a), float(b), rtol=1e-6)
 
 
 def test_concatenated_views_are_the_papers_two_view_loss(rng):
@@ -174,9 +181,9 @@ def test_concatenated_views_are_the_papers_two_view_loss(rng):
     ref = two_view_reference(views, labels)
     f = np.concatenate([views[:, 0], views[:, 1]], axis=0)
     y = np.concatenate([labels, labels], axis=0)
-    got = rank_n_contrast_loss(tf.constant(y), tf.constant(f))
-    np.testing.assert_allclose(float(got), ref, rtol=1e-10)
-    np.testing.assert_allclose(ref_rnc(f, ref_l1(y)), ref, rtol=1e-10)
+    got, _ = value_and_grad64(lambda x, labels: rank_n_contrast_loss(labels, x), f, y)
+    assert_close(got, ref, rtol=1e-10)
+    assert_close(ref_rnc(f, ref_l1(y)), ref, rtol=1e-10)
 
 
 def test_far_apart_embeddings_are_stable(rng):
@@ -188,7 +195,7 @@ def test_far_apart_embeddings_are_stable(rng):
     got = kd.losses.RankNContrastLoss(label_distance="precomputed")(
         dy.astype("float32"), f.astype("float32"))
     assert np.isfinite(float(got))
-    np.testing.assert_allclose(float(got), ref, rtol=1e-4)
+    assert_close(float(got), ref, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- gradients
@@ -200,7 +207,7 @@ def test_gradient_matches_finite_differences(seed):
     dy = ref_l1(y)
     _, grad = tf_value_and_grad(f, dy)
     num = finite_difference_grad(lambda x: ref_rnc(x, dy), f)
-    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    assert_close(grad, num, rtol=1e-5, atol=1e-8)
     assert np.abs(grad).max() > 1e-3     # not vacuous
 
 
@@ -209,49 +216,61 @@ def test_gradient_temperature_and_continuous_labels(rng):
     dy = ref_l1(rng.normal(size=(6, 3)))
     _, grad = tf_value_and_grad(f, dy, temperature=0.7)
     num = finite_difference_grad(lambda x: ref_rnc(x, dy, 0.7), f)
-    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    assert_close(grad, num, rtol=1e-5, atol=1e-8)
 
 
 def test_coincident_embeddings_finite_gradient(rng):
     f, y = tied_batch(rng)
     for emb in (f, np.zeros_like(f), np.ones_like(f)):
         for dtype in ("float32", "float64"):
-            ft = tf.constant(emb.astype(dtype))
-            with tf.GradientTape() as tape:
-                tape.watch(ft)
-                loss = kd.losses.RankNContrastLoss(dtype=dtype)(y.astype(dtype), ft)
-            g = tape.gradient(loss, ft).numpy()
+            loss, g = eager_value_and_grad(kd.losses.RankNContrastLoss(dtype=dtype),
+                                           y.astype(dtype), emb.astype(dtype))
             assert np.isfinite(float(loss))
             assert np.all(np.isfinite(g))
     # All embeddings equal: every s = 0, the loss is the mean log |S(i, j)|.
     dy = ref_l1(y)
-    np.testing.assert_allclose(tf_value_and_grad(np.zeros_like(f), dy)[0],
+    assert_close(tf_value_and_grad(np.zeros_like(f), dy)[0],
                                ref_rnc(np.zeros_like(f), dy), rtol=1e-12)
 
 
 @pytest.mark.parametrize("b", [0, 1, 2])
 def test_small_batch_is_zero_with_zero_gradient(b):
-    f = tf.constant(np.arange(b * 3, dtype="float32").reshape(b, 3))
-    y = tf.constant(np.arange(b * 2, dtype="float32").reshape(b, 2))
-    with tf.GradientTape() as tape:
-        tape.watch(f)
-        loss = kd.losses.RankNContrastLoss()(y, f)
+    f = np.arange(b * 3, dtype="float32").reshape(b, 3)
+    y = np.arange(b * 2, dtype="float32").reshape(b, 2)
+    loss, g = eager_value_and_grad(kd.losses.RankNContrastLoss(), y, f)
     assert float(loss) == 0.0
-    g = tape.gradient(loss, f)
-    assert g is None or np.all(g.numpy() == 0)
+    assert g.shape == f.shape and np.all(g == 0)
 
 
 def test_three_samples_is_exact(rng):
     f = rng.normal(size=(3, 2))
     dy = ref_l1(rng.normal(size=(3, 1)))
     got, _ = tf_value_and_grad(f, dy)
-    np.testing.assert_allclose(got, ref_rnc(f, dy), rtol=1e-12)
+    assert_close(got, ref_rnc(f, dy), rtol=1e-12)
     assert got > 0
 
 
 # ---------------------------------------------------------------- graph, XLA, dtypes
 
-def test_tf_function_and_xla_agree_with_eager(rng):
+@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs eagerly: no compiled path")
+def test_compiled_agrees_with_eager(rng):
+    # XLA under TensorFlow, jax.jit under JAX.
+    f, y = tied_batch(rng, b=12, dim=4)
+    f, y = f.astype("float32"), y.astype("float32")
+    loss = kd.losses.RankNContrastLoss()
+    eager = eager_value_and_grad(loss, y, f)
+    value, grad = compiled_value_and_grad(loss)(y, f)
+    # XLA's matmul rounds differently: the duplicated rows' distance is
+    # sqrt(rounding noise) there (4e-6 relative on the loss, measured).
+    assert_close(float(value), float(eager[0]), rtol=2e-5)
+    assert_close(grad, eager[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="tf.function graphs (and an unknown batch size) are "
+                           "TensorFlow's; test_compiled_agrees_with_eager covers jax.jit")
+def test_tf_function_agrees_with_eager(rng):
+    import tensorflow as tf
     f, y = tied_batch(rng, b=12, dim=4)
     f, y = tf.constant(f.astype("float32")), tf.constant(y.astype("float32"))
     loss = kd.losses.RankNContrastLoss()
@@ -263,32 +282,23 @@ def test_tf_function_and_xla_agree_with_eager(rng):
         return value, tape.gradient(value, emb)
 
     eager = step(y, f)
-    for fn in (tf.function(step), tf.function(step, jit_compile=True),
+    for fn in (graph(step),
                tf.function(step, input_signature=[tf.TensorSpec([None, 2]),
                                                   tf.TensorSpec([None, 4])])):
         value, grad = fn(y, f)
-        # XLA's matmul rounds differently: the duplicated rows' distance is
-        # sqrt(rounding noise) there (4e-6 relative on the loss, measured).
-        np.testing.assert_allclose(float(value), float(eager[0]), rtol=2e-5)
-        np.testing.assert_allclose(grad.numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-5)
+        assert_close(float(value), float(eager[0]), rtol=2e-5)
+        assert_close(grad.numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs eagerly: no graph to read")
 def test_graph_has_no_cubic_tensor():
+    # The traced gradient step (TensorFlow graph / JAX jaxpr) holds no
+    # tensor larger than B^2.
     b, dim = 64, 8
-
-    @tf.function(input_signature=[tf.TensorSpec([b, 2]), tf.TensorSpec([b, dim])])
-    def step(y, f):
-        with tf.GradientTape() as tape:
-            tape.watch(f)
-            loss = kd.losses.RankNContrastLoss()(y, f)
-        return loss, tape.gradient(loss, f)
-
-    graph = step.get_concrete_function().graph
-    biggest = 0
-    for op in graph.get_operations():
-        for t in op.outputs:
-            if t.shape.rank is not None and t.shape.is_fully_defined():
-                biggest = max(biggest, t.shape.num_elements())
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(b, 2)).astype("float32")
+    f = rng.normal(size=(b, dim)).astype("float32")
+    biggest = largest_tensor(kd.losses.RankNContrastLoss(), y, f)
     assert biggest > 0
     assert biggest <= b * b, f"largest tensor has {biggest} elements (B^3 = {b ** 3})"
 
@@ -298,23 +308,26 @@ def test_half_precision_close_to_float32(rng, dtype, rtol):
     f, y = tied_batch(rng, b=16, dim=8)
     for scale in (1.0, 200.0):      # 200: squared distances past float16's max
         emb = (f * scale).astype("float32")
-        dy = tf.constant(ref_l1(y), tf.float32)
-        ref_value, ref_grad = (None, None)
+        dy = tensor(ref_l1(y).astype("float32"))
         values = {}
         for dt in ("float32", dtype):
-            ft = tf.cast(tf.constant(emb), dt)
-            with tf.GradientTape() as tape:
-                tape.watch(ft)
-                value = rank_n_contrast_from_distances(ft, dy)
-            grad = tape.gradient(value, ft)
-            assert value.dtype == dt and grad.dtype == dt
-            values[dt] = (float(value), tf.cast(grad, tf.float32).numpy())
+            dtypes = []
+
+            def fn(x):
+                x = ops.cast(x, dt)
+                value = rank_n_contrast_from_distances(x, dy)
+                dtypes.append(keras.backend.standardize_dtype(value.dtype))
+                return ops.cast(value, "float32")
+
+            value, (grad,) = value_and_grads(fn, emb)
+            assert dtypes[-1] == dt
+            values[dt] = (float(value), grad)
         ref_value, ref_grad = values["float32"]
         value, grad = values[dtype]
         assert np.isfinite(value) and np.all(np.isfinite(grad))
         # The half-precision input itself is rounded (rel. 5e-4 / 4e-3).
-        np.testing.assert_allclose(value, ref_value, rtol=rtol)
-        np.testing.assert_allclose(grad, ref_grad, rtol=0.1,
+        assert_close(value, ref_value, rtol=rtol)
+        assert_close(grad, ref_grad, rtol=0.1,
                                    atol=0.1 * np.abs(ref_grad).max())
 
 
@@ -322,8 +335,8 @@ def test_keras_loss_dtype_float16(rng):
     f, y = tied_batch(rng)
     loss = kd.losses.RankNContrastLoss(dtype="float16")
     value = loss(y.astype("float16"), f.astype("float16"))
-    assert value.dtype == tf.float16
-    np.testing.assert_allclose(float(value), ref_rnc(f, ref_l1(y)), rtol=5e-3)
+    assert keras.backend.standardize_dtype(value.dtype) == "float16"
+    assert_close(float(value), ref_rnc(f, ref_l1(y)), rtol=5e-3)
 
 
 # ---------------------------------------------------------------- bad input
@@ -338,24 +351,39 @@ def test_nan_inputs_raise():
     for value in (np.nan, np.inf):
         bad_y = y.copy()
         bad_y[2, 0] = value
-        with pytest.raises(tf.errors.InvalidArgumentError, match="labels"):
+        with pytest.raises(ValueError, match="labels"):
             kd.losses.RankNContrastLoss()(bad_y, f)
     dy = np.abs(y - y.T)
     dy[0, 1] = -1.0
-    with pytest.raises(tf.errors.InvalidArgumentError, match=">= 0"):
+    with pytest.raises(ValueError, match=">= 0"):
         kd.losses.RankNContrastLoss(label_distance="precomputed")(dy, f)
     dy[0, 1] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+    with pytest.raises(ValueError, match="NaN"):
         kd.losses.RankNContrastLoss(label_distance="precomputed")(dy, f)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="graph assertions are TensorFlow's; "
+                           "test_nan_labels_compiled_give_nan covers jax.jit")
 def test_nan_labels_in_graph_raise():
+    import tensorflow as tf
     f = tf.constant(np.arange(8, dtype="float32").reshape(4, 2))
     y = np.arange(4, dtype="float32").reshape(4, 1)
     y[0, 0] = np.nan
-    fn = tf.function(lambda a, b: kd.losses.RankNContrastLoss()(a, b))
+    fn = graph(lambda a, b: kd.losses.RankNContrastLoss()(a, b))
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels"):
         fn(tf.constant(y), f)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs eagerly: no compiled path")
+def test_nan_labels_compiled_give_nan():
+    # XLA / jax.jit: nothing can raise, the loss is NaN (never 0).
+    f = np.arange(8, dtype="float32").reshape(4, 2)
+    y = np.arange(4, dtype="float32").reshape(4, 1)
+    fn = compiled(lambda a, b: kd.losses.RankNContrastLoss()(a, b))
+    assert np.isfinite(float(to_numpy(fn(tensor(y), tensor(f)))))
+    y[0, 0] = np.nan
+    assert np.isnan(float(to_numpy(fn(tensor(y), tensor(f)))))
 
 
 def test_bad_arguments_raise():
@@ -371,14 +399,14 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="square"):
         kd.losses.RankNContrastLoss(label_distance="precomputed")(
             np.zeros((4, 3), "float32"), f)
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="batch size"):
+    with pytest.raises(ValueError, match="batch size"):
         kd.losses.RankNContrastLoss(label_distance="precomputed")(
             np.zeros((5, 5), "float32"), f)
     with pytest.raises(ValueError, match=r"\[batch, dim\]"):
         loss(np.zeros((4, 2), "float32"), np.zeros((4,), "float32"))
     with pytest.raises(ValueError, match=r"\[N, L\]"):
         loss(np.zeros((4, 2, 2), "float32"), f)
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="batch size"):
+    with pytest.raises(ValueError, match="batch size"):
         loss(np.zeros((5, 2), "float32"), f)
     with pytest.raises(ValueError, match="sample_weight"):
         loss(np.zeros((4, 2), "float32"), f, sample_weight=np.ones(4))
@@ -416,5 +444,5 @@ def test_config_round_trip(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(loaded.loss, kd.losses.RankNContrastLoss)
     assert loaded.loss.temperature == 0.5
-    np.testing.assert_allclose(loaded.evaluate(x, y, batch_size=12, verbose=0), before,
+    assert_close(loaded.evaluate(x, y, batch_size=12, verbose=0), before,
                                rtol=1e-6)

@@ -8,7 +8,9 @@ A label set is an array [N, ...], a list (caption sets for WMD), or a tuple
 import functools
 
 import numpy as np
+from keras import ops
 
+from keras_dml import _backend
 from keras_dml.label_distances.registry import get
 
 
@@ -45,9 +47,11 @@ def _resolve_offline(fn, fn_kwargs):
         base = get(fn, **fn_kwargs)
 
         def call(a, b):
-            if isinstance(a, tuple):
-                return base(a[0], b[0], a[1], b[1])
-            return base(a, b)
+            # The named distances are keras.ops code: float64 chunks stay
+            # float64 under JAX too, and the result comes back as numpy.
+            with _backend.full_precision():
+                d = base(a[0], b[0], a[1], b[1]) if isinstance(a, tuple) else base(a, b)
+                return d if isinstance(d, np.ndarray) else ops.convert_to_numpy(d)
         return call
     if fn_kwargs:
         return functools.partial(fn, **fn_kwargs)

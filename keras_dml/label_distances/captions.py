@@ -2,15 +2,17 @@
 
     D_y(A, B) = sum_{a in A} min_{b in B} d(a, b) + sum_{b in B} min_{a in A} d(b, a)
 
-with d the cosine distance of sentence embeddings (in-batch, TensorFlow) or
+with d the cosine distance of sentence embeddings (in-batch, ``keras.ops``) or
 the word mover's distance of token sequences (offline, numpy; ``wmd.py``).
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_dml import ops
-from keras_dml.label_distances._tensors import _float_tensor, _nonzero
+from keras_dml import _backend
+from keras_dml import ops as kd_ops
+from keras_dml.label_distances._tensors import (
+    _float_tensor, _nonzero, _rank, _set_zero_diagonal)
 from keras_dml.label_distances.wmd import word_movers_distance
 
 __all__ = ["caption_set_distance"]
@@ -63,7 +65,8 @@ def caption_set_distance(captions1, captions2=None, mask1=None, mask2=None,
 
     * default: cosine distance ``1 - cos(e_a, e_b)`` between sentence
       embeddings. ``captions`` are float tensors [N, K, E] (K caption slots,
-      E the embedding size), computed in-batch with TensorFlow. Missing
+      E the embedding size), computed in-batch with ``keras.ops`` (any
+      backend). Missing
       captions: pass a [N, K] mask (nonzero = present); with no mask, caption
       slots whose embedding is all zeros are treated as padding.
     * ``word_vectors`` given: the exact word mover's distance
@@ -84,43 +87,38 @@ def caption_set_distance(captions1, captions2=None, mask1=None, mask2=None,
 
     self_distances = captions2 is None
     c1 = _float_tensor(captions1, "captions1")
-    if c1.shape.rank != 3:
+    if _rank(c1) != 3:
         raise ValueError(
-            f"embedded captions must have shape [N, K, E]; got {c1.shape}.")
-    c2 = c1 if self_distances else tf.cast(_float_tensor(captions2, "captions2"), c1.dtype)
-    if c2.shape.rank != 3:
+            f"embedded captions must have shape [N, K, E]; got {tuple(c1.shape)}.")
+    c2 = c1 if self_distances else ops.cast(_float_tensor(captions2, "captions2"), c1.dtype)
+    if _rank(c2) != 3:
         raise ValueError(
-            f"embedded captions must have shape [N, K, E]; got {c2.shape}.")
+            f"embedded captions must have shape [N, K, E]; got {tuple(c2.shape)}.")
 
     def present(c, mask):
         if mask is None:
-            return tf.reduce_any(tf.not_equal(c, 0), axis=-1)
+            return ops.any(ops.not_equal(c, ops.zeros_like(c)), axis=-1)
         return _nonzero(mask)
 
     p1 = present(c1, mask1)
     p2 = p1 if self_distances else present(c2, mask2)
-    tf.debugging.assert_equal(
-        tf.reduce_all(tf.reduce_any(p1, axis=1)), True,
-        message="caption_set_distance: an image has no caption")
-    tf.debugging.assert_equal(
-        tf.reduce_all(tf.reduce_any(p2, axis=1)), True,
-        message="caption_set_distance: an image has no caption")
+    ok1 = _backend.check(ops.any(p1, axis=1), "caption_set_distance: an image has no caption")
+    ok2 = _backend.check(ops.any(p2, axis=1), "caption_set_distance: an image has no caption")
 
-    n1, k1 = tf.shape(c1)[0], tf.shape(c1)[1]
-    n2, k2 = tf.shape(c2)[0], tf.shape(c2)[1]
-    e = tf.shape(c1)[2]
-    cos = ops.cosine_similarity(tf.reshape(c1, [n1 * k1, e]),
-                                tf.reshape(c2, [n2 * k2, e]))
-    d = tf.reshape(1.0 - cos, [n1, k1, n2, k2])
-    big = tf.constant(np.inf, d.dtype)
-    valid = tf.logical_and(p1[:, :, None, None], p2[None, None, :, :])
-    dm = tf.where(valid, d, big)
-    min12 = tf.reduce_min(dm, axis=3)                      # [N1, K1, N2]
-    min21 = tf.reduce_min(dm, axis=1)                      # [N1, N2, K2]
-    zeros = tf.zeros_like(min12)
-    s12 = tf.reduce_sum(tf.where(p1[:, :, None], min12, zeros), axis=1)
-    s21 = tf.reduce_sum(tf.where(p2[None, :, :], min21, tf.zeros_like(min21)), axis=2)
-    out = tf.maximum(s12 + s21, 0.0)
+    n1, k1, e = ops.shape(c1)
+    n2, k2 = ops.shape(c2)[0], ops.shape(c2)[1]
+    cos = kd_ops.cosine_similarity(ops.reshape(c1, (n1 * k1, e)),
+                                   ops.reshape(c2, (n2 * k2, e)))
+    d = ops.reshape(1.0 - cos, (n1, k1, n2, k2))
+    valid = ops.logical_and(p1[:, :, None, None], p2[None, None, :, :])
+    dm = ops.where(valid, d, ops.full_like(d, float("inf")))
+    min12 = ops.min(dm, axis=3)                      # [N1, K1, N2]
+    min21 = ops.min(dm, axis=1)                      # [N1, N2, K2]
+    s12 = ops.sum(ops.where(p1[:, :, None], min12, ops.zeros_like(min12)), axis=1)
+    s21 = ops.sum(ops.where(p2[None, :, :], min21, ops.zeros_like(min21)), axis=2)
+    out = ops.maximum(s12 + s21, ops.zeros_like(s12))
     if self_distances:
-        out = tf.linalg.set_diag(out, tf.zeros(tf.shape(out)[:1], out.dtype))
-    return out
+        out = _set_zero_diagonal(out)
+    # Where the checks cannot raise (jit), an image without caption gives
+    # NaN distances, never a silent number.
+    return _backend.nan_unless(ops.logical_and(ok1, ok2), out)

@@ -3,9 +3,10 @@
     D_y(A, B) = 1 - mean_{c present in A or B} |{A = c} & {B = c}| / |{A = c} | {B = c}|
 """
 
-import tensorflow as tf
+from keras import ops
 
-from keras_dml.label_distances._tensors import _nonzero
+from keras_dml.label_distances._tensors import _nonzero, _rank, _set_zero_diagonal
+from keras_dml.ops import is_float
 
 __all__ = ["one_minus_miou"]
 
@@ -35,38 +36,38 @@ def one_minus_miou(maps1, maps2=None, num_classes=None, mask1=None, mask2=None):
     num_classes = int(num_classes)
 
     def one_hot(maps, mask, name):
-        maps = tf.convert_to_tensor(maps)
-        if maps.shape.rank == 2:           # a single map [H, W] is refused
-            raise ValueError(f"{name} must be a batch of maps [N, H, W]; got {maps.shape}.")
-        if maps.shape.rank != 3:
-            raise ValueError(f"{name} must have shape [N, H, W]; got {maps.shape}.")
-        if maps.dtype.is_floating:
-            maps = tf.cast(tf.round(maps), tf.int32)
-        else:
-            maps = tf.cast(maps, tf.int32)
-        flat = tf.reshape(maps, [tf.shape(maps)[0], -1])
-        oh = tf.one_hot(flat, num_classes, dtype=tf.float32)    # [N, P, C]; out of range -> 0
+        maps = ops.convert_to_tensor(maps)
+        if _rank(maps) == 2:           # a single map [H, W] is refused
+            raise ValueError(f"{name} must be a batch of maps [N, H, W]; "
+                             f"got {tuple(maps.shape)}.")
+        if _rank(maps) != 3:
+            raise ValueError(f"{name} must have shape [N, H, W]; got {tuple(maps.shape)}.")
+        if is_float(maps):
+            maps = ops.round(maps)
+        flat = ops.cast(ops.reshape(maps, (ops.shape(maps)[0], -1)), "int32")
+        # [N, P, C]; a pixel outside [0, C) matches no class.
+        classes = ops.arange(num_classes, dtype="int32")
+        oh = ops.cast(ops.equal(ops.expand_dims(flat, 2), classes), "float32")
         if mask is not None:
-            m = tf.reshape(tf.cast(_nonzero(mask), tf.float32),
-                           [tf.shape(maps)[0], -1])
-            oh = oh * m[:, :, None]
+            m = ops.cast(ops.reshape(_nonzero(mask), (ops.shape(maps)[0], -1)), "float32")
+            oh = oh * ops.expand_dims(m, 2)
         return oh
 
     self_distances = maps2 is None
     a = one_hot(maps1, mask1, "maps1")
     b = a if self_distances else one_hot(maps2, mask2, "maps2")
     # Per-class intersections as a batched matmul over classes: [C, N1, N2].
-    at = tf.transpose(a, [2, 0, 1])
-    bt = tf.transpose(b, [2, 0, 1])
-    inter = tf.matmul(at, bt, transpose_b=True)
-    area1 = tf.reduce_sum(at, axis=2)                    # [C, N1]
-    area2 = tf.reduce_sum(bt, axis=2)                    # [C, N2]
-    union = area1[:, :, None] + area2[:, None, :] - inter
-    present = tf.cast(union > 0, tf.float32)
-    iou = tf.math.divide_no_nan(inter, union)
-    n_present = tf.reduce_sum(present, axis=0)
-    miou = tf.math.divide_no_nan(tf.reduce_sum(iou * present, axis=0), n_present)
-    d = tf.where(n_present > 0, 1.0 - miou, tf.zeros_like(miou))
+    at = ops.transpose(a, (2, 0, 1))
+    bt = ops.transpose(b, (2, 0, 1))
+    inter = ops.matmul(at, ops.transpose(bt, (0, 2, 1)))
+    area1 = ops.sum(at, axis=2)                    # [C, N1]
+    area2 = ops.sum(bt, axis=2)                    # [C, N2]
+    union = ops.expand_dims(area1, 2) + ops.expand_dims(area2, 1) - inter
+    present = ops.cast(union > 0, "float32")
+    iou = ops.divide_no_nan(inter, union)
+    n_present = ops.sum(present, axis=0)
+    miou = ops.divide_no_nan(ops.sum(iou * present, axis=0), n_present)
+    d = ops.where(n_present > 0, 1.0 - miou, ops.zeros_like(miou))
     if self_distances:
-        d = tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[:1], d.dtype))
+        d = _set_zero_diagonal(d)
     return d

@@ -7,13 +7,14 @@ negative).
 """
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml.losses.base import MetricLoss
+from keras_dml.ops import dtype_of as ops_dtype
 from keras_dml.losses.dense_triplet import (
     _dim, _not_anchor, chunked_triplet_hinge, triplet_distances)
 from keras_dml.losses.log_ratio import (
-    _check_anchors, _check_label_distance, continuous_inputs,
+    _check_anchors, _check_label_distance, _constant, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 
@@ -28,20 +29,31 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
     * ``threshold`` given: positives are the samples with
       ``D_y(a, i) <= threshold`` (``positives`` is not used).
     """
-    label_dist = tf.convert_to_tensor(label_dist)
+    label_dist = kops.convert_to_tensor(label_dist)
     if anchors is None:
-        anchors = tf.range(tf.shape(label_dist)[0])
+        anchors = kops.arange(_dim(label_dist, 0), dtype="int32")
     not_self = _not_anchor(anchors, _dim(label_dist, 1))
     if threshold is None:
-        big = tf.constant(label_dist.dtype.max, label_dist.dtype)
-        scores = tf.where(not_self, label_dist, big)
-        order = tf.argsort(scores, axis=1, stable=True)
-        rank = tf.argsort(order, axis=1, stable=True)     # inverse permutation
+        # Rank of each sample in its row, ordered by (distance, position),
+        # the anchor last: counted by comparison (exact, the same on every
+        # backend, and no stable sort needed). [A, B, B] booleans, the size
+        # of the triplet block the loss builds from the same rows anyway.
+        big = kops.full_like(label_dist, float("inf"))
+        scores = kops.where(not_self, label_dist, big)
+        width = _dim(label_dist, 1)
+        column = kops.arange(width, dtype="int32")
+        score_i = kops.expand_dims(scores, 2)          # [A, i, 1]
+        score_k = kops.expand_dims(scores, 1)          # [A, 1, k]
+        earlier = kops.expand_dims(column, 1) > kops.expand_dims(column, 0)   # k < i
+        before = kops.logical_or(
+            score_k < score_i,
+            kops.logical_and(kops.equal(score_k, score_i), earlier[None]))
+        rank = kops.sum(kops.cast(before, "int32"), axis=2)
         pos = rank < positives
     else:
-        pos = label_dist <= tf.constant(threshold, label_dist.dtype)
-    pos = tf.logical_and(pos, not_self)
-    neg = tf.logical_and(tf.logical_not(pos), not_self)
+        pos = label_dist <= _constant(threshold, ops_dtype(label_dist))
+    pos = kops.logical_and(pos, not_self)
+    neg = kops.logical_and(kops.logical_not(pos), not_self)
     return pos, neg
 
 
@@ -70,16 +82,16 @@ def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
       A scalar; 0 with a zero gradient when there is no triplet.
     """
     _check_anchors(anchors)
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     first = anchors == "first"
     dist = triplet_distances(embeddings, squared, normalize, first)
-    dy = tf.cast(label_dist, dist.dtype)
+    dy = kops.cast(label_dist, dist.dtype)
     if first:
         dy = dy[:1]
 
     def valid_fn(anchor_ids, rows):
         pos, neg = binary_label_masks(rows[0], positives, threshold, anchor_ids)
-        return tf.logical_and(pos[:, :, None], neg[:, None, :])
+        return kops.logical_and(pos[:, :, None], neg[:, None, :])
 
     return chunked_triplet_hinge(dist, [dy], valid_fn, margin, block_size)
 

@@ -6,12 +6,12 @@ f_a than f_j is, by a margin.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.log_ratio import (
-    _check_anchors, _check_label_distance, continuous_inputs,
+    _check_anchors, _check_label_distance, _constant, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 #: Floats of one [block, B, B] triplet block (1M floats = 4 MB in float32;
@@ -21,9 +21,24 @@ DEFAULT_TRIPLET_BUDGET = 1 << 20
 
 
 def _dim(x, axis):
-    """Static size of ``x`` along ``axis`` if known, else a scalar tensor."""
+    """Static size of ``x`` along ``axis`` if known, else a scalar tensor
+    (only in a TensorFlow graph with an unknown batch size)."""
     static = x.shape[axis]
-    return static if static is not None else tf.shape(x)[axis]
+    return static if static is not None else kops.shape(x)[axis]
+
+
+def _block_anchors(num_anchors, width, block_size):
+    """Anchors per block: ``block_size``, or as many as fit in
+    ``DEFAULT_TRIPLET_BUDGET`` floats of [block, B, B]; at most A."""
+    if block_size is not None:
+        block = int(block_size)
+    elif isinstance(width, int):
+        block = max(1, DEFAULT_TRIPLET_BUDGET // max(width * width, 1))
+    else:
+        block = kops.maximum(1, DEFAULT_TRIPLET_BUDGET // kops.maximum(width * width, 1))
+    if isinstance(num_anchors, int) and isinstance(block, int):
+        block = max(1, min(block, num_anchors))
+    return block
 
 
 def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
@@ -43,17 +58,22 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
 
         dL/d dist[a, i] = 1/|T| (#{j: (a, i, j) active} - #{j: (a, j, i) active})
 
-    (active = valid and hinge > 0) and returned by a custom gradient, instead
-    of letting autodiff keep every block of the loop for backprop.
+    (active = valid and hinge > 0) and returned by a custom gradient
+    (``keras.ops.custom_gradient``), instead of letting autodiff keep every
+    block of the loop for backprop. The loop over blocks is
+    ``keras.ops.map`` (``lax.map`` under JAX, ``tf.map_fn`` under
+    TensorFlow, a Python loop under PyTorch, whose custom-gradient forward
+    records no graph): the same code on every backend.
 
-    XLA: with a static batch size every block has a static shape (the anchors
-    are padded to a whole number of blocks; padded anchors have no triplet),
-    so the loop compiles with ``jit_compile=True``.
+    XLA / ``jax.jit``: with a static batch size every block has a static
+    shape (the anchors are padded to a whole number of blocks; padded anchors
+    have no triplet), so the loop compiles.
 
     Args:
       dist: [A, B] embedding distances, row r = anchor r.
-      row_data: list of [A, B] tensors (e.g. label distances) sliced into the
-        same anchor blocks as ``dist`` and handed to ``valid_fn``.
+      row_data: list of float [A, B] tensors (e.g. label distances) sliced
+        into the same anchor blocks as ``dist`` and handed to ``valid_fn``;
+        they select triplets and get no gradient.
       valid_fn: callable (anchors, rows) -> [b, B, B] bool, the triplets T
         of the block: ``anchors`` int32 [b] are the rows' anchor indices,
         ``rows`` the blocks of ``row_data``.
@@ -63,75 +83,68 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
     Returns:
       A scalar; 0 with a zero gradient if T is empty.
     """
-    dist = tf.convert_to_tensor(dist)
-    dtype = dist.dtype
+    dist = kops.convert_to_tensor(dist)
+    dtype = ops.dtype_of(dist)
     acc = ops.accumulation_dtype(dtype)   # sums and counts of many triplets
-    margin = tf.constant(margin, dtype)
-    row_data = [tf.convert_to_tensor(x) for x in row_data]
+    margin = _constant(margin, dtype)
+    row_data = [kops.stop_gradient(kops.convert_to_tensor(x)) for x in row_data]
+    num_anchors, width = _dim(dist, 0), _dim(dist, 1)
+    if 0 in [n for n in (num_anchors, width) if isinstance(n, int)]:
+        # No triplet; keeps the loop away from empty blocks.
+        return kops.sum(dist) * _constant(0.0, dtype)
+    block = _block_anchors(num_anchors, width, block_size)
+    num_blocks = (num_anchors + block - 1) // block
+    padded_anchors = num_blocks * block
 
-    @tf.custom_gradient
-    def hinge(d):
-        num_anchors, width = _dim(d, 0), _dim(d, 1)
-        static = isinstance(num_anchors, int) and isinstance(width, int)
-        if block_size is not None:
-            block = int(block_size)
-        elif isinstance(width, int):
-            block = max(1, DEFAULT_TRIPLET_BUDGET // max(width * width, 1))
-        else:
-            block = tf.maximum(1, DEFAULT_TRIPLET_BUDGET // tf.maximum(width * width, 1))
-        if isinstance(num_anchors, int) and isinstance(block, int):
-            block = max(1, min(block, num_anchors))
-        num_blocks = (num_anchors + block - 1) // block
-        pad = num_blocks * block - num_anchors
-        padded = [tf.pad(x, [[0, pad], [0, 0]]) for x in [d] + row_data]
+    def blocks_of(x):
+        """[A, B] -> [num_blocks, block, B], the padding rows zero."""
+        pad = padded_anchors - num_anchors
+        if not isinstance(pad, int) or pad:
+            x = kops.concatenate([x, kops.zeros((pad, width), x.dtype)], axis=0)
+        return kops.reshape(x, (num_blocks, block, width))
 
-        def body(step, total, count, grads):
-            start = step * block
-            blocks = [tf.slice(x, tf.stack([start, 0]), tf.stack([block, _dim(x, 1)]))
-                      for x in padded]
-            rows = blocks[0]
-            if static:
-                rows = tf.ensure_shape(rows, [block, width])
-            anchors = start + tf.range(block)
-            real = anchors < num_anchors                          # padding rows: none
-            h = rows[:, :, None] - rows[:, None, :] + margin        # [b, B, B]
-            valid = tf.logical_and(valid_fn(anchors, blocks[1:]), real[:, None, None])
-            active = tf.logical_and(valid, h > 0)
-            total += tf.reduce_sum(tf.cast(tf.where(active, h, tf.zeros_like(h)), acc))
-            act = tf.cast(active, dtype)
-            count += tf.reduce_sum(tf.cast(active if nonzero else valid, acc))
-            grads = grads.write(step, tf.reduce_sum(act, axis=2) - tf.reduce_sum(act, axis=1))
-            return step + 1, total, count, grads
+    def one_block(xs):
+        rows, anchors, *others = xs
+        real = anchors < num_anchors                          # padding rows: none
+        h = kops.expand_dims(rows, 2) - kops.expand_dims(rows, 1) + margin   # [b, B, B]
+        valid = kops.logical_and(valid_fn(anchors, list(others)),
+                                 real[:, None, None])
+        active = kops.logical_and(valid, h > 0)
+        total = kops.sum(kops.cast(kops.where(active, h, kops.zeros_like(h)), acc))
+        count = kops.sum(kops.cast(active if nonzero else valid, acc))
+        act = kops.cast(active, dtype)
+        grad_rows = kops.sum(act, axis=2) - kops.sum(act, axis=1)
+        return grad_rows, total, count
 
-        zero = tf.zeros([], acc)
-        if isinstance(num_blocks, int) and num_blocks == 0:
-            total, count, g = zero, zero, tf.zeros_like(d)
-        else:
-            shape = tf.TensorShape([block if isinstance(block, int) else None,
-                                    width if isinstance(width, int) else None])
-            grads = tf.TensorArray(dtype, size=num_blocks, element_shape=shape)
-            _, total, count, grads = tf.while_loop(
-                lambda step, *_: step < num_blocks, body,
-                (tf.constant(0, tf.int32), zero, zero, grads))
-            if static:
-                g = grads.stack()
-            else:
-                g = tf.cond(num_blocks > 0, grads.stack,
-                            lambda: tf.zeros([0, block, width], dtype))
-            g = tf.reshape(g, tf.stack([num_blocks * block, width]))[:num_anchors]
-        loss = tf.cast(tf.math.divide_no_nan(total, count), dtype)
+    @kops.custom_gradient
+    def hinge(d, *rows):
+        anchors = kops.reshape(kops.arange(padded_anchors, dtype="int32"),
+                               (num_blocks, block))
+        g, totals, counts = kops.map(
+            one_block, tuple([blocks_of(d), anchors] + [blocks_of(r) for r in rows]))
+        total, count = kops.sum(totals), kops.sum(counts)
+        g = kops.reshape(g, (padded_anchors, width))[:num_anchors]
+        loss = kops.cast(kops.divide_no_nan(total, count), dtype)
 
-        def grad(upstream):
-            return upstream * tf.cast(tf.math.divide_no_nan(tf.cast(g, acc), count), dtype)
+        def grad(*args, upstream=None):
+            # TensorFlow and JAX pass the upstream gradient positionally,
+            # PyTorch as ``upstream=`` (after the saved inputs).
+            if upstream is None:
+                (upstream,) = args
+            d_grad = upstream * kops.cast(
+                kops.divide_no_nan(kops.cast(g, acc), count), dtype)
+            return (d_grad,) + tuple(kops.zeros_like(r) for r in rows)
 
         return loss, grad
 
-    return hinge(dist)
+    return hinge(dist, *row_data)
 
 
 def _not_anchor(anchors, width):
     """[b, B] bool: column i is not the anchor ``anchors[r]`` of row r."""
-    return tf.not_equal(tf.range(width)[None, :], anchors[:, None])
+    columns = kops.arange(width, dtype="int32")
+    return kops.not_equal(kops.expand_dims(columns, 0),
+                          kops.expand_dims(kops.cast(anchors, "int32"), 1))
 
 
 def triplet_distances(embeddings, squared=True, normalize=True, first_only=False):
@@ -177,19 +190,19 @@ def dense_triplet_loss(embeddings, label_dist, margin=0.03, squared=True,
       A scalar; 0 with a zero gradient when there is no triplet (B < 3).
     """
     _check_anchors(anchors)
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     first = anchors == "first"
     dist = triplet_distances(embeddings, squared, normalize, first)
-    dy = tf.cast(label_dist, dist.dtype)
+    dy = kops.cast(label_dist, dist.dtype)
     if first:
         dy = dy[:1]
     width = _dim(dist, 1)
 
     def valid_fn(anchor_ids, rows):
-        closer = rows[0][:, :, None] < rows[0][:, None, :]
+        closer = kops.expand_dims(rows[0], 2) < kops.expand_dims(rows[0], 1)
         not_a = _not_anchor(anchor_ids, width)
-        return tf.logical_and(
-            closer, tf.logical_and(not_a[:, :, None], not_a[:, None, :]))
+        return kops.logical_and(
+            closer, kops.logical_and(not_a[:, :, None], not_a[:, None, :]))
 
     return chunked_triplet_hinge(dist, [dy], valid_fn, margin, block_size)
 

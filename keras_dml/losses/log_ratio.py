@@ -6,8 +6,10 @@ every triplet (a, i, j) of the minibatch (dense triplet mining).
 """
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops as kops
 
+from keras_dml import _backend
 from keras_dml import label_distances as ld
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, check_embeddings
@@ -35,13 +37,12 @@ def continuous_inputs(y_true, y_pred, label_distance, label_distance_kwargs,
     no gradient.
     """
     embeddings = check_embeddings(y_pred)
-    tf.debugging.assert_all_finite(
-        embeddings, message=f"{name}: y_pred (embeddings) contains NaN or Inf")
+    _backend.check_finite(embeddings, f"{name}: y_pred (embeddings)")
     dy = ld.batch_label_distances(
-        y_true, label_distance, batch_size=tf.shape(embeddings)[0],
+        y_true, label_distance, batch_size=kops.shape(embeddings)[0],
         first_row_only=first_row_only,
         label_distance_kwargs=label_distance_kwargs, name=name)
-    dy = tf.stop_gradient(tf.cast(dy, embeddings.dtype))
+    dy = kops.stop_gradient(kops.cast(dy, embeddings.dtype))
     return embeddings, dy
 
 
@@ -54,16 +55,24 @@ def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
     if first_only:
         # Direct differences: exact (no |x|^2 + |y|^2 - 2xy cancellation).
         diff = embeddings - embeddings[:1]
-        sq = tf.reduce_sum(tf.square(diff), axis=1)[None, :]
+        sq = kops.expand_dims(kops.sum(kops.square(diff), axis=1), 0)
     else:
         # Distances are translation invariant; centring reduces the
         # cancellation of the matmul form in float32.
-        centred = embeddings - tf.reduce_mean(embeddings, axis=0, keepdims=True)
+        centred = embeddings - kops.mean(embeddings, axis=0, keepdims=True)
         sq = ops.pairwise_squared_distances(centred)
-    if not tf.is_tensor(distance_epsilon):
-        distance_epsilon = tf.constant(distance_epsilon, sq.dtype)
-    sq = sq + tf.cast(distance_epsilon, sq.dtype)
+    sq = sq + _constant(distance_epsilon, sq.dtype)
     return sq if squared else ops.safe_sqrt(sq)
+
+
+def _constant(value, dtype):
+    """A Python float or a tensor as a scalar of ``dtype``. A Python float
+    becomes a float64 tensor through numpy: casting float32(0.1) to float64
+    would shift float64 results by ~1e-9 relative."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if isinstance(value, (int, float)) and dtype == "float64":
+        return kops.convert_to_tensor(np.asarray(value, np.float64))
+    return kops.cast(value, dtype)
 
 
 def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
@@ -115,37 +124,44 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
     """
     _check_anchors(anchors)
     _check_ratio(ratio)
-    embeddings = tf.convert_to_tensor(embeddings)
+    embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    label_dist = tf.cast(label_dist, dtype)
+    label_dist = kops.cast(label_dist, dtype)
     if distance_epsilon == "auto":
         if squared:
             distance_epsilon = 0.0
         else:
-            distance_epsilon = (tf.constant(1e-4, dtype)
-                                / tf.cast(tf.shape(embeddings)[1], dtype))
+            distance_epsilon = (_constant(1e-4, dtype)
+                                / kops.cast(kops.shape(embeddings)[1], dtype))
     first = anchors == "first"
     d = _embedding_distances(embeddings, squared, distance_epsilon, first)
     if first:
         label_dist = label_dist[:1]
-    eps = tf.constant(epsilon, dtype)
-    batch = tf.shape(embeddings)[0]
-    rows = tf.shape(d)[0]
+    eps = _constant(epsilon, dtype)
+    batch = kops.shape(embeddings)[0]
+    rows = kops.shape(d)[0]
     # The anchor itself (column a of row a) is not one of the others.
-    others = tf.logical_not(tf.cast(tf.eye(rows, batch), tf.bool))
+    others = kops.logical_not(_anchor_mask(rows, batch))
+    enough = kops.cast(batch, "int32") >= 3
     if ratio == "plain":
         per_anchor = _plain_ratio_rows(d + eps, label_dist + eps, others, batch)
-        loss = tf.math.divide_no_nan(tf.reduce_sum(per_anchor), tf.cast(rows, dtype))
-        return tf.where(batch >= 3, loss, tf.zeros_like(loss))
-    r = tf.math.log(d + eps) - tf.math.log(label_dist + eps)      # [A, B]
-    r = tf.where(others, r, tf.zeros_like(r))
-    n = tf.cast(batch - 1, dtype)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(r, axis=1, keepdims=True), n)
-    centred = tf.where(others, r - mean, tf.zeros_like(r))
-    per_anchor = 2.0 * tf.math.divide_no_nan(
-        tf.reduce_sum(tf.square(centred), axis=1), n - 1.0)
-    loss = tf.math.divide_no_nan(tf.reduce_sum(per_anchor), tf.cast(rows, dtype))
-    return tf.where(batch >= 3, loss, tf.zeros_like(loss))
+        loss = kops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
+        return kops.where(enough, loss, kops.zeros_like(loss))
+    r = kops.log(d + eps) - kops.log(label_dist + eps)      # [A, B]
+    r = kops.where(others, r, kops.zeros_like(r))
+    n = kops.cast(batch - 1, dtype)
+    mean = kops.divide_no_nan(kops.sum(r, axis=1, keepdims=True), n)
+    centred = kops.where(others, r - mean, kops.zeros_like(r))
+    per_anchor = 2.0 * kops.divide_no_nan(
+        kops.sum(kops.square(centred), axis=1), n - 1.0)
+    loss = kops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
+    return kops.where(enough, loss, kops.zeros_like(loss))
+
+
+def _anchor_mask(rows, batch):
+    """Boolean [rows, batch]: column a of row a (the anchor itself)."""
+    return kops.equal(kops.expand_dims(kops.arange(rows), 1),
+                      kops.expand_dims(kops.arange(batch), 0))
 
 
 def _plain_ratio_rows(x, y, others, batch):
@@ -156,23 +172,27 @@ def _plain_ratio_rows(x, y, others, batch):
                                           + S(y^2) S(y^-2)
 
     (S: the sum over the others; the i = j terms are 0). The three products
-    nearly cancel when the ratios match, so they are formed in float64.
+    nearly cancel when the ratios match, so they are formed in float64
+    where the backend has it (not JAX without ``jax_enable_x64``: float32
+    there: ``keras_dml._backend.widest_float``).
     """
     out_dtype = x.dtype
-    x, y = tf.cast(x, tf.float64), tf.cast(y, tf.float64)
-    one = tf.ones_like(x)
-    x = tf.where(others, x, one)
-    y = tf.where(others, y, one)
-    mask = tf.cast(others, tf.float64)
+    wide = _backend.widest_float()
+    x, y = kops.cast(x, wide), kops.cast(y, wide)
+    one = kops.ones_like(x)
+    x = kops.where(others, x, one)
+    y = kops.where(others, y, one)
+    mask = kops.cast(others, wide)
 
     def s(v):
-        return tf.reduce_sum(v * mask, axis=1)
+        return kops.sum(v * mask, axis=1)
 
     total = (s(x * x) * s(1.0 / (x * x)) - 2.0 * s(x * y) * s(1.0 / (x * y))
              + s(y * y) * s(1.0 / (y * y)))
-    n = tf.cast(batch - 1, tf.float64)
-    per_anchor = tf.math.divide_no_nan(tf.maximum(total, 0.0), n * (n - 1.0))
-    return tf.cast(per_anchor, out_dtype)
+    n = kops.cast(batch - 1, wide)
+    per_anchor = kops.divide_no_nan(kops.maximum(total, kops.zeros_like(total)),
+                                    n * (n - 1.0))
+    return kops.cast(per_anchor, out_dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")

@@ -7,13 +7,13 @@ the ranking of the label distances.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops as kops
 
-from keras_dml import ops
+from keras_dml import _backend, ops
 from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.log_ratio import (
-    _check_label_distance, continuous_inputs, deserialize_label_distance,
-    serialize_label_distance)
+    _check_label_distance, _constant, continuous_inputs,
+    deserialize_label_distance, serialize_label_distance)
 
 
 def _check_temperature(temperature):
@@ -35,14 +35,13 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
     S(i, j), for every j of the tie group. The diagonal of ``label_dist`` is
     never read.
 
-    O(B^2) time (up to the sort) and memory, no [B, B, B] tensor: each
-    anchor's row is sorted by label distance once (the anchor itself placed
-    first, below every distance), the denominators of all its pairs are
-    suffix logsumexps of the sorted row (``cumulative_logsumexp`` from the
-    far end, which shifts by the running max so nothing overflows or
-    underflows to log 0), and a tie group reads the suffix at its first,
-    nearest position (``searchsorted``). The sum over pairs does not depend
-    on their order, so nothing is sorted back.
+    O(B^2) memory (O(B^2 log B) time), no [B, B, B] tensor: each anchor's
+    row is sorted by label distance once (the anchor itself placed first,
+    below every distance), the denominators of all its pairs are suffix
+    logsumexps of the sorted row (``_backend.cumulative_logsumexp`` from
+    the far end, so nothing overflows or underflows to log 0), and a tie
+    group reads the suffix at its first, nearest position. The sum over
+    pairs does not depend on their order, so nothing is sorted back.
 
     Computed in ``ops.accumulation_dtype`` (float32 for float16/bfloat16
     embeddings) and returned in the embeddings' dtype. The Euclidean
@@ -54,34 +53,55 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
       loss is exactly 0 (each pair is alone in its set).
     """
     _check_temperature(temperature)
-    embeddings = tf.convert_to_tensor(embeddings)
-    dtype = embeddings.dtype
+    embeddings = kops.convert_to_tensor(embeddings)
+    dtype = ops.dtype_of(embeddings)
     acc = ops.accumulation_dtype(dtype)
-    f = tf.cast(embeddings, acc)
-    dy = tf.cast(tf.convert_to_tensor(label_dist), acc)
-    batch = tf.shape(f)[0]
+    f = kops.cast(embeddings, acc)
+    dy = kops.cast(kops.convert_to_tensor(label_dist), acc)
+    batch = f.shape[0]
+    if batch is not None and batch < 2:
+        # No pair (and no empty sort / scan below).
+        return kops.cast(kops.sum(f) * _constant(0.0, acc), dtype)
+    if batch is None:
+        batch = kops.shape(f)[0]
     # Distances are translation invariant; centring reduces the cancellation
     # of the |x|^2 + |y|^2 - 2xy form.
-    centred = f - tf.reduce_mean(f, axis=0, keepdims=True)
-    logits = -ops.pairwise_distances(centred) / tf.constant(temperature, acc)
+    centred = f - kops.mean(f, axis=0, keepdims=True)
+    logits = -ops.pairwise_distances(centred) / _constant(temperature, acc)
     # The anchor sorts first (label distances are >= 0) and, alone in its
     # group, falls in no other pair's set; its own column is dropped below.
-    dy = tf.linalg.set_diag(dy, -tf.ones(tf.shape(dy)[:1], acc))
-    order = tf.argsort(dy, axis=1, stable=True)
-    dy_sorted = tf.gather(dy, order, batch_dims=1)
-    s_sorted = tf.gather(logits, order, batch_dims=1)
-    # suffix[i, p] = log sum_{q >= p} exp(s_sorted[i, q]).
-    suffix = tf.math.cumulative_logsumexp(s_sorted, axis=1, reverse=True)
+    dy = kops.where(ops.eye_mask(batch), -kops.ones_like(dy), dy)
+    # Not a stable sort: the order inside a tie group does not matter (the
+    # whole group shares one set, and the sum over pairs is order-free).
+    order = kops.argsort(dy, axis=1)
+    dy_sorted = kops.take_along_axis(dy, order, axis=1)
+    s_sorted = kops.take_along_axis(logits, order, axis=1)
+    # suffix[i, p] = log sum_{q >= p} exp(s_sorted[i, q]), by pairwise
+    # logaddexp: no exp of a large gap underflows to log 0, as a single max
+    # shift would. Keeps the static shape, which Keras' scan loses.
+    suffix = kops.reshape(
+        _backend.cumulative_logsumexp(s_sorted, axis=1, reverse=True),
+        kops.shape(s_sorted))
     # The first position of each entry's tie group: S(i, j) starts there.
-    group_start = tf.searchsorted(dy_sorted, dy_sorted, side="left")
-    log_denominator = tf.gather(suffix, group_start, batch_dims=1)
+    # Group starts are the positions whose value differs from the previous
+    # one; sorting those positions (others pushed past the end) lists the
+    # k-th group's start at k, and the group index is a running count.
+    column = kops.arange(batch, dtype="int32")
+    new_group = kops.concatenate(
+        [kops.ones_like(dy_sorted[:, :1], dtype="bool"),
+         kops.not_equal(dy_sorted[:, 1:], dy_sorted[:, :-1])], axis=1)
+    columns = kops.broadcast_to(kops.expand_dims(column, 0), kops.shape(dy_sorted))
+    starts = kops.sort(kops.where(new_group, columns, kops.full_like(columns, batch)),
+                       axis=1)
+    group = kops.cumsum(kops.cast(new_group, "int32"), axis=1) - 1
+    group_start = kops.take_along_axis(starts, group, axis=1)
+    log_denominator = kops.take_along_axis(suffix, group_start, axis=1)
     terms = log_denominator - s_sorted                  # -log p(j | i), [B, B]
-    is_pair = tf.range(tf.shape(terms)[1])[None, :] > 0  # column 0: the anchor
-    total = tf.reduce_sum(tf.where(is_pair, terms, tf.zeros_like(terms)))
-    pairs = tf.cast(batch * (batch - 1), acc)
-    loss = tf.math.divide_no_nan(total, pairs)
-    loss = tf.where(batch >= 2, loss, tf.zeros_like(loss))
-    return tf.cast(loss, dtype)
+    is_pair = kops.expand_dims(column, 0) > 0            # column 0: the anchor
+    total = kops.sum(kops.where(is_pair, terms, kops.zeros_like(terms)))
+    pairs = kops.cast(batch * (batch - 1), acc)
+    loss = kops.divide_no_nan(total, pairs)
+    return kops.cast(loss, dtype)
 
 
 def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
