@@ -124,7 +124,7 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
             one_block, tuple([blocks_of(d), anchors] + [blocks_of(r) for r in rows]))
         total, count = kops.sum(totals), kops.sum(counts)
         g = kops.reshape(g, (padded_anchors, width))[:num_anchors]
-        loss = kops.cast(kops.divide_no_nan(total, count), dtype)
+        loss = kops.cast(ops.divide_no_nan(total, count), dtype)
 
         def grad(*args, upstream=None):
             # TensorFlow and JAX pass the upstream gradient positionally,
@@ -132,7 +132,7 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
             if upstream is None:
                 (upstream,) = args
             d_grad = upstream * kops.cast(
-                kops.divide_no_nan(kops.cast(g, acc), count), dtype)
+                ops.divide_no_nan(kops.cast(g, acc), count), dtype)
             return (d_grad,) + tuple(kops.zeros_like(r) for r in rows)
 
         return loss, grad

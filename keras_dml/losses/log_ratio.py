@@ -145,16 +145,16 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
     enough = kops.cast(batch, "int32") >= 3
     if ratio == "plain":
         per_anchor = _plain_ratio_rows(d + eps, label_dist + eps, others, batch)
-        loss = kops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
+        loss = ops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
         return kops.where(enough, loss, kops.zeros_like(loss))
     r = kops.log(d + eps) - kops.log(label_dist + eps)      # [A, B]
     r = kops.where(others, r, kops.zeros_like(r))
     n = kops.cast(batch - 1, dtype)
-    mean = kops.divide_no_nan(kops.sum(r, axis=1, keepdims=True), n)
+    mean = ops.divide_no_nan(kops.sum(r, axis=1, keepdims=True), n)
     centred = kops.where(others, r - mean, kops.zeros_like(r))
-    per_anchor = 2.0 * kops.divide_no_nan(
+    per_anchor = 2.0 * ops.divide_no_nan(
         kops.sum(kops.square(centred), axis=1), n - 1.0)
-    loss = kops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
+    loss = ops.divide_no_nan(kops.sum(per_anchor), kops.cast(rows, dtype))
     return kops.where(enough, loss, kops.zeros_like(loss))
 
 
@@ -190,7 +190,7 @@ def _plain_ratio_rows(x, y, others, batch):
     total = (s(x * x) * s(1.0 / (x * x)) - 2.0 * s(x * y) * s(1.0 / (x * y))
              + s(y * y) * s(1.0 / (y * y)))
     n = kops.cast(batch - 1, wide)
-    per_anchor = kops.divide_no_nan(kops.maximum(total, kops.zeros_like(total)),
+    per_anchor = ops.divide_no_nan(kops.maximum(total, kops.zeros_like(total)),
                                     n * (n - 1.0))
     return kops.cast(per_anchor, out_dtype)
 

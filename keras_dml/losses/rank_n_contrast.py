@@ -100,7 +100,7 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
     is_pair = kops.expand_dims(column, 0) > 0            # column 0: the anchor
     total = kops.sum(kops.where(is_pair, terms, kops.zeros_like(terms)))
     pairs = kops.cast(batch * (batch - 1), acc)
-    loss = kops.divide_no_nan(total, pairs)
+    loss = ops.divide_no_nan(total, pairs)
     return kops.cast(loss, dtype)
 
 
