@@ -141,6 +141,11 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
         [-clip_value, clip_value] (PyTorch ``clip_grad_value_``) on every
         group (the optimiser's ``clipvalue``).
 
+    ``apply`` skips a group whose gradients are all None (a frozen
+    backbone). ``stateless_apply`` (Keras' JAX trainer) is the base
+    class's: ``apply`` inside a ``StatelessScope``, every clone's variables
+    being among ``variables``.
+
     ``apply`` expects gradients already summed over replicas (``MetricModel``
     all-reduces them once before clipping so that clipping, global-norm
     clipping and loss-scale checks see the true global gradient); the clones'
@@ -280,7 +285,9 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
         parts = self._split(grads, trainable_variables)
         for group, clone in zip(GROUPS, self._clones):
             group_grads, group_vars = parts[group]
-            if group_vars:
+            # A group without any gradient (the backbone in a warm-up step,
+            # given as None) is not stepped: its clone keeps its step count.
+            if any(g is not None for g in group_grads):
                 clone.apply(group_grads, group_vars)
         self.iterations.assign_add(1)
 

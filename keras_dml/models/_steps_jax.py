@@ -66,18 +66,15 @@ def train_step(model, state, data):
     (_, (loss, outputs, non_trainable)), grads = jax.value_and_grad(
         objective, has_aux=True)(trainable)
 
-    # Only the step's variables (not the backbone during warm-up) go to the
-    # optimiser, so a frozen group's clone does not count steps.
-    variables = model.trainable_variables
-    position = {id(v): i for i, v in enumerate(variables)}
-    step_variables = model._step_variables()
-    step_grads = [grads[position[id(v)]] for v in step_variables]
-    mapping = (list(zip(variables, trainable))
-               + list(zip(optimizer.variables, optimizer_values)))
-    with _scope(mapping) as scope:
-        optimizer.apply(step_grads, step_variables)
-    trainable = _values(scope, variables)
-    optimizer_values = _values(scope, optimizer.variables)
+    # Only the step's variables (not the backbone during warm-up) get a
+    # gradient; None for the others, which the optimiser then leaves alone
+    # (a frozen group's clone does not count steps), as on TensorFlow.
+    # stateless_apply also serves a LossScaleOptimizer around the groups.
+    stepped = {id(v) for v in model._step_variables()}
+    grads = [g if id(v) in stepped else None
+             for g, v in zip(grads, model.trainable_variables)]
+    trainable, optimizer_values = optimizer.stateless_apply(
+        optimizer_values, grads, trainable)
 
     logs, metrics_values = _update_metrics(model, metrics_values, loss, y, outputs)
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)

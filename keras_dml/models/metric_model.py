@@ -64,6 +64,17 @@ class MetricModel(keras.Model):
     with ``synchronized=True``; with that, or with ``freeze_batchnorm`` (the
     authors' setting), the update is exact too.)
 
+    Backends: the same model, loss and recipe train under TensorFlow, JAX
+    and PyTorch and give the same update (tests/test_backend_training.py).
+    Under JAX the step is Keras' stateless one (``jax.jit``); with
+    ``keras.distribution.DataParallel`` the batch is one global array
+    sharded over the devices, so the loss, its gradient and BatchNorm's
+    statistics are those of the global batch without any gather, and the
+    update equals one device's. PyTorch trains on one device (Keras has no
+    ``keras.distribution`` for it). Differences: under JAX a variable the
+    loss does not reach gets a zero gradient (TensorFlow and PyTorch: None,
+    skipped by the optimiser), which matters only for such variables.
+
     Args:
       embedder: a Keras model, images -> embeddings [B, D]; use
         ``build_embedder`` (warm-up and ``freeze_batchnorm`` need its
