@@ -11,7 +11,8 @@ Keep this module small: a new private use goes here, with its reason and a
 check in the test.
 """
 
-import tensorflow as tf
+# TensorFlow is imported only where a tf.distribute strategy is in use, so
+# that importing keras_dml under JAX or PyTorch does not load it.
 
 # Names of the hooks below, for the test's completeness check.
 HOOKS = ("skip_cross_replica_gradient_sum", "configured_learning_rate",
@@ -28,6 +29,11 @@ def skip_cross_replica_gradient_sum(optimizer):
     Private: ``TFOptimizer._all_reduce_sum_gradients(grads_and_vars)``, which
     Keras' TensorFlow optimiser calls inside ``apply`` to sum the gradients
     over replicas, *after* clipping them per replica.
+
+    Only the TensorFlow optimiser has this method; on JAX and PyTorch the
+    attribute is set and never read (their optimisers do not sum over
+    replicas inside ``apply``: under JAX's ``DataParallel`` the gradient is
+    that of the global batch already).
 
     Why: ``MetricModel.train_step`` sums the gradients over replicas once,
     itself, before clipping and the optimiser step, so that value clipping,
@@ -91,11 +97,18 @@ def build_from_first_replica_batch(model_class):
     ``MultiWorkerMirroredStrategy`` and averages int labels. The build only
     needs shapes, so the first replica's batch does.
     """
-    keras_build = model_class._maybe_symbolic_build
+    keras_build = getattr(model_class, "_maybe_symbolic_build", None)
+    if keras_build is None:
+        # Only Keras' TensorFlow trainer has it (and tf.distribute): on JAX
+        # and PyTorch the class is left as it is.
+        return model_class
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None or iterator is None:
+        # Only the TensorFlow trainer has a strategy (JAX and PyTorch: None).
+        if getattr(self, "_distribute_strategy", None) is None or iterator is None:
             return keras_build(self, iterator=iterator, data_batch=data_batch)
+        import tensorflow as tf
+
         strategy = self.distribute_strategy
         for _, _, it in iterator:
             data_batch = next(it)

@@ -45,7 +45,13 @@ import json
 import os
 
 import keras
-import tensorflow as tf
+
+try:
+    import tensorflow as tf
+except ImportError as error:  # a SavedModel is a TensorFlow graph
+    raise ImportError(
+        "keras_dml.export writes TensorFlow SavedModels and needs TensorFlow: "
+        "pip install tensorflow") from error
 
 from keras_dml import ops
 from keras_dml.backbones import preprocessing as _preprocessing
@@ -55,6 +61,24 @@ _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
                    "lanczos5", "gaussian", "mitchellcubic")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def require_tensorflow_backend(what="SavedModel export"):
+    """Refuse to export a model built on another Keras backend.
+
+    The serving functions call the model inside ``tf.function``: its
+    variables and ops must be TensorFlow's. A model trained under JAX or
+    PyTorch exports after loading its weights (``.weights.h5`` files are
+    backend-neutral) into the same architecture in a process started with
+    ``KERAS_BACKEND=tensorflow``.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{what} traces the model with TensorFlow and needs "
+            f"KERAS_BACKEND=tensorflow (this process runs {backend!r}): save "
+            "the weights (model.save_weights), rebuild the model under the "
+            "TensorFlow backend, load them and export from there.")
 
 
 def _resolve_preprocess(preprocess):
@@ -247,6 +271,8 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
                        resize_method="bilinear", channels=None, transform=None):
     """Write a SavedModel that maps raw images to L2-normalised embeddings.
 
+    Needs the TensorFlow Keras backend (see ``require_tensorflow_backend``).
+
     Args:
       model: a Keras model mapping preprocessed images [N, h, w, c] to
         embeddings [N, D] (e.g. ``kd.models.MetricModel``, whose ``call``
@@ -273,6 +299,7 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
     Returns:
       ``path``.
     """
+    require_tensorflow_backend()
     serving_default, serving_bytes, specs, info = _serving_functions(
         model, image_shape, preprocess, resize_to, resize_method, channels,
         transform)
@@ -321,7 +348,8 @@ def export_retrieval_model(model, index, path, k=10, image_shape=None,
                            resize_method="bilinear", channels=None,
                            transform=None, memory_budget=256 * 1024 ** 2):
     """Write one SavedModel that embeds images and returns their k nearest
-    neighbours in ``index``'s gallery, held inside it.
+    neighbours in ``index``'s gallery, held inside it. Needs the TensorFlow
+    Keras backend (see ``require_tensorflow_backend``).
 
         loaded = tf.saved_model.load(path)
         out = loaded.signatures["serving_default"](images=uint8_batch)
@@ -360,6 +388,7 @@ def export_retrieval_model(model, index, path, k=10, image_shape=None,
     Returns:
         ``path``.
     """
+    require_tensorflow_backend()
     from keras_dml.evaluation import search
 
     if image_shape is None:

@@ -18,7 +18,7 @@ the *global* step (the wrapper's ``iterations``), as the authors' per-epoch
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_dml import _keras_hooks
 
@@ -43,7 +43,7 @@ class ScaledSchedule(_Schedule):
 
     def __call__(self, step):
         lr = self.schedule(step)
-        return lr * tf.cast(self.multiplier, lr.dtype)
+        return lr * ops.cast(self.multiplier, lr.dtype)
 
     def get_config(self):
         return {"schedule": keras.saving.serialize_keras_object(self.schedule),
@@ -85,6 +85,15 @@ def step_decay(initial_lr, steps_per_epoch, step_epochs, gamma=0.5):
     return keras.optimizers.schedules.ExponentialDecay(
         float(initial_lr), decay_steps=step_epochs * steps_per_epoch,
         decay_rate=float(gamma), staircase=True)
+
+
+def _clip_by_global_norm(grads, clip_norm):
+    """``g * clip_norm / max(global_norm, clip_norm)`` for every ``g``
+    (``tf.clip_by_global_norm``), the norm taken over all of them together."""
+    squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads]
+    norm = ops.sqrt(ops.sum(ops.stack(squares)))
+    scale = clip_norm / ops.maximum(norm, clip_norm)
+    return [g * ops.cast(scale, g.dtype) for g in grads]
 
 
 class _GlobalStepLR:
@@ -131,6 +140,11 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
       clip_value: if set, element-wise gradient clipping to
         [-clip_value, clip_value] (PyTorch ``clip_grad_value_``) on every
         group (the optimiser's ``clipvalue``).
+
+    ``apply`` skips a group whose gradients are all None (a frozen
+    backbone). ``stateless_apply`` (Keras' JAX trainer) is the base
+    class's: ``apply`` inside a ``StatelessScope``, every clone's variables
+    being among ``variables``.
 
     ``apply`` expects gradients already summed over replicas (``MetricModel``
     all-reduces them once before clipping so that clipping, global-norm
@@ -264,14 +278,16 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
             self.built = True
         if self.global_clipnorm_all:
             present = [i for i, g in enumerate(grads) if g is not None]
-            clipped, _ = tf.clip_by_global_norm(
+            clipped = _clip_by_global_norm(
                 [grads[i] for i in present], self.global_clipnorm_all)
             for i, g in zip(present, clipped):
                 grads[i] = g
         parts = self._split(grads, trainable_variables)
         for group, clone in zip(GROUPS, self._clones):
             group_grads, group_vars = parts[group]
-            if group_vars:
+            # A group without any gradient (the backbone in a warm-up step,
+            # given as None) is not stepped: its clone keeps its step count.
+            if any(g is not None for g in group_grads):
                 clone.apply(group_grads, group_vars)
         self.iterations.assign_add(1)
 
@@ -279,10 +295,6 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
         grads, variables = zip(*grads_and_vars)
         self.apply(grads, variables)
         return self.iterations
-
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        raise NotImplementedError(
-            "ParameterGroupOptimizer is stateful (TensorFlow).")
 
     @property
     def learning_rate(self):

@@ -33,7 +33,8 @@ minus [104, 117, 128]).
 """
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from keras_dml.backbones import common
 
@@ -81,15 +82,18 @@ class CeilMaxPool2D(keras.layers.Layer):
 
     def call(self, x):
         k, s = self.pool_size, self.strides
-        shape = tf.shape(x)
+        shape = ops.shape(x)   # ints, or tensors for TF's unknown sizes
         pads = []
         for axis in (1, 2):
             n = shape[axis]
             out = (n - k + s - 1) // s + 1
-            pads.append(tf.maximum((out - 1) * s + k - n, 0))
-        x = tf.pad(x, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]],
-                   constant_values=x.dtype.min)
-        return tf.nn.max_pool2d(x, k, s, "VALID")
+            pad = (out - 1) * s + k - n
+            pads.append(max(pad, 0) if isinstance(pad, int)
+                        else ops.maximum(pad, 0))
+        lowest = float(np.finfo(keras.backend.standardize_dtype(x.dtype)).min)
+        x = ops.pad(x, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]],
+                    constant_values=lowest)
+        return ops.max_pool(x, k, s, "valid")
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

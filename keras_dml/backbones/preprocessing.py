@@ -1,23 +1,48 @@
-"""Input preprocessing per backbone, as plain TensorFlow ops.
+"""Input preprocessing per backbone: channel flips and affine maps.
 
 Every function takes RGB images with values in [0, 255] (uint8 or float,
 shape [..., H, W, 3]) and returns float32 in the range the backbone's
-pretrained weights expect. They are graph-safe, so the same function runs in
-a ``tf.data`` pipeline, inside a Keras model and inside an exported
-SavedModel (``kd.export``), and train and serve see the same numbers.
+pretrained weights expect. A TensorFlow tensor (a ``tf.data`` pipeline, an
+exported SavedModel (``kd.export``), a TF-backend model) is mapped with
+TensorFlow ops, graph-safe on any Keras backend; anything else (numpy, JAX,
+PyTorch arrays) with ``keras.ops``. Train and serve see the same numbers.
+TensorFlow is not imported here: a TF tensor means it is loaded already.
 """
 
-import tensorflow as tf
+import sys
+
+from keras import ops
+
+
+def _tf_of(images):
+    """The tensorflow module if ``images`` is a TensorFlow tensor, else None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(images, (tf.Tensor, tf.Variable)):
+        return tf
+    return None
 
 
 def _float_rgb(images, name):
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank is not None and images.shape[-1] is not None \
-            and images.shape[-1] != 3:
+    tf = _tf_of(images)
+    images = images if tf is not None else ops.convert_to_tensor(images)
+    shape = tuple(images.shape)
+    if shape and shape[-1] is not None and shape[-1] != 3:
         raise ValueError(
             f"{name} preprocessing expects RGB images [..., H, W, 3]; got shape "
-            f"{images.shape} (convert grey images with tf.image.grayscale_to_rgb).")
-    return tf.cast(images, tf.float32)
+            f"{shape} (convert grey images to RGB, e.g. tf.image.grayscale_to_rgb).")
+    return _to_float32(images)
+
+
+def _to_float32(images):
+    tf = _tf_of(images)
+    if tf is not None:
+        return tf.cast(images, tf.float32)
+    return ops.cast(ops.convert_to_tensor(images), "float32")
+
+
+def _bgr(x):
+    tf = _tf_of(x)
+    return tf.reverse(x, [-1]) if tf is not None else ops.flip(x, axis=-1)
 
 
 def caffe(images):
@@ -26,8 +51,8 @@ def caffe(images):
     ``x[..., ::-1] - [103.939, 116.779, 123.68]`` (no scaling), as
     ``keras.applications.resnet.preprocess_input``.
     """
-    x = _float_rgb(images, "caffe")[..., ::-1]
-    return x - tf.constant([103.939, 116.779, 123.68], tf.float32)
+    x = _bgr(_float_rgb(images, "caffe"))
+    return x - _constant(x, [103.939, 116.779, 123.68])
 
 
 def inception(images):
@@ -38,8 +63,8 @@ def inception(images):
 def bn_inception(images):
     """BN-Inception (Caffe weights, as the Proxy Anchor authors):
     RGB -> BGR, keep the 0-255 range, minus the BGR mean [104, 117, 128]."""
-    x = _float_rgb(images, "bn_inception")[..., ::-1]
-    return x - tf.constant([104.0, 117.0, 128.0], tf.float32)
+    x = _bgr(_float_rgb(images, "bn_inception"))
+    return x - _constant(x, [104.0, 117.0, 128.0])
 
 
 def efficientnet_lite(images):
@@ -51,14 +76,22 @@ def torch_imagenet(images):
     """torchvision ImageNet: ``(x / 255 - [0.485, 0.456, 0.406]) /
     [0.229, 0.224, 0.225]`` (RGB)."""
     x = _float_rgb(images, "torch_imagenet") / 255.0
-    mean = tf.constant([0.485, 0.456, 0.406], tf.float32)
-    std = tf.constant([0.229, 0.224, 0.225], tf.float32)
+    mean = _constant(x, [0.485, 0.456, 0.406])
+    std = _constant(x, [0.229, 0.224, 0.225])
     return (x - mean) / std
 
 
 def identity(images):
     """No normalisation: float32 of the 0-255 values (any channel count)."""
-    return tf.cast(images, tf.float32)
+    return _to_float32(images)
+
+
+def _constant(like, values):
+    """float32 constant of the same kind (TensorFlow or backend) as ``like``."""
+    tf = _tf_of(like)
+    if tf is not None:
+        return tf.constant(values, tf.float32)
+    return ops.convert_to_tensor(values, dtype="float32")
 
 
 PREPROCESSING = {

@@ -15,7 +15,15 @@ anchor, its nearest neighbours in label space and random others), the
 chunked nearest-neighbour builder, and an M-per-class sampler.
 """
 
-from keras_dml.data import samplers  # noqa: F401
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:  # tf.data is the whole of this package
+    raise ImportError(
+        "keras_dml.data builds tf.data pipelines and needs TensorFlow: pip "
+        "install tensorflow (the losses, layers, ops and metrics do not)."
+    ) from error
+
+from keras_dml.data import samplers  # noqa: F401,E402
 from keras_dml.data import augment  # noqa: F401,E402
 from keras_dml.data.core import (  # noqa: F401,E402
     DataNotFoundError, RetrievalData, Split, make_eval_pipeline,

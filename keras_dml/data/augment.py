@@ -222,6 +222,9 @@ class GrayscaleToRGB(keras.layers.Layer):
         return (*input_shape[:-1], 3)
 
 
+_TF_LAYERS = (RandomResizedCrop, ResizeShorterSide, GrayscaleToRGB)
+
+
 class Compose:
     """Apply a list of layers / callables in order (``training`` passed to
     the layers that take it). Works on one image or a batch.
@@ -236,8 +239,16 @@ class Compose:
 
     def __call__(self, images):
         x = images
+        tf_backend = keras.backend.backend() == "tensorflow"
         for step in self.steps:
-            if isinstance(step, keras.layers.Layer):
+            if isinstance(step, _TF_LAYERS) and not tf_backend:
+                # These layers are TensorFlow ops on TensorFlow tensors (a
+                # tf.data pipeline); under JAX / PyTorch, Layer.__call__
+                # would convert a symbolic tf.Tensor to the backend's array.
+                # (Keras' own preprocessing layers switch to TF in tf.data.)
+                x = (step.call(x, training=self.training)
+                     if isinstance(step, RandomResizedCrop) else step.call(x))
+            elif isinstance(step, keras.layers.Layer):
                 # Keras drops `training` for layers whose call lacks it.
                 x = step(x, training=self.training)
             else:

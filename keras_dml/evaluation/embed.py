@@ -1,24 +1,41 @@
 """Embed a data set with a model, batch by batch, with a progress bar."""
 
+import sys
 import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 # One compiled inference function per model, so that repeated evaluations
 # (a callback every epoch) trace the model only once.
 _CALL_FNS = weakref.WeakKeyDictionary()
 
 
+def _host(x):
+    """A batch as numpy when it is a TensorFlow tensor (a tf.data batch fed
+    to a JAX or PyTorch model)."""
+    return x.numpy() if _is_tf_tensor(x) else x
+
+
+def _is_tf_tensor(x):
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.Tensor)
+
+
 def _inference_fn(model):
     fn = _CALL_FNS.get(model)
     if fn is None:
         model_ref = weakref.ref(model)   # the cache must not keep the model alive
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
 
-        def call(x):
-            return model_ref()(x, training=False)
-        fn = tf.function(call, reduce_retracing=True)
+            def call(x):
+                return model_ref()(x, training=False)
+            fn = tf.function(call, reduce_retracing=True)
+        else:
+            # Keras' compiled predict step (jax.jit under JAX, eager torch).
+            def fn(x):
+                return model_ref().predict_on_batch(_host(x))
         _CALL_FNS[model] = fn
     return fn
 
@@ -46,7 +63,8 @@ def _numpy_batches(data, batch_size):
 
 
 def _num_batches(data, batch_size):
-    if isinstance(data, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(data, tf.data.Dataset):
         n = int(data.cardinality())
         return n if n >= 0 else None
     if isinstance(data, np.ndarray):
@@ -64,7 +82,11 @@ def _to_numpy(t, what):
         raise TypeError(f"the {what} must be a single tensor; got a "
                         f"{type(t).__name__}. For embeddings, use a model whose "
                         "output is the embedding.")
-    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+    if hasattr(t, "numpy") and not isinstance(t, np.ndarray):
+        if keras.backend.backend() == "torch" and not _is_tf_tensor(t):
+            return keras.ops.convert_to_numpy(t)   # torch: .cpu() first
+        return t.numpy()
+    return np.asarray(t)
 
 
 def embed(model, dataset, verbose=1, batch_size=256):

@@ -1,9 +1,10 @@
 """MetricModel: compile/fit for metric learning, exact on many replicas."""
 
+import importlib
 import inspect
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_dml import _keras_hooks
 from keras_dml.losses.base import MetricLoss
@@ -62,6 +63,17 @@ class MetricModel(keras.Model):
     training mode normalise with their replica's statistics unless built
     with ``synchronized=True``; with that, or with ``freeze_batchnorm`` (the
     authors' setting), the update is exact too.)
+
+    Backends: the same model, loss and recipe train under TensorFlow, JAX
+    and PyTorch and give the same update (tests/test_backend_training.py).
+    Under JAX the step is Keras' stateless one (``jax.jit``); with
+    ``keras.distribution.DataParallel`` the batch is one global array
+    sharded over the devices, so the loss, its gradient and BatchNorm's
+    statistics are those of the global batch without any gather, and the
+    update equals one device's. PyTorch trains on one device (Keras has no
+    ``keras.distribution`` for it). Differences: under JAX a variable the
+    loss does not reach gets a zero gradient (TensorFlow and PyTorch: None,
+    skipped by the optimiser), which matters only for such variables.
 
     Args:
       embedder: a Keras model, images -> embeddings [B, D]; use
@@ -288,15 +300,23 @@ class MetricModel(keras.Model):
         return self._warming_up
 
     # -- steps ---------------------------------------------------------------
+    # The numeric parts (embedding, head, loss) are keras.ops and shared; the
+    # step itself is per backend because Keras' trainers are: TensorFlow
+    # (GradientTape, tf.distribute all-gather), JAX (stateless, jax.jit,
+    # keras.distribution) and PyTorch (autograd), in keras_dml/models/_steps_*.
+
     def _head_outputs(self, embeddings):
         return embeddings if self.proxies is None else self.proxies(embeddings)
 
     def _loss_of_outputs(self, y, outputs):
         # In floatx, as Keras' compiled loss returns it.
-        loss = tf.cast(self.loss(y, outputs), keras.config.floatx())
-        extra = [tf.cast(tf.reduce_sum(l), loss.dtype) for l in self.losses]
+        loss = ops.cast(self.loss(y, outputs), keras.config.floatx())
+        extra = [ops.cast(ops.sum(l), loss.dtype) for l in self.losses]
         if extra:
-            loss = loss + tf.add_n(extra)
+            total = extra[0]
+            for term in extra[1:]:
+                total = total + term
+            loss = loss + total
         return loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
@@ -309,25 +329,6 @@ class MetricModel(keras.Model):
             raise ValueError("MetricModel losses are defined on the whole "
                              "batch and take no sample_weight.")
         return self._loss_of_outputs(y, self._head_outputs(y_pred))
-
-    @staticmethod
-    def _replica_context():
-        ctx = tf.distribute.get_replica_context()
-        return ctx, (ctx.num_replicas_in_sync if ctx is not None else 1)
-
-    def _gather(self, ctx, replicas, embeddings, y):
-        """Global batch (in replica order) and this replica's row offset."""
-        if replicas == 1 or not self._exact_global_batch:
-            return embeddings, y, 0
-        sizes = ctx.all_gather(tf.shape(embeddings)[:1], axis=0)
-        start = tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group])
-        # Separate gathers: int labels live on the host, embeddings may not.
-        # tf.identity places the input batch on this replica's device: under
-        # MultiWorkerMirroredStrategy tensors straight from the distributed
-        # dataset have no device, and all_gather refuses them.
-        all_embeddings = ctx.all_gather(tf.identity(embeddings), axis=0)
-        all_y = ctx.all_gather(tf.identity(y), axis=0)
-        return all_embeddings, all_y, start
 
     def _unpack(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -343,7 +344,7 @@ class MetricModel(keras.Model):
             return self.embedder(x, training=True)
         # Warm-up: backbone frozen, in inference mode (BatchNorm statistics
         # untouched); only the head (and proxies) get gradients.
-        features = tf.stop_gradient(self.backbone(x, training=False))
+        features = ops.stop_gradient(self.backbone(x, training=False))
         return self.head(features, training=True)
 
     def _step_variables(self):
@@ -354,62 +355,23 @@ class MetricModel(keras.Model):
             variables += list(self.proxies.trainable_variables)
         return variables
 
-    def _metrics_result(self, y, outputs, start, local_size):
-        if isinstance(start, int):   # no gather: this replica's outputs
-            local = outputs
-        else:
-            local = outputs[start:start + local_size]
-        # Updates the compiled metrics (if any) and returns every result.
-        logs = self.compute_metrics(None, y, local, None)
-        strategy = tf.distribute.get_strategy()
-        # More replicas than this worker's devices: several workers.
-        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.num_replicas_in_sync
-                > len(strategy.extended.worker_devices)):
-            # Keras 3.15 reduces the logs of a multi-worker step with
-            # strategy.reduce("MEAN", value, axis=0), which fails on scalars:
-            # give it one-element vectors (their mean is the scalar).
-            logs = {k: tf.reshape(v, [1]) if getattr(v, "shape", None) == ()
-                    else v for k, v in logs.items()}
-        return logs
+    def train_step(self, *args):
+        """One optimiser step on the global batch.
 
-    def train_step(self, data):
-        x, y = self._unpack(data)
-        ctx, replicas = self._replica_context()
-        with tf.GradientTape() as tape:
-            embeddings = self._embed_for_training(x)
-            all_embeddings, all_y, start = self._gather(ctx, replicas, embeddings, y)
-            outputs = self._head_outputs(all_embeddings)
-            loss = self._loss_of_outputs(all_y, outputs)
-            # Each replica's share: the replicas' gradients are summed.
-            objective = loss / tf.cast(replicas, loss.dtype)
-            scaled = self.optimizer.scale_loss(objective)
-        if not self.optimizer.built:
-            # Built on every trainable variable, also when the first step is
-            # a warm-up step that updates only some of them.
-            self.optimizer.build(self.trainable_variables)
-        variables = self._step_variables()
-        grads = tape.gradient(scaled, variables)
-        if replicas > 1:
-            present = [i for i, g in enumerate(grads) if g is not None]
-            if present:
-                summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                        [grads[i] for i in present])
-                grads = list(grads)
-                for i, g in zip(present, summed):
-                    grads[i] = g
-        self.optimizer.apply(grads, variables)
-        local_size = tf.shape(embeddings)[0]
-        self._global_loss_tracker.update_state(loss, sample_weight=local_size)
-        return self._metrics_result(y, outputs, start, local_size)
+        TensorFlow and PyTorch: ``train_step(data)``; JAX (Keras' stateless
+        trainer): ``train_step(state, data) -> (logs, state)``.
+        """
+        return _steps().train_step(self, *args)
 
-    def test_step(self, data):
-        x, y = self._unpack(data)
-        ctx, replicas = self._replica_context()
-        embeddings = self.embedder(x, training=False)
-        all_embeddings, all_y, start = self._gather(ctx, replicas, embeddings, y)
-        outputs = self._head_outputs(all_embeddings)
-        loss = self._loss_of_outputs(all_y, outputs)
-        local_size = tf.shape(embeddings)[0]
-        self._global_loss_tracker.update_state(loss, sample_weight=local_size)
-        return self._metrics_result(y, outputs, start, local_size)
+    def test_step(self, *args):
+        return _steps().test_step(self, *args)
+
+
+def _steps():
+    """The module with this backend's train/test steps."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax", "torch"):
+        raise NotImplementedError(
+            f"MetricModel trains under the tensorflow, jax and torch Keras "
+            f"backends; got {backend!r}.")
+    return importlib.import_module(f"keras_dml.models._steps_{backend}")

@@ -444,7 +444,9 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, index
         refused unless ``resume``).
       task: a :class:`Task`; default ``task_for(data)``.
       resume: continue an interrupted run in ``output_dir``.
-      export: write ``saved_model/`` (images -> embeddings).
+      export: write ``saved_model/`` (images -> embeddings). TensorFlow
+        backend only: under JAX / PyTorch the run logs why it skips the
+        export and writes ``final.weights.h5`` instead.
       index: class labels: write ``index/``, the test gallery as a
         ``kd.retrieval.Index`` (the Projector run is written either way).
       verbose: Keras verbosity (1: progress bars, 0: silent).
@@ -554,7 +556,18 @@ def run(recipe, data, output_dir, *, task=None, resume=False, export=True, index
                              paths["index"], len(g_e))
             paths["projector"] = kgallery.write_projector(
                 paths["logs"], g_split, g_e, g_l, thumbs, seed=recipe.seed)["config"]
-        if export:
+        if export and keras.backend.backend() != "tensorflow":
+            # The SavedModel's serving functions trace the model with
+            # TensorFlow; a JAX/PyTorch model's weights are backend-neutral.
+            paths["final_weights"] = os.path.join(out, "final.weights.h5")
+            model.save_weights(paths["final_weights"])
+            logging.warning(
+                "SavedModel export skipped: it needs KERAS_BACKEND=tensorflow "
+                "(this run used %s). The weights are in %s: build the same "
+                "recipe's model under the TensorFlow backend, load them and "
+                "call kd.export.export_saved_model.", keras.backend.backend(),
+                paths["final_weights"])
+        elif export:
             path = os.path.join(out, "saved_model")
             if os.path.isdir(path):
                 shutil.rmtree(path)
