@@ -17,6 +17,9 @@ import keras_dml as kd
 from keras_dml.retrieval import Index, IndexFormatError, storage
 from references import reference
 
+# Backend-neutral: CI runs this module under tensorflow, jax and torch.
+pytestmark = pytest.mark.backends
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
