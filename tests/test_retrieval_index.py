@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -103,6 +104,10 @@ def test_metadata_and_match(rng):
     assert m.scores[1] < 0.99
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a tf.data pipeline through kd.evaluation.embed, whose tf.function "
+           "inference is TensorFlow-backend-only until embed.py is converted")
 def test_build_index_from_model_and_dataset(rng):
     import keras
     import tensorflow as tf

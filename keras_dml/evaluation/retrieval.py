@@ -283,7 +283,7 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         for start in range(0, q.shape[0], chunk):
             stop = min(start + chunk, q.shape[0])
             rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
-            qc = ops.convert_to_tensor(search.pad_rows(q[start:stop], rows))
+            qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
             rank, top_same = _chunk_stats(
                 gallery, qc,
                 ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),

@@ -142,8 +142,15 @@ class Gallery:
         # What compiled code may depend on (shapes, which steps apply).
         self.spec = (score, self.has_duplicates, self.size, int(rows.shape[0]),
                      int(rows.shape[1]))
-        self.embeddings, self.bias = self.compiled(("prepare",), _make_prepare)(
-            ops.convert_to_tensor(rows, "float32"))
+        # Eager, never compiled: Grappler and XLA rewrite x / sqrt(y) into
+        # x * rsqrt(y), whose rounding differs between CPUs (ops.l2_normalize).
+        rows = ops.convert_to_tensor(rows, "float32")
+        if score == "cosine":
+            self.embeddings = dml_ops.l2_normalize(rows)
+            self.bias = ops.zeros_like(rows[:, 0])
+        else:
+            self.embeddings = rows
+            self.bias = ops.sum(ops.square(rows), axis=1)
         self.inverse = ops.convert_to_tensor(inverse.astype(np.int32), "int32")
         # A power of two: multiplying the queries by it is exact.
         self.scale_value = 1.0 if score == "cosine" else 2.0
@@ -156,6 +163,7 @@ class Gallery:
         return self.embeddings, self.bias, self.inverse, self.scale
 
     def prepare_queries(self, queries):
+        """Queries as scored (cosine: L2-normalised), eagerly: see __init__."""
         q = ops.convert_to_tensor(queries, "float32")
         return dml_ops.l2_normalize(q) if self.score == "cosine" else q
 
@@ -167,26 +175,24 @@ class Gallery:
         return self.embeddings, self.bias, self.inverse
 
     def scorer(self):
-        """``fn(tensors, queries, exclude=None)`` -> [c, Ng] scores of raw
-        float32 ``queries`` (prepared inside: a compiled function normalises
-        them too), via ``scores``, skipping the zero cosine bias, and the copy
-        when there are no duplicates. It closes over constants only, never
-        the gallery, so a cached compiled function keeps no gallery alive."""
+        """``fn(tensors, q, exclude=None)`` -> [c, Ng] scores of prepared
+        queries (``prepare_queries``), via ``scores``, skipping the zero
+        cosine bias, and the copy when there are no duplicates. It closes
+        over constants only, never the gallery, so a cached compiled function
+        keeps no gallery alive."""
         cosine = self.score == "cosine"
         duplicates = self.has_duplicates
         scale = self.scale_value
 
-        def fn(tensors, queries, exclude=None):
+        def fn(tensors, q, exclude=None):
             rows, bias, inverse = tensors
-            q = dml_ops.l2_normalize(queries) if cosine else queries
             return scores(q, rows, None if cosine else bias,
                           inverse if duplicates else None, scale, exclude)
         return fn
 
     def scores(self, queries, exclude=None):
         """[c, Ng] scores of raw float32 ``queries`` (eager)."""
-        return self.scorer()(self.tensors, ops.convert_to_tensor(queries, "float32"),
-                             exclude)
+        return self.scorer()(self.tensors, self.prepare_queries(queries), exclude)
 
     def compiled(self, key, make):
         """``_backend.function(make(self.score))``, built once per ``key``
@@ -217,21 +223,12 @@ class Gallery:
                 return top_k_blocked(scorer(tensors, q, exclude), k, block)
             return fn
         return self.compiled(("top_k", k), make)(
-            self.tensors, ops.convert_to_tensor(queries, "float32"), exclude)
+            self.tensors, self.prepare_queries(queries), exclude)
 
 
 _COMPILED = {}
 _COMPILED_MAX = 32
 
-
-def _make_prepare(score):
-    """rows -> (gallery rows as scored, their bias): L2-normalised rows and a
-    zero bias for cosine, the rows and |g|^2 for euclidean."""
-    def prepare(rows):
-        if score == "cosine":
-            return dml_ops.l2_normalize(rows), ops.zeros_like(rows[:, 0])
-        return rows, ops.sum(ops.square(rows), axis=1)
-    return prepare
 
 
 def scores(q, rows, bias, inverse, scale, exclude):
