@@ -174,3 +174,22 @@ def _is_float(x):
 def tensorflow_imported():
     """Whether TensorFlow is loaded in this process (tests use it)."""
     return "tensorflow" in sys.modules
+
+
+def function(fn):
+    """``fn`` compiled where that is cheap and exact: ``tf.function`` under
+    TensorFlow (``reduce_retracing``: a dimension that changes between calls,
+    such as the rows of the last chunk, becomes unknown instead of tracing
+    again), ``jax.jit`` under JAX (one compilation per input shape), ``fn``
+    itself under PyTorch (eager; ``torch.compile`` costs more than it saves
+    for a few large ops). Arguments are tensors, nested tuples of them, or
+    None; Python constants belong in ``fn``'s closure.
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+        return jax.jit(fn)
+    return fn

@@ -7,6 +7,9 @@ import keras_dml as kd
 
 continuous_metrics = kd.evaluation.continuous_metrics
 
+# Backend-neutral: CI runs this module under tensorflow, jax and torch.
+pytestmark = pytest.mark.backends
+
 
 def reference(q, yq, g=None, yg=None, ks=(1, 5), label_fn=None,
               embedding_distance="euclidean"):

@@ -7,6 +7,9 @@ import keras_dml as kd
 from keras_dml.evaluation import verification
 from references import reference
 
+# Backend-neutral: CI runs this module under tensorflow, jax and torch.
+pytestmark = pytest.mark.backends
+
 KEYS = {"roc_auc", "eer", "tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4",
         "best_accuracy", "best_threshold"}
 

@@ -7,6 +7,9 @@ import pytest
 import keras_dml as kd
 from keras_dml.retrieval import Calibration, Index
 
+# Backend-neutral: CI runs this module under tensorflow, jax and torch.
+pytestmark = pytest.mark.backends
+
 # Held-out precision may fall short of the target by binomial noise: with
 # ~1000 accepted queries its standard deviation at p = 0.9 is ~0.01; the
 # tolerance is 3 of them.

@@ -9,6 +9,9 @@ import keras_dml.evaluation.retrieval as retrieval_module
 
 retrieval_metrics = kd.evaluation.retrieval_metrics
 
+# Backend-neutral: CI runs this module under tensorflow, jax and torch.
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture(params=[1, 3, None], ids=["cap1", "cap3", "default_cap"])
 def topk_cap(request, monkeypatch):

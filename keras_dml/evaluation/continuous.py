@@ -17,7 +17,9 @@ evaluates a query set against a disjoint database (query/gallery mode here)
 and multiplies the mean pose distance by 224/288, a pixel scale specific to
 their MPII crops, which is left to the caller (scale the labels).
 
-Label distances: "squared_l2" (computed with ``keras_dml.ops``), any other
+Label distances: "squared_l2" (float64 numpy on the host, the same formula
+as ``keras_dml.ops.pairwise_squared_distances``, so the numbers are the same
+on every Keras backend, JAX's float32-only default included), any other
 name of ``keras_dml.label_distances`` ("one_minus_miou", "caption_set"), a
 callable ``fn(labels_a, labels_b) -> [Na, Nb]``, or a precomputed [Nq, Ng]
 matrix ([N, N] in self-retrieval). They are computed per chunk of queries, so
@@ -26,9 +28,8 @@ it was given precomputed.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_dml import ops
 from keras_dml.evaluation import search
 
 METRICS = ("mean_label_distance", "ndcg")
@@ -46,6 +47,11 @@ def _slice(labels, start, stop):
     if isinstance(labels, tuple):
         return tuple(_slice(p, start, stop) for p in labels)
     return labels[start:stop]
+
+
+def _host(x):
+    """A numpy array of ``x`` (a backend tensor, array or list)."""
+    return np.asarray(ops.convert_to_numpy(x) if ops.is_tensor(x) else x)
 
 
 def _label_distance_fn(label_distance, kwargs):
@@ -71,15 +77,18 @@ def _label_distance_fn(label_distance, kwargs):
         label_distances.get(label_distance, **kwargs)    # validates the name
         return named
 
-    def squared_l2(a, b):          # plain label vectors: keras_dml.ops
+    def squared_l2(a, b):          # plain label vectors
         if isinstance(a, tuple):
             return named(a, b)
-        a = tf.convert_to_tensor(np.asarray(a, np.float64).reshape(len(a), -1))
-        b = tf.convert_to_tensor(np.asarray(b, np.float64).reshape(len(b), -1))
+        a = _host(a).astype(np.float64).reshape(len(a), -1)
+        b = _host(b).astype(np.float64).reshape(len(b), -1)
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"query labels have {a.shape[1]} values but "
                              f"gallery labels have {b.shape[1]}.")
-        return ops.pairwise_squared_distances(a, b).numpy()
+        # |a|^2 + |b|^2 - 2 a.b, clamped at 0 (ops.pairwise_squared_distances)
+        d = (np.einsum("ij,ij->i", a, a)[:, None] - 2.0 * (a @ b.T)
+             + np.einsum("ij,ij->i", b, b)[None, :])
+        return np.maximum(d, 0.0)
     return squared_l2
 
 
@@ -156,8 +165,8 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
 
     kwargs = dict(label_distance_kwargs or {})
     precomputed = None
-    if isinstance(label_distance, (np.ndarray, tf.Tensor)):
-        precomputed = np.asarray(label_distance)
+    if isinstance(label_distance, np.ndarray) or ops.is_tensor(label_distance):
+        precomputed = _host(label_distance)
         if precomputed.shape != (nq, ng):
             raise ValueError(f"the precomputed label-distance matrix has shape "
                              f"{precomputed.shape}; expected {(nq, ng)}.")
@@ -188,9 +197,8 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
     ideal = np.empty((nq, k_max))
     for start in range(0, nq, chunk):
         stop = min(start + chunk, nq)
-        qc = gallery.prepare_queries(q[start:stop])
-        _, idx = search.topk_chunk(qc, gallery, start, k_max, self_retrieval)
-        idx = idx.numpy()
+        _, idx = search.chunk_top_k(gallery, q, start, stop, chunk, k_max,
+                                    self_retrieval)
         if precomputed is not None:
             d = _checked_distances(precomputed[start:stop], (stop - start, ng))
         else:

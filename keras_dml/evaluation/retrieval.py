@@ -26,7 +26,7 @@ keeps them in the denominators as failures (Recall@K 0, MAP@R 0,
 R-precision 0), which is what the papers' own scripts do for Recall@K.
 
 Ties: items with equal similarity are ranked by increasing gallery index, in
-every metric (deterministic; ``tf.math.top_k``'s order). Exact ties only arise
+every metric and on every Keras backend (``search.top_k_exact``). Exact ties only arise
 with duplicated or degenerate (e.g. all-zero) embeddings. For comparison, the
 Proxy-Anchor In-Shop script counts only strictly more similar negatives (ties
 go the query's way), and its self-retrieval scripts drop the first neighbour
@@ -37,8 +37,8 @@ NMI: k-means (scikit-learn, k = number of distinct query labels, seeded) on
 the L2-normalised query embeddings, scored with
 ``sklearn.metrics.normalized_mutual_info_score`` against the query labels.
 
-Cost: per chunk of queries one matmul against the gallery and one
-``tf.math.top_k`` with k = max(max R_q, min(max K, 64)): MAP@R and
+Cost: per chunk of queries one matmul against the gallery and one exact
+top-k (``search.top_k_blocked``) with k = max(max R_q, min(max K, 64)): MAP@R and
 R-precision read the top R_q, Recall@K reads ``first_q`` from the top k. When
 max K is larger than that k (SOP's K = 1000), ``first_q`` of the queries whose
 first same-class item is not in the top k is found by counting instead (items
@@ -49,7 +49,7 @@ defaults to 512 MB / (16 bytes * Ng) rows.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_dml.evaluation import search
 
@@ -58,8 +58,8 @@ LONE_QUERY_POLICIES = ("exclude", "count")
 
 
 def _as_labels(labels, name, n):
-    if isinstance(labels, tf.Tensor):
-        labels = labels.numpy()
+    if ops.is_tensor(labels):
+        labels = ops.convert_to_numpy(labels)
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -95,55 +95,73 @@ def _first_rank_by_counting(s, ql, gl):
     rank = #{j : s_j > best} + #{j : s_j == best, j < first same-class j with
     s_j == best} + 1, one pass per term over the [m, Ng] scores.
     """
-    n = tf.shape(s)[1]
-    neg_inf = tf.constant(-np.inf, s.dtype)
-    same = tf.equal(ql[:, None], gl[None, :])
-    best = tf.reduce_max(tf.where(same, s, neg_inf), axis=1, keepdims=True)
-    above = tf.reduce_sum(tf.cast(s > best, tf.int32), axis=1)
-    col = tf.range(n)[None, :]
-    ties = tf.equal(s, best)
-    first_pos = tf.reduce_min(
-        tf.where(tf.logical_and(ties, same), col, n), axis=1, keepdims=True)
-    tied_before = tf.reduce_sum(
-        tf.cast(tf.logical_and(ties, col < first_pos), tf.int32), axis=1)
+    n = s.shape[1]
+    same = ops.equal(ops.expand_dims(ql, 1), ops.expand_dims(gl, 0))
+    best = ops.max(ops.where(same, s, ops.cast(-np.inf, s.dtype)), axis=1,
+                   keepdims=True)
+    above = ops.sum(ops.cast(s > best, "int32"), axis=1)
+    col = ops.expand_dims(ops.arange(n, dtype="int32"), 0)
+    ties = ops.equal(s, best)
+    first_pos = ops.min(ops.where(ops.logical_and(ties, same), col, n), axis=1,
+                        keepdims=True)
+    tied_before = ops.sum(
+        ops.cast(ops.logical_and(ties, col < first_pos), "int32"), axis=1)
     return above + tied_before + 1
 
 
-@tf.function(input_signature=[
-    tf.TensorSpec([None, None], tf.float32),  # queries, L2-normalised
-    tf.TensorSpec([None], tf.int32),          # query label ids
-    tf.TensorSpec([None], tf.bool),           # query has a same-class item
-    tf.TensorSpec([None, None], tf.float32),  # distinct gallery rows, normalised
-    tf.TensorSpec([None], tf.float32),        # their bias (0 for cosine)
-    tf.TensorSpec([None], tf.int32),          # row of each gallery item
-    tf.TensorSpec([], tf.float32),            # score scale (1 for cosine)
-    tf.TensorSpec([None], tf.int32),          # gallery label ids
-    tf.TensorSpec([], tf.int32),              # first query row of the chunk
-    tf.TensorSpec([], tf.int32),              # k for top_k
-    tf.TensorSpec([], tf.bool),               # exclude self
-    tf.TensorSpec([], tf.bool),               # count ranks beyond the top k
-])
-def _chunk_stats(q, ql, has_match, rows, bias, inverse, scale, gl, start,
-                 k_top, exclude_self, count_beyond):
-    """Rank of the first same-class item [c] and same-class flags of the top k.
+def _top_same(gallery, q, ql, gl, exclude, k_top):
+    """Rank of the first same-class item among the top k_top ([c] int32,
+    ``_NO_RANK`` if none) and the same-class flags of the top k_top
+    ([c, k_top] bool) of one chunk of queries: one compiled call."""
+    block = search.block_size(gallery.size, k_top)
+    scorer = gallery.scorer()
 
-    Ranks beyond k_top are exact if ``count_beyond`` and ``_NO_RANK`` otherwise.
+    def make(score):
+        def fn(tensors, q, ql, gl, exclude):
+            s = scorer(tensors, q, exclude)
+            _, top_idx = search.top_k_blocked(s, k_top, block)
+            same = ops.equal(ops.take(gl, top_idx, axis=0), ops.expand_dims(ql, 1))
+            ranks = ops.expand_dims(ops.arange(1, k_top + 1, dtype="int32"), 0)
+            return ops.min(ops.where(same, ranks, _NO_RANK), axis=1), same
+        return fn
+    first_rank, same = gallery.compiled(("top_same", k_top), make)(
+        gallery.tensors, q, ql, gl, exclude)
+    return ops.convert_to_numpy(first_rank).astype(np.int64), ops.convert_to_numpy(same)
+
+
+def _counted_ranks(gallery, q, ql, gl, exclude, missing):
+    """``_first_rank_by_counting`` (numpy [m]) of the chunk's queries at the
+    positions ``missing`` [m]. The positions are padded to the chunk's rows
+    (repeating the last) so that a compiling backend sees one shape."""
+    m = missing.size
+    index = ops.convert_to_tensor(
+        search.pad_rows(missing.astype(np.int32), int(q.shape[0]), missing[-1]))
+
+    scorer = gallery.scorer()
+
+    def make(score):
+        def fn(tensors, q, ql, gl, exclude, index):
+            pick = lambda x: None if x is None else ops.take(x, index, axis=0)  # noqa: E731
+            return _first_rank_by_counting(
+                scorer(tensors, pick(q), pick(exclude)), pick(ql), gl)
+        return fn
+    return ops.convert_to_numpy(gallery.compiled(("count",), make)(
+        gallery.tensors, q, ql, gl, exclude, index))[:m]
+
+
+def _chunk_stats(gallery, q, ql, gl, exclude, k_top, count_beyond, has_match):
+    """Rank of the first same-class item [c] and same-class flags [c, k_top]
+    of the top k_top, as numpy.
+
+    Ranks beyond k_top are exact if ``count_beyond`` and ``_NO_RANK``
+    otherwise: they are counted (the scores recomputed) only for the queries
+    with a match and none in the top k_top.
     """
-    c = tf.shape(q)[0]
-    exclude = tf.where(exclude_self, tf.range(start, start + c), tf.fill([c], -1))
-    s = search.scores(q, rows, bias, inverse, scale, exclude)
-    _, top_idx = tf.math.top_k(s, k=k_top)          # ties: lower index first
-    top_same = tf.equal(tf.gather(gl, top_idx), ql[:, None])
-    ranks = tf.range(1, k_top + 1)[None, :]
-    first_rank = tf.reduce_min(tf.where(top_same, ranks, _NO_RANK), axis=1)
-
-    def count():
-        missing = tf.where(tf.logical_and(has_match, first_rank == _NO_RANK))[:, 0]
-        counted = _first_rank_by_counting(
-            tf.gather(s, missing), tf.gather(ql, missing), gl)
-        return tf.tensor_scatter_nd_update(first_rank, missing[:, None], counted)
-
-    first_rank = tf.cond(count_beyond, count, lambda: first_rank)
+    first_rank, top_same = _top_same(gallery, q, ql, gl, exclude, k_top)
+    if count_beyond:
+        missing = np.nonzero(has_match & (first_rank == _NO_RANK))[0]
+        if missing.size:
+            first_rank[missing] = _counted_ranks(gallery, q, ql, gl, exclude, missing)
     return first_rank, top_same
 
 
@@ -258,22 +276,25 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         count_beyond = "recall" in metrics and max(ks) > k_top
         chunk = search.check_chunk_size(chunk_size, q.shape[0], g.shape[0], k_top)
         gallery = search.Gallery(g, "cosine")
-        g_ids = tf.constant(gid)
+        g_ids = ops.convert_to_tensor(gid, "int32")
         first_rank = np.empty(q.shape[0], np.int64)
         ap = np.zeros(q.shape[0])
         rp = np.zeros(q.shape[0])
         for start in range(0, q.shape[0], chunk):
             stop = min(start + chunk, q.shape[0])
-            qc = gallery.prepare_queries(q[start:stop])
+            rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
+            qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
             rank, top_same = _chunk_stats(
-                qc, tf.constant(qid[start:stop]), tf.constant(has_match[start:stop]),
-                *gallery.parts, g_ids, tf.constant(start, tf.int32),
-                tf.constant(k_top, tf.int32), tf.constant(self_retrieval),
-                tf.constant(count_beyond))
-            first_rank[start:stop] = rank.numpy()
+                gallery, qc,
+                ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),
+                g_ids, search.exclusion(start, stop, self_retrieval, rows=rows),
+                k_top, count_beyond,
+                search.pad_rows(has_match[start:stop], rows, False))
+            rank, top_same = rank[:stop - start], top_same[:stop - start]
+            first_rank[start:stop] = rank
             if need_top:
                 ap[start:stop], rp[start:stop] = _average_precision_at_r(
-                    top_same.numpy(), r[start:stop])
+                    top_same, r[start:stop])
         first_rank[~has_match] = np.iinfo(np.int64).max     # never a hit
         ap[~has_match] = 0.0
         rp[~has_match] = 0.0

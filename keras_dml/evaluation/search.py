@@ -1,21 +1,23 @@
-"""Exact nearest-neighbour search in chunks of queries on the TensorFlow device.
+"""Exact nearest-neighbour search in chunks of queries, with ``keras.ops``.
 
 Every evaluation in keras_dml ranks a gallery for each query by a score
 (higher = closer) and never builds the full [Nq, Ng] matrix: queries are
 processed ``chunk_size`` rows at a time, so the working memory is
 O(chunk_size * (Ng + k)) on top of the embeddings themselves. The matmul
-and the reductions run on whatever device TensorFlow picks (a GPU if there
-is one).
+and the reductions run on the Keras backend's device (TensorFlow, JAX or
+PyTorch; a GPU if there is one).
 
 Scores:
     "cosine":    s(q, g) = <q / |q|, g / |g|>            (zero vectors stay zero)
     "euclidean": s(q, g) = 2 <q, g> - |g|^2 = |q|^2 - |q - g|^2,
                  which orders the gallery exactly as -|q - g| does.
 
-Ranking and ties (one rule everywhere): items are ranked by decreasing score;
-items with an equal score are ranked by increasing gallery index. This is the
-order of ``tf.math.top_k`` (documented: "the lower-index element appears
-first"), and the rank-counting code below implements the same rule.
+Ranking and ties (one rule everywhere, on every backend): items are ranked
+by decreasing score; items with an equal score are ranked by increasing
+gallery index. ``keras.ops.top_k`` does not promise an order among equal
+values (PyTorch's differs from TensorFlow's and JAX's), so ``top_k_exact``
+uses it only for the k largest *values*, which are unambiguous, and picks
+and orders the items by explicit keys that are all distinct.
 
 Self exclusion: when the queries are the gallery (query i is gallery item i),
 query i's own item gets the score -inf before ranking, i.e. it is excluded by
@@ -23,9 +25,10 @@ index. Other items identical to the query (duplicates) are ranked normally.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_dml import ops
+from keras_dml import _backend
+from keras_dml import ops as dml_ops
 
 DEFAULT_MEMORY_BUDGET = 512 * 1024 ** 2   # bytes per chunk's [chunk, Ng] work
 
@@ -34,8 +37,8 @@ _SCORES = ("cosine", "euclidean")
 
 def as_embeddings(x, name):
     """A finite float32 numpy array of shape [N, D], or a clear ValueError."""
-    if isinstance(x, tf.Tensor):
-        x = x.numpy()
+    if ops.is_tensor(x):
+        x = ops.convert_to_numpy(x)
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape [N, D]; got shape {x.shape}.")
@@ -135,15 +138,23 @@ class Gallery:
             rows, inverse = g, np.arange(self.size)
         else:
             rows, inverse = g[dedup[0]], dedup[1]
-        rows = tf.convert_to_tensor(rows, tf.float32)
+        self.has_duplicates = dedup is not None
+        # What compiled code may depend on (shapes, which steps apply).
+        self.spec = (score, self.has_duplicates, self.size, int(rows.shape[0]),
+                     int(rows.shape[1]))
+        # Eager, never compiled: Grappler and XLA rewrite x / sqrt(y) into
+        # x * rsqrt(y), whose rounding differs between CPUs (ops.l2_normalize).
+        rows = ops.convert_to_tensor(rows, "float32")
         if score == "cosine":
-            self.embeddings = ops.l2_normalize(rows)
-            self.bias = tf.zeros([tf.shape(rows)[0]], tf.float32)
+            self.embeddings = dml_ops.l2_normalize(rows)
+            self.bias = ops.zeros_like(rows[:, 0])
         else:
             self.embeddings = rows
-            self.bias = tf.reduce_sum(tf.square(rows), axis=1)
-        self.inverse = tf.convert_to_tensor(inverse, tf.int32)
-        self.scale = tf.constant(1.0 if score == "cosine" else 2.0, tf.float32)
+            self.bias = ops.sum(ops.square(rows), axis=1)
+        self.inverse = ops.convert_to_tensor(inverse.astype(np.int32), "int32")
+        # A power of two: multiplying the queries by it is exact.
+        self.scale_value = 1.0 if score == "cosine" else 2.0
+        self.scale = ops.convert_to_tensor(self.scale_value, "float32")
 
     @property
     def parts(self):
@@ -152,8 +163,72 @@ class Gallery:
         return self.embeddings, self.bias, self.inverse, self.scale
 
     def prepare_queries(self, queries):
-        q = tf.convert_to_tensor(queries, tf.float32)
-        return ops.l2_normalize(q) if self.score == "cosine" else q
+        """Queries as scored (cosine: L2-normalised), eagerly: see __init__."""
+        q = ops.convert_to_tensor(queries, "float32")
+        return dml_ops.l2_normalize(q) if self.score == "cosine" else q
+
+    @property
+    def tensors(self):
+        """The gallery's tensors, passed to compiled functions as arguments
+        (not captured: ``jax.jit`` would fold a captured gallery into the
+        program as a constant)."""
+        return self.embeddings, self.bias, self.inverse
+
+    def scorer(self):
+        """``fn(tensors, q, exclude=None)`` -> [c, Ng] scores of prepared
+        queries (``prepare_queries``), via ``scores``, skipping the zero
+        cosine bias, and the copy when there are no duplicates. It closes
+        over constants only, never the gallery, so a cached compiled function
+        keeps no gallery alive."""
+        cosine = self.score == "cosine"
+        duplicates = self.has_duplicates
+        scale = self.scale_value
+
+        def fn(tensors, q, exclude=None):
+            rows, bias, inverse = tensors
+            return scores(q, rows, None if cosine else bias,
+                          inverse if duplicates else None, scale, exclude)
+        return fn
+
+    def scores(self, queries, exclude=None):
+        """[c, Ng] scores of raw float32 ``queries`` (eager)."""
+        return self.scorer()(self.tensors, self.prepare_queries(queries), exclude)
+
+    def compiled(self, key, make):
+        """``_backend.function(make(self.score))``, built once per ``key``
+        and gallery ``spec`` in this process (a bounded cache: an evaluation
+        every epoch traces or compiles once). ``make(score)`` returns a
+        function that closes over constants only (``self.scorer()`` is one),
+        usually called as ``fn(gallery.tensors, ...)``."""
+        full_key = (_backend.name(), self.spec, key)
+        fn = _COMPILED.pop(full_key, None)
+        if fn is None:
+            fn = _backend.function(make(self.score))
+        _COMPILED[full_key] = fn                 # most recently used last
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        return fn
+
+    def top_k(self, queries, k, exclude=None):
+        """Top-k (values [c, k], indices int32 [c, k]) of raw float32
+        ``queries`` against the whole gallery, ``exclude`` [c] (or None)
+        excluded."""
+        k = int(k)
+        block = block_size(self.size, k)
+
+        scorer = self.scorer()
+
+        def make(score):
+            def fn(tensors, q, exclude):
+                return top_k_blocked(scorer(tensors, q, exclude), k, block)
+            return fn
+        return self.compiled(("top_k", k), make)(
+            self.tensors, self.prepare_queries(queries), exclude)
+
+
+_COMPILED = {}
+_COMPILED_MAX = 32
+
 
 
 def scores(q, rows, bias, inverse, scale, exclude):
@@ -161,23 +236,82 @@ def scores(q, rows, bias, inverse, scale, exclude):
 
     ``rows``/``bias`` hold the distinct gallery rows, ``inverse`` [Ng] maps each
     gallery item to its row, ``exclude`` [c] is one gallery index per query
-    whose score becomes -inf (-1: none). Graph code, for use inside
-    ``tf.function``.
+    whose score becomes -inf (-1: none). ``bias``, ``inverse`` and
+    ``exclude`` may be None (zero bias, all rows distinct, nothing
+    excluded). ``keras.ops`` only: runs eagerly, in ``tf.function`` (the
+    SavedModel export) and under ``jax.jit``.
     """
     # scale (1 or 2, a power of two) multiplies the queries: bit for bit the
     # same as scaling the [c, Ng] product, at O(c * D) instead of a pass
-    # over the scores. A zero bias (cosine) is not subtracted (x - 0 = x).
-    s = tf.matmul(scale * q, rows, transpose_b=True)
-    s = tf.cond(tf.reduce_any(tf.not_equal(bias, 0)),
-                lambda: s - bias[None, :], lambda: s)
-    s = tf.cond(tf.shape(rows)[0] < tf.shape(inverse)[0],
-                lambda: tf.gather(s, inverse, axis=1), lambda: s)
+    # over the scores.
+    s = ops.matmul(scale * q, ops.transpose(rows))
+    if bias is not None:
+        s = s - ops.expand_dims(bias, 0)
+    if inverse is not None and rows.shape[0] != inverse.shape[0]:
+        s = ops.take(s, inverse, axis=1)       # duplicates copy their row's score
+    if exclude is not None:
+        n = s.shape[1]
+        drop = ops.equal(ops.expand_dims(ops.arange(n, dtype="int32"), 0),
+                         ops.expand_dims(ops.cast(exclude, "int32"), 1))
+        s = ops.where(drop, ops.cast(-np.inf, s.dtype), s)
+    return s
 
-    def drop_excluded():
-        drop = tf.equal(tf.range(tf.shape(s)[1])[None, :], exclude[:, None])
-        return tf.where(drop, tf.constant(-np.inf, s.dtype), s)
-    # Searching an index excludes nothing: skip the [c, Ng] mask pass.
-    return tf.cond(tf.reduce_any(exclude >= 0), drop_excluded, lambda: s)
+
+def take_rows(x, index):
+    """``x[i, index[i, j]]`` for a 2-D ``x`` [c, n] and int32 ``index``
+    [c, m] (``take_along_axis(x, index, axis=1)``, as one flat gather: the
+    generic version costs many small ops per call on some backends)."""
+    n = x.shape[1]
+    row = ops.cumsum(ops.ones_like(index[:, :1]), axis=0) - 1     # [c, 1]
+    return ops.take(ops.reshape(x, [-1]), row * n + index, axis=0)
+
+
+def _stable_order_desc(v):
+    """The permutation [c, k] that sorts each row of ``v`` by decreasing
+    value, equal values keeping their order (a stable sort).
+
+    ``keras.ops.argsort`` is not stable on every backend, so it only ever
+    sorts distinct keys: first the values (ties in any order) to number the
+    distinct values of each row (0 = largest), then ``number * k + position``.
+    """
+    k = v.shape[1]
+    if k == 1:
+        return ops.zeros_like(v, "int32")
+    order = ops.cast(ops.argsort(-v, axis=1), "int32")     # ties: any order
+    sv = take_rows(v, order)
+    new_value = ops.cast(ops.not_equal(sv[:, 1:], sv[:, :-1]), "int32")
+    number = ops.concatenate(
+        [ops.zeros_like(new_value[:, :1]), ops.cumsum(new_value, axis=1)], axis=1)
+    # order is a permutation (distinct keys): its argsort is its inverse.
+    number = take_rows(number, ops.cast(ops.argsort(order, axis=1), "int32"))
+    position = ops.expand_dims(ops.arange(k, dtype="int32"), 0)
+    return ops.cast(ops.argsort(number * k + position, axis=1), "int32")
+
+
+def top_k_exact(s, k):
+    """(values [c, k], columns int32 [c, k]) of the k largest entries of
+    every row of ``s`` [c, n], ordered by (value descending, column
+    ascending), on every backend.
+
+    ``keras.ops.top_k`` gives the k largest values; whichever entries it
+    picked among equal ones, the values are the same. With t the k-th value,
+    the answer is every entry > t (fewer than k) and the lowest-column
+    entries == t. One more ``top_k`` over integer keys finds them: key
+    ``2n - column`` above t, ``n - column`` at t, 0 below, so the k largest
+    keys are distinct and positive. They come out above-t first, each group
+    in column order; a stable sort by value finishes the ranking.
+    Requires k <= n < 2^30. ``keras.ops`` only (graph- and jit-safe).
+    """
+    n = s.shape[1]
+    values = ops.top_k(s, k)[0]
+    kth = values[:, k - 1:k]
+    reverse = ops.expand_dims(n - ops.arange(n, dtype="int32"), 0)   # [1, n]
+    zero = ops.zeros_like(reverse)
+    key = ops.where(s > kth, reverse + n, ops.where(s == kth, reverse, zero))
+    column = ops.cast(ops.top_k(key, k)[1], "int32")
+    picked = take_rows(s, column)
+    order = _stable_order_desc(picked)
+    return take_rows(picked, order), take_rows(column, order)
 
 
 def block_size(num_columns, k):
@@ -188,77 +322,86 @@ def block_size(num_columns, k):
 
 
 def top_k_blocked(s, k, block):
-    """``tf.math.top_k(s, k)`` (values, indices), same order and tie rule,
-    without running top-k over all Ng columns.
+    """``top_k_exact(s, k)`` (values, columns int32), same order and tie
+    rule, without running top-k over all Ng columns.
 
     The columns are cut into blocks of ``block``. Order elements by (value
     descending, column ascending); a block's best element is its maximum at
     its lowest column. Every element of the row's top k lies in one of the k
     blocks whose best elements come first: otherwise k blocks' best elements
-    would precede it. So: one cheap ``reduce_max`` per block, top-k over the
+    would precede it. So: one cheap max per block, the exact top k of the
     block maxima (ties by lower block = lower columns), the chosen k blocks
     gathered in increasing column order (so position order is column order
-    and ``top_k``'s lower-position rule is still the lower-column rule), and
-    top-k over k * block candidates. TF's CPU top-k over a long row costs
-    several times the matmul that produced it; this costs about one extra
-    pass. Falls back to plain top-k when the row is short. Graph code.
+    and the lower-position rule is still the lower-column rule), and the
+    exact top k of the k * block candidates. A CPU top-k over a long row
+    costs several times the matmul that produced it; this costs about one
+    extra pass. Falls back to ``top_k_exact`` when the row is short.
+    ``k`` and ``block`` are Python ints; ``keras.ops`` only.
     """
-    c = tf.shape(s)[0]
-    n = tf.shape(s)[1]
-    nb = (n + block - 1) // block
-
-    def plain():
-        values, column = tf.math.top_k(s, k=k)
-        return values, column
-
-    def blocked():
-        padded = tf.pad(s, [[0, 0], [0, nb * block - n]],
-                        constant_values=-np.inf)
-        blocks = tf.reshape(padded, [c, nb, block])
-        _, best = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k)
-        best = tf.sort(best, axis=1)                     # column order
-        cand = tf.reshape(tf.gather(blocks, best, axis=1, batch_dims=1),
-                          [c, k * block])
-        values, pos = tf.math.top_k(cand, k=k)
-        column = tf.gather(best, pos // block, batch_dims=1) * block + pos % block
-        return values, column
-
+    n = s.shape[1]
+    nb = -(-n // block)
+    if nb <= 4 * k:
+        return top_k_exact(s, k)
     # Padding is -inf and can tie with an excluded (-inf) item only if k
-    # reached past every finite score, which k <= available items forbids.
-    return tf.cond(nb > 4 * k, blocked, plain)
+    # reached past every finite score, which k <= available items forbids
+    # (and the padding's higher columns would lose the tie anyway).
+    if nb * block > n:
+        s = ops.pad(s, [[0, 0], [0, nb * block - n]], constant_values=-np.inf)
+    blocks = ops.reshape(s, [-1, nb, block])
+    _, best = top_k_exact(ops.max(blocks, axis=2), k)
+    best = ops.sort(best, axis=1)                       # column order
+    row = ops.cumsum(ops.ones_like(best[:, :1]), axis=0) - 1          # [c, 1]
+    cand = ops.take(ops.reshape(blocks, [-1, block]), row * nb + best, axis=0)
+    values, pos = top_k_exact(ops.reshape(cand, [-1, k * block]), k)
+    column = take_rows(best, pos // block) * block + pos % block
+    return values, column
 
 
-_SIG = [tf.TensorSpec([None, None], tf.float32),   # queries (prepared)
-        tf.TensorSpec([None, None], tf.float32),   # distinct gallery rows
-        tf.TensorSpec([None], tf.float32),         # their bias
-        tf.TensorSpec([None], tf.int32),           # row of each gallery item
-        tf.TensorSpec([], tf.float32),             # scale (1 cosine, 2 euclid)
-        tf.TensorSpec([None], tf.int32),           # excluded index per query
-        tf.TensorSpec([], tf.int32)]               # k
+def padded_rows(c, chunk, total):
+    """Rows that a chunk of ``c`` of ``total`` queries is padded to: ``chunk``
+    when there are several chunks (the last one takes the others' shape),
+    else the next power of two. A backend that compiles per input shape
+    (``jax.jit``) then sees a few shapes, not one per query count; the
+    padding rows are zeros whose results are dropped (each row is ranked on
+    its own)."""
+    if total > chunk:
+        return chunk
+    return min(chunk, 1 << (c - 1).bit_length())
 
 
-@tf.function(input_signature=_SIG + [tf.TensorSpec([], tf.int32)])
-def _topk_chunk(q, rows, bias, inverse, scale, exclude, k, block):
-    return top_k_blocked(scores(q, rows, bias, inverse, scale, exclude), k, block)
+def pad_rows(x, rows, value=0):
+    """numpy ``x`` with ``rows - len(x)`` rows of ``value`` appended."""
+    extra = rows - x.shape[0]
+    if extra <= 0:
+        return x
+    return np.concatenate([x, np.full((extra,) + x.shape[1:], value, x.dtype)])
 
 
-def exclusion(start, stop, exclude_self=False, exclude_index=None):
-    """The excluded gallery index of queries ``start..stop-1`` ([c] int32)."""
+def exclusion(start, stop, exclude_self=False, exclude_index=None, rows=None):
+    """The excluded gallery index of queries ``start..stop-1`` ([c] int32,
+    -1 for none, padded with -1 to ``rows``), or None when nothing is
+    excluded."""
     if exclude_index is not None:
-        return tf.constant(exclude_index[start:stop], tf.int32)
-    if exclude_self:
-        return tf.range(start, stop, dtype=tf.int32)
-    return tf.fill([stop - start], -1)
+        index = np.asarray(exclude_index[start:stop], np.int32)
+    elif exclude_self:
+        index = np.arange(start, stop, dtype=np.int32)
+    else:
+        return None
+    return ops.convert_to_tensor(pad_rows(index, rows or 0, -1), "int32")
 
 
-def topk_chunk(q, gallery, start, k, exclude_self=False, exclude_index=None):
-    """Top-k (values, indices) of one prepared query chunk (rows ``start``..),
-    self (query i = gallery item i) or ``exclude_index`` excluded if given."""
-    stop = start + int(q.shape[0])
-    return _topk_chunk(q, *gallery.parts,
-                       exclusion(start, stop, exclude_self, exclude_index),
-                       tf.constant(k, tf.int32),
-                       tf.constant(block_size(gallery.size, k), tf.int32))
+def chunk_top_k(gallery, queries, start, stop, chunk, k, exclude_self=False,
+                exclude_index=None):
+    """Top-k (values float32 [c, k], indices int64 [c, k], numpy) of the
+    checked float32 queries ``queries[start:stop]`` against ``gallery``,
+    query i being gallery item i with ``exclude_self``, or ``exclude_index``
+    excluded if given; padded to ``padded_rows(c, chunk)`` rows."""
+    c = stop - start
+    rows = padded_rows(c, chunk, queries.shape[0])
+    v, i = gallery.top_k(pad_rows(queries[start:stop], rows), k, exclusion(start, stop, exclude_self, exclude_index,
+                                         rows))
+    return (ops.convert_to_numpy(v)[:c],
+            ops.convert_to_numpy(i)[:c].astype(np.int64))
 
 
 def search_gallery(gallery, queries, k, chunk_size=None, exclude_self=False,
@@ -274,10 +417,9 @@ def search_gallery(gallery, queries, k, chunk_size=None, exclude_self=False,
     indices = np.empty((nq, k), np.int64)
     values = np.empty((nq, k), np.float32)
     for start in range(0, nq, chunk):
-        qc = gallery.prepare_queries(queries[start:start + chunk])
-        v, i = topk_chunk(qc, gallery, start, k, exclude_self, exclude_index)
-        indices[start:start + chunk] = i.numpy()
-        values[start:start + chunk] = v.numpy()
+        stop = min(start + chunk, nq)
+        values[start:stop], indices[start:stop] = chunk_top_k(
+            gallery, queries, start, stop, chunk, k, exclude_self, exclude_index)
     return indices, values
 
 

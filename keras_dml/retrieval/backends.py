@@ -1,4 +1,5 @@
-"""Search backends of ``kd.retrieval.Index``: exact (TensorFlow) and faiss.
+"""Search backends of ``kd.retrieval.Index``: exact (``keras.ops``, any Keras
+backend) and faiss.
 
 A backend holds a searchable form of the index's vectors and answers
 ``search(queries, k) -> (positions [N, k] int64, scores [N, k] float32)``,

@@ -101,7 +101,8 @@ class Index:
         dim: embedding dimension D.
         metric: "cosine" (vectors are compared after L2 normalisation) or
             "euclidean".
-        backend: "exact" (``kd.evaluation.search``, TensorFlow) or "faiss"
+        backend: "exact" (``kd.evaluation.search``, ``keras.ops`` on the
+            Keras backend in use) or "faiss"
             (approximate or exact, ``faiss_factory``; needs faiss-cpu).
         faiss_factory: a ``faiss.index_factory`` string, e.g. "Flat",
             "IVF1024,Flat", "HNSW32", "IVF4096,PQ32".
