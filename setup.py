@@ -21,13 +21,13 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # "jax" extra and torch (+ pytorch-metric-learning, the parity reference),
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
-EXTRAS["test"] = ["pytest>=8,<10", "scikit-image>=0.22", "pillow>=10",
+EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
                   *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
 
 setup(
     name="keras_dml",
     version="0.1.0",
-    description="Deep metric learning for TensorFlow / Keras 3: Proxy Anchor, "
+    description="Deep metric learning for Keras 3 (TensorFlow, JAX, PyTorch): Proxy Anchor, "
                 "Log-ratio loss and their baselines, benchmarks and apps.",
     # keras_dml only: the checkout's apps/ shims are not installed.
     packages=find_packages(include=["keras_dml", "keras_dml.*"]),

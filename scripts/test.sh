@@ -8,7 +8,8 @@
 # All three run even if one fails; the exit status is non-zero if any failed.
 #   bash scripts/test.sh                      # after bash scripts/setup.sh
 #   bash scripts/test.sh tests/test_ops.py    # other paths / pytest options
-# PYTHON picks the interpreter (default .venv/bin/python). JAX or torch not
+# PYTHON picks the interpreter (default .venv/bin/python), TEST_WORKERS the
+# pytest-xdist workers (default 2). JAX or torch not
 # installed: that pass is skipped with a warning, and fails under CI=true.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,12 @@ ARGS=("$@")
 CUSTOM=1
 [ ${#ARGS[@]} -eq 0 ] && ARGS=(tests) && CUSTOM=0
 PYTEST=("$PY" -m pytest -q -rs -p no:cacheprovider)
+# Two workers (pytest-xdist, the test extra): the passes are CPU-bound on
+# compiling (XLA, tf.function) and take about half the time on 2 cores.
+# TEST_WORKERS=0 runs in one process.
+if "$PY" -c "import xdist" 2>/dev/null && [ "${TEST_WORKERS:-2}" != 0 ]; then
+  PYTEST+=(-n "${TEST_WORKERS:-2}")
+fi
 
 status=0
 summary=()
