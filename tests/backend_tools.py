@@ -88,3 +88,65 @@ def float64():
         return jax.enable_x64(True)
     import contextlib
     return contextlib.nullcontext()
+
+
+def largest_tensor(fn, y, f):
+    """Elements of the largest tensor in the traced gradient step of
+    ``fn(y, f)`` (loop bodies included): the TensorFlow graph or the JAX
+    jaxpr; None under PyTorch (no graph to read)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        # Class ids stay int32; continuous labels are traced as float32.
+        integer = np.issubdtype(np.asarray(y).dtype, np.integer)
+        label_dtype = tf.int32 if integer else tf.float32
+
+        @tf.function(input_signature=[tf.TensorSpec(y.shape, label_dtype),
+                                      tf.TensorSpec(f.shape)])
+        def step(y, f):
+            with tf.GradientTape() as tape:
+                tape.watch(f)
+                loss = fn(y, f)
+            return loss, tape.gradient(loss, f)
+
+        graph = step.get_concrete_function().graph
+        graphs = [graph] + [g for g in _tf_function_graphs(graph)]
+        biggest = 0
+        for g in graphs:
+            for op in g.get_operations():
+                for t in op.outputs:
+                    if t.shape.rank is not None and t.shape.is_fully_defined():
+                        biggest = max(biggest, t.shape.num_elements())
+        return biggest
+    if BACKEND == "jax":
+        import jax
+        jaxpr = jax.make_jaxpr(jax.value_and_grad(lambda f, y: fn(y, f)))(
+            tensor(f), tensor(y))
+        return _jaxpr_largest(jaxpr.jaxpr)
+    return None
+
+
+def _tf_function_graphs(graph):
+    """The function bodies (while/cond/map_fn) called from a TF graph."""
+    out = []
+    for fn in graph._functions.values():
+        g = getattr(fn, "graph", None)
+        if g is not None:
+            out.append(g)
+    return out
+
+
+def _jaxpr_largest(jaxpr):
+    biggest = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            shape = getattr(v.aval, "shape", ())
+            biggest = max(biggest, int(np.prod(shape)) if shape else 1)
+        for param in eqn.params.values():
+            for sub in (param if isinstance(param, (list, tuple)) else [param]):
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    inner = getattr(inner, "jaxpr", inner)
+                    if hasattr(inner, "eqns"):
+                        biggest = max(biggest, _jaxpr_largest(inner))
+    return biggest

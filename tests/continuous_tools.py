@@ -1,6 +1,7 @@
 """Backend-neutral helpers of the continuous-label loss tests
 (test_log_ratio*, test_dense_triplet, test_rank_n_contrast): float64
-references, compiled gradients and the largest tensor of a gradient step."""
+references and compiled gradients (the largest tensor of a gradient step is
+backend_tools.largest_tensor)."""
 
 import numpy as np
 
@@ -52,63 +53,6 @@ def eager_value_and_grad(fn, y, f):
     y = tensor(y)
     value, (grad,) = value_and_grads(lambda x: fn(y, x), f)
     return value, grad
-
-
-def largest_tensor(fn, y, f):
-    """Elements of the largest tensor in the traced gradient step of
-    ``fn(y, f)`` (loop bodies included): the TensorFlow graph or the JAX
-    jaxpr; None under PyTorch (no graph to read)."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function(input_signature=[tf.TensorSpec(y.shape), tf.TensorSpec(f.shape)])
-        def step(y, f):
-            with tf.GradientTape() as tape:
-                tape.watch(f)
-                loss = fn(y, f)
-            return loss, tape.gradient(loss, f)
-
-        graph = step.get_concrete_function().graph
-        graphs = [graph] + [g for g in _tf_function_graphs(graph)]
-        biggest = 0
-        for g in graphs:
-            for op in g.get_operations():
-                for t in op.outputs:
-                    if t.shape.rank is not None and t.shape.is_fully_defined():
-                        biggest = max(biggest, t.shape.num_elements())
-        return biggest
-    if BACKEND == "jax":
-        import jax
-        jaxpr = jax.make_jaxpr(jax.value_and_grad(lambda f, y: fn(y, f)))(
-            tensor(f), tensor(y))
-        return _jaxpr_largest(jaxpr.jaxpr)
-    return None
-
-
-def _tf_function_graphs(graph):
-    """The function bodies (while/cond/map_fn) called from a TF graph."""
-    out = []
-    for fn in graph._functions.values():
-        g = getattr(fn, "graph", None)
-        if g is not None:
-            out.append(g)
-    return out
-
-
-def _jaxpr_largest(jaxpr):
-    biggest = 0
-    for eqn in jaxpr.eqns:
-        for v in eqn.outvars:
-            shape = getattr(v.aval, "shape", ())
-            biggest = max(biggest, int(np.prod(shape)) if shape else 1)
-        for param in eqn.params.values():
-            for sub in (param if isinstance(param, (list, tuple)) else [param]):
-                inner = getattr(sub, "jaxpr", None)
-                if inner is not None:
-                    inner = getattr(inner, "jaxpr", inner)
-                    if hasattr(inner, "eqns"):
-                        biggest = max(biggest, _jaxpr_largest(inner))
-    return biggest
 
 
 #: Whether the backend computes float64 through keras.ops. Not PyTorch:

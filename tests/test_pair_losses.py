@@ -16,8 +16,8 @@ import pytest
 from keras import ops as kops
 
 import keras_dml as kd
-from backend_tools import (BACKEND, compiled, float64, tensor, to_numpy,
-                           value_and_grads)
+from backend_tools import (BACKEND, compiled, float64, largest_tensor, tensor,
+                           to_numpy, value_and_grads)
 from finite_difference import finite_difference_grad
 from loss_cases import DTYPES, check_value_and_grad
 
@@ -594,43 +594,11 @@ def test_triplet_unknown_batch_size_in_graph():
 
 def _largest_traced_tensor(fn, labels, emb):
     """Elements of the largest tensor that the loss and its gradient create,
-    forward and backward: every op output of the TensorFlow graph (and of
-    its while-loop bodies), every variable of the JAX jaxpr (and of its
-    sub-jaxprs), or the total of the tensors PyTorch saves for backward
-    (each one lives until the backward pass, so they add up)."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function(input_signature=[tf.TensorSpec(labels.shape, tf.int32),
-                                      tf.TensorSpec(emb.shape)])
-        def step(y, f):
-            with tf.GradientTape() as tape:
-                tape.watch(f)
-                loss = fn(y, f)
-            return loss, tape.gradient(loss, f)
-
-        graph = step.get_concrete_function().graph
-        graphs = [graph] + [f.graph for f in graph._functions.values()
-                            if hasattr(f, "graph")]
-        return max(t.shape.num_elements() for g in graphs
-                   for op in g.get_operations() for t in op.outputs
-                   if t.shape.rank is not None and t.shape.is_fully_defined())
-    if BACKEND == "jax":
-        import jax
-        import numpy as onp
-
-        closed = jax.make_jaxpr(jax.value_and_grad(lambda f: fn(labels, f)))(emb)
-
-        def sizes(jaxpr):
-            for eqn in jaxpr.eqns:
-                for v in eqn.outvars:
-                    yield int(onp.prod(v.aval.shape)) if hasattr(v.aval, "shape") else 1
-                for param in eqn.params.values():
-                    for sub in (param if isinstance(param, (list, tuple)) else [param]):
-                        inner = getattr(sub, "jaxpr", None)
-                        if inner is not None:
-                            yield from sizes(getattr(inner, "jaxpr", inner))
-        return max(sizes(closed.jaxpr))
+    forward and backward (``backend_tools.largest_tensor``: the TensorFlow
+    graph or the JAX jaxpr), or under PyTorch the total of the tensors saved
+    for backward (each one lives until the backward pass, so they add up)."""
+    if BACKEND != "torch":
+        return largest_tensor(fn, labels, emb)
     import torch
     saved = []
 
