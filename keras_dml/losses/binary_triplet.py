@@ -9,12 +9,12 @@ negative).
 import keras
 from keras import ops as kops
 
+from keras_dml import ops
 from keras_dml.losses.base import MetricLoss
-from keras_dml.ops import dtype_of as ops_dtype
 from keras_dml.losses.dense_triplet import (
     _dim, _not_anchor, chunked_triplet_hinge, triplet_distances)
 from keras_dml.losses.log_ratio import (
-    _check_anchors, _check_label_distance, _constant, continuous_inputs,
+    _check_anchors, _check_label_distance, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 
@@ -51,7 +51,7 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
         rank = kops.sum(kops.cast(before, "int32"), axis=2)
         pos = rank < positives
     else:
-        pos = label_dist <= _constant(threshold, ops_dtype(label_dist))
+        pos = label_dist <= ops.constant(threshold, ops.dtype_of(label_dist))
     pos = kops.logical_and(pos, not_self)
     neg = kops.logical_and(kops.logical_not(pos), not_self)
     return pos, neg

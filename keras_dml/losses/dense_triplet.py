@@ -11,7 +11,7 @@ from keras import ops as kops
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.log_ratio import (
-    _check_anchors, _check_label_distance, _constant, continuous_inputs,
+    _check_anchors, _check_label_distance, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 #: Floats of one [block, B, B] triplet block (1M floats = 4 MB in float32;
@@ -86,12 +86,12 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
     dist = kops.convert_to_tensor(dist)
     dtype = ops.dtype_of(dist)
     acc = ops.accumulation_dtype(dtype)   # sums and counts of many triplets
-    margin = _constant(margin, dtype)
+    margin = ops.constant(margin, dtype)
     row_data = [kops.stop_gradient(kops.convert_to_tensor(x)) for x in row_data]
     num_anchors, width = _dim(dist, 0), _dim(dist, 1)
     if 0 in [n for n in (num_anchors, width) if isinstance(n, int)]:
         # No triplet; keeps the loop away from empty blocks.
-        return kops.sum(dist) * _constant(0.0, dtype)
+        return kops.sum(dist) * ops.constant(0.0, dtype)
     block = _block_anchors(num_anchors, width, block_size)
     num_blocks = (num_anchors + block - 1) // block
     padded_anchors = num_blocks * block

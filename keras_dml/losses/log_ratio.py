@@ -6,7 +6,6 @@ every triplet (a, i, j) of the minibatch (dense triplet mining).
 """
 
 import keras
-import numpy as np
 from keras import ops as kops
 
 from keras_dml import _backend
@@ -61,18 +60,8 @@ def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
         # cancellation of the matmul form in float32.
         centred = embeddings - kops.mean(embeddings, axis=0, keepdims=True)
         sq = ops.pairwise_squared_distances(centred)
-    sq = sq + _constant(distance_epsilon, sq.dtype)
+    sq = sq + ops.constant(distance_epsilon, sq.dtype)
     return sq if squared else ops.safe_sqrt(sq)
-
-
-def _constant(value, dtype):
-    """A Python float or a tensor as a scalar of ``dtype``. A Python float
-    becomes a float64 tensor through numpy: casting float32(0.1) to float64
-    would shift float64 results by ~1e-9 relative."""
-    dtype = keras.backend.standardize_dtype(dtype)
-    if isinstance(value, (int, float)) and dtype == "float64":
-        return kops.convert_to_tensor(np.asarray(value, np.float64))
-    return kops.cast(value, dtype)
 
 
 def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
@@ -131,13 +120,13 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
         if squared:
             distance_epsilon = 0.0
         else:
-            distance_epsilon = (_constant(1e-4, dtype)
+            distance_epsilon = (ops.constant(1e-4, dtype)
                                 / kops.cast(kops.shape(embeddings)[1], dtype))
     first = anchors == "first"
     d = _embedding_distances(embeddings, squared, distance_epsilon, first)
     if first:
         label_dist = label_dist[:1]
-    eps = _constant(epsilon, dtype)
+    eps = ops.constant(epsilon, dtype)
     batch = kops.shape(embeddings)[0]
     rows = kops.shape(d)[0]
     # The anchor itself (column a of row a) is not one of the others.

@@ -12,7 +12,7 @@ from keras import ops as kops
 from keras_dml import _backend, ops
 from keras_dml.losses.base import MetricLoss
 from keras_dml.losses.log_ratio import (
-    _check_label_distance, _constant, continuous_inputs,
+    _check_label_distance, continuous_inputs,
     deserialize_label_distance, serialize_label_distance)
 
 
@@ -61,13 +61,13 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
     batch = f.shape[0]
     if batch is not None and batch < 2:
         # No pair (and no empty sort / scan below).
-        return kops.cast(kops.sum(f) * _constant(0.0, acc), dtype)
+        return kops.cast(kops.sum(f) * ops.constant(0.0, acc), dtype)
     if batch is None:
         batch = kops.shape(f)[0]
     # Distances are translation invariant; centring reduces the cancellation
     # of the |x|^2 + |y|^2 - 2xy form.
     centred = f - kops.mean(f, axis=0, keepdims=True)
-    logits = -ops.pairwise_distances(centred) / _constant(temperature, acc)
+    logits = -ops.pairwise_distances(centred) / ops.constant(temperature, acc)
     # The anchor sorts first (label distances are >= 0) and, alone in its
     # group, falls in no other pair's set; its own column is dropped below.
     dy = kops.where(ops.eye_mask(batch), -kops.ones_like(dy), dy)
