@@ -18,7 +18,6 @@ in use, so ``import keras_dml`` under JAX does not import TensorFlow.
 """
 
 import contextlib
-import sys
 import threading
 
 import keras
@@ -169,11 +168,6 @@ def cumulative_logsumexp(x, axis=-1, reverse=False):
 
 def _is_float(x):
     return "float" in keras.backend.standardize_dtype(x.dtype)
-
-
-def tensorflow_imported():
-    """Whether TensorFlow is loaded in this process (tests use it)."""
-    return "tensorflow" in sys.modules
 
 
 def function(fn):
