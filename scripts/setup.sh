@@ -57,6 +57,23 @@ if ! "$VPY" -c "import torch, pytorch_metric_learning" 2>/dev/null; then
          "(under CI=true they fail)." >&2
   fi
 fi
+# --- test part: headless Chromium and its WebDriver for the search page's
+# browser test (tests/test_serving_browser.py, driven by selenium from the
+# "test" extra). Debian packages; the test skips without them outside CI
+# and fails under CI=true.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && \
+         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "setup: ERROR: cannot install chromium chromium-driver (the browser test)." >&2
+      exit 1
+    fi
+    echo "setup: WARNING: no chromium / chromium-driver; the browser test will skip." >&2
+  fi
+fi
+# --- end of the browser test part
+
 echo "setup: done ($("$VPY" - <<'PY'
 import importlib.metadata as md
 found = []
