@@ -30,8 +30,8 @@ Matching: with a threshold (``threshold=``, else ``<index>/threshold.json``
 threshold) and the response says ``unknown`` when the nearest item does
 not match.
 
-Batching (``batching.Batcher``): uploads are checked and decoded headers
-read in the request's task; the embedding and the search run in one worker
+Batching (``batching.Batcher``): uploads are checked (image headers read)
+in the request's task; the embedding and the search run in one worker
 thread that batches concurrent requests (``max_batch`` items, a
 ``batch_window_ms`` window) into one model call and one index search.
 """
@@ -57,6 +57,8 @@ DEFAULT_MAX_UPLOAD = 10 * 2 ** 20
 DEFAULT_MAX_PIXELS = 40_000_000
 THUMBNAIL_PX = 128
 THRESHOLD_FILE = "threshold.json"
+# Searches fetch at least this many neighbours (see Searcher.search).
+SEARCH_K = 32
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Multipart framing around a file of max_upload bytes.
@@ -77,9 +79,15 @@ def _error(status, message):
 
 
 def check_image(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Encoded bytes the model's bytes signature takes (JPEG / PNG as they
-    are, any other format Pillow reads re-encoded as PNG), or ``ApiError``:
-    400 empty / not an image / truncated, 413 above ``max_pixels``."""
+    """Encoded bytes the model's bytes signature takes, or ``ApiError``: 400
+    empty / not an image / truncated, 413 above ``max_pixels``.
+
+    Pillow reads the header first, so a decompression bomb is refused from
+    its declared size before anything is decoded. JPEG and PNG bytes go to
+    the model as they are (TensorFlow decodes them once, in the batch; a
+    file it cannot decode gets a 400 there); any other format Pillow reads
+    (BMP, GIF, WebP, ...) is decoded here and re-encoded as PNG.
+    """
     from PIL import Image, UnidentifiedImageError
     if not data:
         raise ApiError(400, "empty body: send the image as the raw request body or as "
@@ -92,8 +100,10 @@ def check_image(data, max_pixels=DEFAULT_MAX_PIXELS):
                 if width * height > max_pixels:
                     raise ApiError(413, f"image of {width} x {height} pixels is above the "
                                         f"limit of {max_pixels:,} pixels.")
+                if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and im.format in ("JPEG",
+                                                                                "PNG"):
+                    return data
                 im.load()       # decodes everything: truncation fails here
-                fmt = im.format
                 picture = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
         except ApiError:
             raise
@@ -102,8 +112,6 @@ def check_image(data, max_pixels=DEFAULT_MAX_PIXELS):
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
                 MemoryError) as e:
             raise ApiError(400, f"not a readable image: {e}") from None
-    if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and fmt in ("JPEG", "PNG"):
-        return data
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
     return buf.getvalue()
@@ -128,6 +136,29 @@ class Searcher:
                 f"{index_dir!r} has {self.index.dim}: they come from different models.")
         self.dim = self.index.dim
 
+    def search(self, queries, k):
+        """``Index.search`` for ``k``, run as a search of at least
+        ``SEARCH_K`` neighbours and cut: the exact backend compiles its search
+        once per k (and pads query counts to powers of two), so requests of
+        any k up to ``SEARCH_K`` share compiled functions, which ``warm_up``
+        builds at start instead of during the first requests."""
+        found = self.index.search(queries, self._search_k(k))
+        return type(found)(found.ids[:, :k], found.scores[:, :k], found.labels[:, :k])
+
+    def _search_k(self, k):
+        return max(int(k), min(SEARCH_K, len(self.index)))
+
+    def warm_up(self, max_batch):
+        """One search per padded query count up to ``max_batch``."""
+        if not len(self.index):
+            return
+        vector, n = self.index.embeddings[:1], 1
+        while True:
+            self.search(np.repeat(vector, n, axis=0), 1)
+            if n >= max_batch:
+                break
+            n *= 2
+
     def embed(self, blobs):
         """[N, D] embeddings of checked encoded images; one model call."""
         return self._embed(list(blobs))
@@ -145,14 +176,15 @@ class Searcher:
                     emb[i] = self.embed([blob])[0]
                     failed.append(None)
                 except Exception as e:  # noqa: BLE001
-                    failed.append(ApiError(400, f"the model cannot decode the image: "
+                    failed.append(ApiError(400, "not a readable image (truncated or corrupt "
+                                                "JPEG/PNG data): "
                                                 f"{str(e).splitlines()[0][:200]}"))
         results = [f if f is not None else None for f in failed]
         want = [i for i, (kind, _, _) in enumerate(items)
                 if kind == "search" and failed[i] is None]
         if want:
             k = max(items[i][2] for i in want)
-            found = self.index.search(emb[want], k)
+            found = self.search(emb[want], k)
             for row, i in enumerate(want):
                 kk = items[i][2]
                 results[i] = (found.ids[row, :kk], found.scores[row, :kk],
@@ -276,12 +308,16 @@ def create_app(model_dir, index_dir, threshold=None, max_upload_bytes=DEFAULT_MA
     if threshold is None:
         threshold = _read_threshold(index_dir)
     threshold = None if threshold is None else float(threshold)
+    searcher.warm_up(max_batch)
     batcher = Batcher(searcher.process, max_batch=max_batch,
                       window_s=batch_window_ms / 1000.0)
     size = len(searcher.index)
 
     async def submit(kind, data, k=None):
-        blob = await run_in_threadpool(check_image, data, max_pixels)
+        if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+            blob = check_image(data, max_pixels)      # header only: no thread hop
+        else:                                         # other formats are decoded here
+            blob = await run_in_threadpool(check_image, data, max_pixels)
         return await asyncio.wrap_future(batcher.submit((kind, blob, k)))
 
     async def home(request):
