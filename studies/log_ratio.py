@@ -243,7 +243,7 @@ def evaluate_split(model, split, recipe, data, ks):
     """Continuous metrics of ``model`` on ``split`` (self-retrieval)."""
     import keras_dml as kd
     tsk = task()
-    _, eval_tf, normalization = kd.training.runner.transforms(recipe, data, tsk)
+    _, eval_tf, normalization = kd.training.prepare.transforms(recipe, data, tsk)
     ds = kd.data.make_eval_pipeline(split, recipe.eval_batch_size, transform=eval_tf,
                                     normalize=normalization)
     emb, _ = kd.evaluation.embed(model, ds, verbose=0)
