@@ -249,7 +249,7 @@ def evaluate_split(model, split, recipe, data, ks):
     emb, _ = kd.evaluation.embed(model, ds, verbose=0)
     return {k: float(v) for k, v in kd.evaluation.continuous_metrics(
         emb, split.labels, ks=ks, label_distance=tsk.label_distance,
-        embedding_distance=tsk.embedding_distance).items()}
+        metric=tsk.metric).items()}
 
 
 def imagenet_features(recipe, data, unseen):

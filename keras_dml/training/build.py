@@ -79,7 +79,7 @@ def validation_callback(recipe, task, val_ds):
         return None
     if task.continuous:
         return evaluation.ContinuousRetrievalCallback(
-            val_ds, ks=recipe.ks, embedding_distance=task.embedding_distance,
+            val_ds, ks=recipe.ks, metric=task.metric,
             **task.label_distance_args())
     return evaluation.RetrievalCallback(val_ds, ks=recipe.ks)
 

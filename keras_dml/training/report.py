@@ -42,7 +42,7 @@ def evaluate(model, recipe, task, sets, eval_ds, verbose=1) -> Evaluation:
             args = {"label_distance": sets.test_distances, "label_distance_kwargs": None}
         metrics = evaluation.continuous_metrics(
             q_emb, sets.query.labels, ks=recipe.ks,
-            embedding_distance=task.embedding_distance, **args)
+            metric=task.metric, **args)
     else:
         metrics = evaluation.retrieval_metrics(q_emb, q_lab, g_emb, g_lab, ks=recipe.ks)
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -55,7 +55,7 @@ def _images(split, indices):
     return [x.numpy() for x, _ in sub.dataset()]
 
 
-def retrieval_grid(path, query, gallery, q_emb, g_emb, num_queries, score="cosine",
+def retrieval_grid(path, query, gallery, q_emb, g_emb, num_queries, metric="cosine",
                    q_labels=None, g_labels=None, truth=None):
     """retrievals.png: ``num_queries`` queries spread over ``query`` and
     their GRID_K nearest in ``gallery`` (in ``query`` itself, each query
@@ -69,7 +69,7 @@ def retrieval_grid(path, query, gallery, q_emb, g_emb, num_queries, score="cosin
     pick = np.linspace(0, len(q_emb) - 1, n).astype(int)
     same_set = gallery is None
     found = evaluation.top_k_neighbours(
-        q_emb[pick], q_emb if same_set else g_emb, k=GRID_K, score=score,
+        q_emb[pick], q_emb if same_set else g_emb, k=GRID_K, metric=metric,
         exclude_index=pick if same_set else None)
     uniq = np.unique(found)
     local = np.searchsorted(uniq, found)
@@ -126,10 +126,9 @@ def write_report(paths: RunPaths, recipe, data, task, sets, test: Evaluation, va
                 title="validation " + ("nDCG@K" if task.continuous else "retrieval"))
     truth = label_space_truth(sets.query.labels, task, sets.test_distances) \
         if task.continuous else None
-    score = "euclidean" if task.continuous and task.embedding_distance != "cosine" \
-        else "cosine"
+    metric = "euclidean" if task.continuous and task.metric != "cosine" else "cosine"
     grid = retrieval_grid(paths.retrievals, sets.query, sets.gallery, test.q_emb, test.g_emb,
-                          recipe.num_plot_queries, score=score, q_labels=test.q_labels,
+                          recipe.num_plot_queries, metric=metric, q_labels=test.q_labels,
                           g_labels=test.g_labels, truth=truth)
     if grid is not None:
         written["retrievals"] = grid

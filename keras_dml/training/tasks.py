@@ -32,7 +32,8 @@ class Task:
         rather than class ids.
       label_distance, label_distance_kwargs: a ``kd.label_distances`` name
         and its arguments (continuous tasks).
-      embedding_distance: "euclidean" or "cosine" (continuous metrics).
+      metric: how embeddings are compared, "euclidean" or "cosine"
+        (continuous metrics and the retrieval grid).
       transforms: ``recipe -> (train transform, eval transform)``; None for
         the default random-resized-crop / centre-crop pair.
     """
@@ -40,7 +41,7 @@ class Task:
     continuous: bool = False
     label_distance: Optional[str] = None
     label_distance_kwargs: Optional[dict] = None
-    embedding_distance: str = "euclidean"
+    metric: str = "euclidean"
     transforms: Optional[Callable] = None
 
     def label_distance_args(self) -> Dict[str, object]:
