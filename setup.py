@@ -17,7 +17,9 @@ EXTRAS = {
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
     # keras-dml serve / kd.serving.create_app: an ASGI app (Starlette) under uvicorn;
     # python-multipart parses the page's uploads (the minor versions tested).
-    "serve": ["starlette>=1.10,<1.11", "uvicorn>=0.55,<0.56", "python-multipart>=0.0.34,<0.1"],
+    # httptools / uvloop: uvicorn's fast HTTP parser and event loop (used when present).
+    "serve": ["starlette>=1.10,<1.11", "uvicorn>=0.55,<0.56", "python-multipart>=0.0.34,<0.1",
+              "httptools>=0.9,<0.10", "uvloop>=0.23,<0.24; sys_platform != 'win32'"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
