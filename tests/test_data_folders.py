@@ -262,3 +262,23 @@ def test_listing_many_files_is_complete(tmp_path):
     tree = folders.list_image_folder(str(root))["all"]
     assert len(tree) == 50 and sum(map(len, tree.values())) == 5000
     assert tree["class_07"][3].endswith(os.path.join("class_07", "0003.jpg"))
+
+
+def test_runner_uses_a_given_val_folder(tmp_path):
+    from keras_dml.training import prepare, tasks
+    root = tmp_path / "given"
+    for split, names in (("train", ("a", "b", "c")), ("test", ("d", "e")), ("val", ("f", "g"))):
+        for n in names:
+            for i in range(3):
+                _png(str(root / split / n / f"{i}.png"), 1)
+    data = kd.data.load_image_folder(str(root))
+    recipe = kd.training.Recipe(val_fraction=0.5)
+    train, val = prepare.split_train(recipe, data, tasks.task_for(data))
+    assert train is data.train and val is data.info["val"]
+    assert val.info["class_names"] == ["f", "g"] and len(val) == 6
+    # Without a given val/ the runner holds validation out of train.
+    plain = kd.data.load_image_folder(str(root / "train"), split="examples",
+                                      test_examples=0.34)
+    _, held = prepare.split_train(recipe.replace(val_split="examples"), plain,
+                                  tasks.task_for(plain))
+    assert held is not None and held.name == "val"

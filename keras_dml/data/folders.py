@@ -14,8 +14,9 @@ Folder layouts (decided from the sub-folders of ``root``):
   and puts a ``test_examples`` fraction of *each class's* images in test.
 * ``root/train/<class>/...`` and ``root/test/<class>/...`` (optionally
   ``root/val/<class>/...``): used as given. A given ``val/`` is returned as
-  ``data.info["val"]`` (a Split); otherwise validation is held out of train
-  by the runner (``val_fraction``), as for every other data set.
+  ``data.info["val"]`` (a Split), which the runner uses for checkpoint
+  selection; otherwise validation is held out of train by the runner
+  (``val_fraction``), as for every other data set.
 
 Class names are the folder names (any Unicode); class ids are their
 positions in sorted order, renumbered 0..C-1 within each split. Every
