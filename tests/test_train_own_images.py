@@ -64,3 +64,30 @@ def test_train_writes_run_and_named_index(tmp_path):
     # The pair serves (fingerprint and width check pass).
     app = kd.serving.create_app(saved, index_dir)
     assert len(app.state.searcher.index) == 18
+
+
+def test_train_app_reads_a_csv_or_a_folder(tmp_path):
+    """The app's loader: --data_dir a CSV file -> load_image_csv with the CSV flags,
+    a folder -> load_image_folder; the split flags reach both."""
+    import csv
+    import types
+    from keras_dml.cli import apps
+    data = _folder(str(tmp_path / "photos"))
+    rows = [(os.path.relpath(os.path.join(d, f), data), os.path.relpath(d, data).split(os.sep)[0])
+            for d, _, files in os.walk(data) for f in files]
+    with open(tmp_path / "photos" / "list.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "what"])
+        w.writerows(rows)
+    flags = types.SimpleNamespace(
+        data_dir=str(tmp_path / "photos" / "list.csv"), test_classes=0.5, seed=0,
+        split="examples", test_examples=0.5, on_corrupt="pipeline", root=None,
+        image_column="file", label_column="what", split_column=None)
+    from_csv = apps.APPS["train"].load(flags)
+    assert from_csv.train.info["class_names"] == from_csv.test.info["class_names"] == \
+        sorted(CLASSES)
+    flags.data_dir, flags.split = data, "classes"
+    from_folder = apps.APPS["train"].load(flags)
+    assert len(from_folder.train.info["class_names"]) == 3
+    assert not set(from_folder.train.info["class_names"]) & \
+        set(from_folder.test.info["class_names"])
