@@ -179,7 +179,7 @@ class Searcher:
                     failed.append(ApiError(400, "not a readable image (truncated or corrupt "
                                                 "JPEG/PNG data): "
                                                 f"{str(e).splitlines()[0][:200]}"))
-        results = [f if f is not None else None for f in failed]
+        results = list(failed)         # an ApiError where the image failed
         want = [i for i, (kind, _, _) in enumerate(items)
                 if kind == "search" and failed[i] is None]
         if want:
