@@ -163,7 +163,10 @@ def _face_name(font):
 def read_faces(path, min_ideographs=MIN_IDEOGRAPHS):
     """The faces of one font file that map at least ``min_ideographs`` CJK
     unified ideographs (fontTools; unreadable files give no faces)."""
+    import logging
     from fontTools.ttLib import TTCollection, TTFont, TTLibError
+    # fontTools logs harmless repairs ("Not enough names in the 'post' table").
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     try:
         if path.lower().endswith((".ttc", ".otc")):
             collection = TTCollection(path, lazy=True)
@@ -550,7 +553,8 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
       [size, size, 1] images, labels 0..C-1 per split; each split's info:
       ``class_names`` (label -> character), ``font`` (per example: the
       face's name), ``design`` (per example: the design's name).
-      ``data.info`` holds the catalogue facts (faces, designs, counts).
+      ``data.info`` holds the catalogue facts (faces, designs, counts), the
+      cache file and ``cache_hit`` (whether the images came from it).
     """
     if int(image_size) < 8:
         raise ValueError(f"image_size must be >= 8; got {image_size}.")
@@ -590,6 +594,7 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
     cache = os.path.join(cache_dir or default_cache_dir(),
                          f"glyphs-{image_size}-{_hash(key)}.npz")
     arrays = _load_npz(cache, key, ["images", "chars", "designs", "faces"])
+    cache_hit = arrays is not None
     if arrays is None:
         started = time.monotonic()
         images, char_ids, design_ids, face_ids = render_examples(catalogue, chars,
@@ -637,7 +642,7 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
     info = {"recall_ks": (1, 2, 4, 8), "num_faces": len(catalogue.faces),
             "num_designs": len(catalogue.designs), "designs": list(design_names),
             "faces": list(face_names), "num_characters": len(valid),
-            "min_designs": min_designs, "cache": cache,
+            "min_designs": min_designs, "cache": cache, "cache_hit": cache_hit,
             "examples_per_class": float(len(images) / max(len(chars), 1))}
     return RetrievalData(name="glyphs", train=splits["train"], test=splits["test"],
                          num_train_classes=len(train_chars),
