@@ -612,6 +612,12 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
     # Characters whose glyphs some designs drew empty may fall short.
     per_char = np.bincount(char_ids, minlength=len(chars))
     valid = np.flatnonzero(per_char >= min_designs)
+    if num_classes is not None and characters is None and len(valid) < num_classes:
+        raise DataNotFoundError(
+            f"only {len(valid)} characters have {min_designs}+ drawable designs in these "
+            f"fonts; {num_classes} were asked for. Install more CJK font packages "
+            "(scripts/setup.sh: apt-get install -y " + " ".join(PACKAGES) + ") or lower "
+            "num_classes.")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(valid)
     n_test = int(round(test_fraction * len(perm)))
@@ -650,7 +656,16 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
                          info=info)
 
 
-__all__ = ["load_glyphs", "Face", "Catalogue", "build_catalogue", "font_files",
+def transforms(size, seed=None):
+    """(train, eval) transforms for glyph images at ``size`` (RGB for the
+    ImageNet backbones): :func:`keras_dml.data.augment.glyph_train_transform`
+    (stroke-width jitter, small affine; no flip or crop) and a plain resize."""
+    from keras_dml.data import augment
+    return (augment.glyph_train_transform(size, rgb=True, seed=seed),
+            augment.resize_transform(size, rgb=True))
+
+
+__all__ = ["load_glyphs", "transforms", "Face", "Catalogue", "build_catalogue", "font_files",
            "read_faces", "render", "render_face", "probe_renders", "design_distances",
            "merge_designs", "select_characters", "render_examples", "default_cache_dir",
            "PACKAGES", "PROBE", "MERGE_THRESHOLD"]
