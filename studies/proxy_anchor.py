@@ -329,13 +329,6 @@ def _glyph_setting(data, spec):
             "augmentation: stroke-width jitter and a small affine map.\n\n")
 
 
-def glyph_task():
-    """The runner's task for glyphs: class labels, the glyph transforms."""
-    import keras_dml as kd
-    from keras_dml.data import glyphs
-    return kd.training.Task(transforms=lambda r: glyphs.transforms(r.image_size, r.seed))
-
-
 def add_arguments(parser):
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist",
                         help="fashion_mnist (5 training classes) or glyphs (the many-class "
@@ -352,11 +345,12 @@ def main(argv=None, log=print):
     seeds = args.seeds or _modes(dataset)[mode]["seeds"]
     os.makedirs(args.output_dir, exist_ok=True)
     if dataset == "glyphs":
+        # label_type "glyph": the runner's glyph task (class labels, glyph transforms).
         data = kd.data.load_glyphs(seed=0, **GLYPH_MODES[mode]["render"])
-        task = glyph_task()
         log(f"[study] glyphs: {data}")
     else:
-        data, task = kd.data.load_fashion_mnist(), None
+        data = kd.data.load_fashion_mnist()
+    task = None
     recipe = base_recipe(mode, dataset)
     losses = loss_configs(mode, seeds, dataset)
     results = common.run_grid(losses, recipe, data, args.output_dir, task=task,

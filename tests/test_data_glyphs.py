@@ -134,6 +134,19 @@ def test_disjoint_split_images_and_info(fonts, tmp_path):
         == set(chars)
 
 
+def test_glyph_data_train_with_the_glyph_task(fonts, tmp_path):
+    import keras_dml as kd
+    data = load(fonts, tmp_path)
+    task = kd.training.task_for(data)
+    assert data.label_type == "glyph" and not task.continuous
+    train_tf, eval_tf = task.transforms(kd.training.Recipe(image_size=32, seed=1))
+    from keras_dml.data import augment
+    assert any(isinstance(s, augment.StrokeWidthJitter) for s in train_tf.steps)
+    assert not any(isinstance(s, augment.RandomResizedCrop) for s in train_tf.steps)
+    x, _ = next(data.train.dataset().as_numpy_iterator())
+    assert train_tf(x).shape == (32, 32, 3) and eval_tf(x).shape == (32, 32, 3)
+
+
 def test_explicit_characters_need_enough_designs(fonts, tmp_path):
     data = load(fonts, tmp_path, characters="永東京語書道", test_fraction=0.5)
     assert set(data.train.info["class_names"]) | set(data.test.info["class_names"]) \

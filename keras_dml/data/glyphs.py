@@ -549,7 +549,9 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
       verbose: print progress while rendering.
 
     Returns:
-      ``RetrievalData("glyphs")``: train / test :class:`Split` of uint8
+      ``RetrievalData("glyphs", label_type="glyph")`` (class labels; the
+      runner's "glyph" task trains with :func:`transforms`): train / test
+      :class:`Split` of uint8
       [size, size, 1] images, labels 0..C-1 per split; each split's info:
       ``class_names`` (label -> character), ``font`` (per example: the
       face's name), ``design`` (per example: the design's name).
@@ -652,7 +654,7 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
             "examples_per_class": float(len(images) / max(len(chars), 1))}
     return RetrievalData(name="glyphs", train=splits["train"], test=splits["test"],
                          num_train_classes=len(train_chars),
-                         image_shape=(image_size, image_size, 1), label_type="class",
+                         image_shape=(image_size, image_size, 1), label_type="glyph",
                          info=info)
 
 
