@@ -329,7 +329,8 @@ def _glyph_setting(data, spec):
     if data is None:
         return ""
     info = data.info
-    return (f"Data: `kd.data.load_glyphs({', '.join(f'{k}={v}' for k, v in spec['render'].items())})`"
+    args = ", ".join(f"{k}={v}" for k, v in spec["render"].items())
+    return (f"Data: `kd.data.load_glyphs({args})`"
             f": {info['num_faces']} CJK font faces in {info['num_designs']} distinct designs; "
             f"{data.num_train_classes} training characters (10% of them held out for "
             f"validation by class) and {data.test.num_classes} unseen test characters, "

@@ -577,7 +577,8 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
         raise DataNotFoundError(
             f"the glyph benchmark needs CJK fonts of at least {min_designs} distinct "
             f"designs; found {len(catalogue.faces)} CJK face(s) in "
-            f"{len(catalogue.designs)} design(s) in {list(font_dirs) if fonts is None else 'fonts'}."
+            f"{len(catalogue.designs)} design(s) in "
+            f"{list(font_dirs) if fonts is None else 'the given fonts'}."
             " Install the Debian font packages (bash scripts/setup.sh, or apt-get install -y "
             + " ".join(PACKAGES) + ").")
     if characters is not None:
