@@ -20,6 +20,9 @@ EXTRAS = {
     # httptools / uvloop: uvicorn's fast HTTP parser and event loop (used when present).
     "serve": ["starlette>=1.10,<1.11", "uvicorn>=0.55,<0.56", "python-multipart>=0.0.34,<0.1",
               "httptools>=0.9,<0.10", "uvloop>=0.23,<0.24; sys_platform != 'win32'"],
+    # kd.data.load_glyphs: font character maps (fontTools) and rendering (Pillow); the
+    # fonts themselves are Debian packages (scripts/setup.sh).
+    "glyphs": ["fonttools>=4.40,<5", "pillow>=10"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
@@ -31,7 +34,8 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # packages, scripts/setup.sh).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
                   "requests>=2.31,<3", "selenium>=4.51,<5",
-                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["serve"]]
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"],
+                  *EXTRAS["serve"]]
 
 setup(
     name="keras_dml",
