@@ -209,7 +209,9 @@ def search(model, index, image, k=5, output=None, label=None):
     images, _ = gallery.images(index, metadata)
     plots.retrieval_grid([picture], images, None if label is None else [label],
                          None if label is None else labels, np.arange(len(ids))[None],
-                         output, unlabelled=label is None)
+                         output, unlabelled=label is None,
+                         title=f"{os.path.basename(image)}: its {len(ids)} nearest of "
+                               f"{len(idx)} in {os.path.basename(os.path.abspath(index))}")
     return {"ids": ids, "scores": scores, "labels": labels, "metadata": metadata,
             "output": output, "size": len(idx)}
 
