@@ -5,7 +5,7 @@
 
 ``import keras_dml`` imports neither Keras nor TensorFlow: every submodule
 (ops, losses, layers, label_distances, optimizers, models, backbones, data,
-evaluation, export, plots, training, retrieval) loads on first attribute
+evaluation, export, plots, search, training, retrieval) loads on first attribute
 access. Keras-serialisable classes are registered all the same: as soon as
 Keras is (or already was) imported, ``keras_dml._registration`` imports the
 modules that define them, so ``keras.models.load_model`` finds
@@ -21,7 +21,7 @@ from keras_dml import _registration
 __version__ = "0.1.0"
 
 _LAZY = ("ops", "losses", "layers", "label_distances", "optimizers", "models",
-         "backbones", "data", "evaluation", "export", "plots", "training",
+         "backbones", "data", "evaluation", "export", "plots", "search", "training",
          "retrieval")
 
 

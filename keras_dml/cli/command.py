@@ -60,9 +60,7 @@ def expected_errors():
     from keras_dml import training
     from keras_dml.backbones.common import WeightsUnavailableError
     from keras_dml.data.core import DataNotFoundError
-    output_dir_error = getattr(training, "OutputDirError", None) or \
-        training.runner.OutputDirError
-    errors = (recipes.RecipeError, output_dir_error, DataNotFoundError,
+    errors = (recipes.RecipeError, training.OutputDirError, DataNotFoundError,
               FileNotFoundError, WeightsUnavailableError, CommandLineError)
     import tensorflow as tf
     return errors + (tf.errors.InvalidArgumentError,)
