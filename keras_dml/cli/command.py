@@ -26,7 +26,8 @@ from keras_dml.training import recipe as recipes
 FLAGS = flags.FLAGS
 PROG = "keras-dml"
 # Run options: how and where to run, not what (not part of a Recipe).
-RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "export", "index", "verbose")
+RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "overwrite", "export", "index",
+             "verbose")
 
 
 def _search(argv):
@@ -44,9 +45,7 @@ SHORT_HELP_FLAGS = {"-h", "-?", "--help", "--helpshort"}
 # The library's argument names in error messages -> the command line's flags.
 _FLAG_NAMES = ((re.compile(r"\bdownload=True\b"), "--download"),
                (re.compile(r"\bsource='(\w+)'"), r"--source=\1"),
-               (re.compile(r"\bdata_dir=<"), "--data_dir=<"),
-               (re.compile(r"\bresume=True\b"), "--resume"),
-               (re.compile(r"\boverwrite=True\b"), "--overwrite"))
+               (re.compile(r"\bdata_dir=<"), "--data_dir=<"))
 # tf.debugging.Assert's message of a corrupt image (kd.data.core), and its end.
 _CORRUPT_IMAGE = re.compile(r"keras_dml\.data: cannot read or decode image.*?\)", re.S)
 
@@ -139,6 +138,8 @@ def define_app(name, argv, prog=None):
                         "and the SavedModel go.", required=True)
     flags.DEFINE_string("data_dir", None, spec.data_dir or spec.data_dir_help)
     flags.DEFINE_boolean("resume", False, "Continue an interrupted run in output_dir.")
+    flags.DEFINE_boolean("overwrite", False, "Replace the run already in output_dir (its "
+                         "files are deleted first); without it a finished run is refused.")
     flags.DEFINE_boolean("export", True, "Export output_dir/saved_model (--noexport skips).")
     flags.DEFINE_boolean("index", True, "Class-label apps: write output_dir/index, the test "
                          "gallery for `keras-dml search` (--noindex skips).")
@@ -173,7 +174,7 @@ def define_app(name, argv, prog=None):
 
 def run_options(F):
     """``kd.training.run``'s keyword arguments from the run flags."""
-    return dict(resume=F.resume, export=F.export, index=F.index)
+    return dict(resume=F.resume, overwrite=F.overwrite, export=F.export, index=F.index)
 
 
 def app_help(name, prog):
