@@ -152,18 +152,19 @@ def default_output(image, index):
 
 
 def check_same_model(model, idx):
-    """Refuse an index whose recorded model is not the SavedModel's; a
-    warning (stderr) when either records none."""
+    """Refuse an index whose recorded model is not the SavedModel's. Returns
+    a warning (None if none) when either records no fingerprint."""
     from keras_dml.retrieval import model_fingerprint
     ours, theirs = model_fingerprint(model), idx.model_fingerprint
     if ours and theirs and ours != theirs:
         raise SearchError(
             f"the index was built with another model ({theirs}) than --model ({ours}): "
             "they come from different runs. Use the SavedModel and the index of one run.")
-    if not (ours and theirs):
-        print(f"{PROG}: warning: cannot check that the index was built with this model "
-              f"({'the index' if not theirs else 'the SavedModel'} records no model "
-              "fingerprint).", file=sys.stderr)
+    if ours and theirs:
+        return None
+    return (f"cannot check that the index was built with this model "
+            f"({'the index' if not theirs else 'the SavedModel'} records no model "
+            "fingerprint).")
 
 
 def check_label(label, idx):
@@ -188,7 +189,7 @@ def search(model, index, image, k=5, output=None, label=None):
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(idx):
         raise SearchError(f"--k must be between 1 and the index size {len(idx)}; got {k}.")
     check_label(label, idx)
-    check_same_model(model, idx)
+    warning = check_same_model(model, idx)
     data, picture = read_image(image)
     output = os.path.abspath(output) if output else default_output(image, index)
     if os.path.isdir(output):
@@ -213,7 +214,7 @@ def search(model, index, image, k=5, output=None, label=None):
                          title=f"{os.path.basename(image)}: its {len(ids)} nearest of "
                                f"{len(idx)} in {os.path.basename(os.path.abspath(index))}")
     return {"ids": ids, "scores": scores, "labels": labels, "metadata": metadata,
-            "output": output, "size": len(idx)}
+            "output": output, "size": len(idx), "warning": warning}
 
 
 def shown_metadata(m):
@@ -246,6 +247,8 @@ def main(argv):
           f"in {args.index}")
     print(format_table(result))
     print(f"wrote {shown_path(result['output'])}")
+    if result["warning"]:
+        print(f"{PROG}: warning: {result['warning']}", file=sys.stderr)
     return 0
 
 
