@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: data package, virtualenv, the project.
 #   bash scripts/setup.sh            # the demo: library + apps (TensorFlow); no
-#                                    # torch, no JAX, no test tools (~1.5 GB .venv)
+#                                    # torch, no JAX, no test tools (~2.3 GB .venv)
 #   bash scripts/setup.sh --test     # everything the tests need on top: the test
 #                                    # extras, JAX, CPU torch, pytorch-metric-learning
 # Idempotent: re-running skips what is already there; --test after a demo
