@@ -3,31 +3,26 @@
     import keras_dml as kd
     kd.losses.ProxyAnchorLoss(), kd.layers.Proxies(num_classes), ...
 
-Light modules (ops, losses, layers, label_distances, optimizers) import
-eagerly; the continuous losses need label_distances anyway, and importing
-optimizers registers its Keras-serialisable names. The heavier ones (data,
-backbones, models, evaluation, export, plots, training, retrieval) import on
-first attribute access so that ``import keras_dml`` stays fast.
+``import keras_dml`` imports neither Keras nor TensorFlow: every submodule
+(ops, losses, layers, label_distances, optimizers, models, backbones, data,
+evaluation, export, plots, search, training, retrieval) loads on first attribute
+access. Keras-serialisable classes are registered all the same: as soon as
+Keras is (or already was) imported, ``keras_dml._registration`` imports the
+modules that define them, so ``keras.models.load_model`` finds
+``MetricModel``, the layers, losses and optimisers after a bare ``import
+keras_dml``. Quieting TensorFlow's console output is the command line's
+business (``keras_dml.cli``), never done by this import.
 """
 
 import importlib
 
-# Before Keras loads TensorFlow: a command-line run hides TensorFlow's INFO logs.
-from keras_dml.cli import quiet as _quiet  # noqa: E402  (stdlib only)
-
-_quiet.before_tensorflow()
-
-# The numeric core (ops, losses, layers, label distances, metrics, the exact
-# index) runs on every Keras backend and imports no TensorFlow; tf.data
-# pipelines, SavedModel export and the TensorFlow trainer import it lazily.
-
-from keras_dml import (  # noqa: E402
-    label_distances, layers, losses, ops, optimizers)
+from keras_dml import _registration
 
 __version__ = "0.1.0"
 
-_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots", "search",
-         "training", "retrieval", "serving")
+_LAZY = ("ops", "losses", "layers", "label_distances", "optimizers", "models",
+         "backbones", "data", "evaluation", "export", "plots", "search", "training",
+         "retrieval", "serving")
 
 
 def __getattr__(name):
@@ -38,5 +33,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_dml' has no attribute {name!r}")
 
 
-__all__ = ["label_distances", "layers", "losses", "ops", "optimizers",
-           *_LAZY]
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+_registration.register_when_keras_loads()
+
+__all__ = list(_LAZY)

@@ -13,10 +13,18 @@ Two signatures:
 * ``serving_default(images)``: uint8 ``[N, H, W, C]`` in the data set's
   native layout (``image_shape``; Fashion-MNIST ``[N, 28, 28, 1]``);
 * ``serving_bytes(image_bytes)``: string ``[N]`` of encoded JPEG or PNG
-  files, decoded to C channels, resized to (H, W) if they are another size,
+  files (or one scalar string: one image, embeddings ``[1, D]``), decoded to C channels, resized to (H, W) if they are another size,
   then the same path as ``serving_default``. Bytes that are not a JPEG or a
   PNG (or are truncated) fail with an ``InvalidArgumentError`` naming the
   problem.
+
+Preprocessing: by default the model's own. A model made by
+``kd.models.build_embedder`` (or the runner) carries its normalisation and
+evaluation transform, and the export applies them, so the served embeddings
+equal the evaluated ones; a model that carries nothing is refused unless
+``preprocess`` / ``transform`` say what to do (``preprocess="identity"``:
+none). ``model_fingerprint`` (also written into ``keras_dml.json``) lets an
+index say which model made it.
 
 Both return ``{"embeddings": float32 [N, D]}``, L2-normalised. Inside, in
 order: cast to float32 (values stay 0-255), grey -> RGB (or RGB -> grey) to
@@ -55,6 +63,7 @@ except ImportError as error:  # a SavedModel is a TensorFlow graph
 
 from keras_dml import ops
 from keras_dml.backbones import preprocessing as _preprocessing
+from keras_dml.retrieval.index import model_fingerprint  # noqa: F401  (kd.export API)
 
 OUTPUT_KEY = "embeddings"
 _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
@@ -79,6 +88,39 @@ def require_tensorflow_backend(what="SavedModel export"):
             f"KERAS_BACKEND=tensorflow (this process runs {backend!r}): save "
             "the weights (model.save_weights), rebuild the model under the "
             "TensorFlow backend, load them and export from there.")
+
+
+# preprocess / transform not given: use what the model carries.
+_FROM_MODEL = None
+
+
+def serving_defaults(model, preprocess=_FROM_MODEL, transform=_FROM_MODEL):
+    """(preprocess, transform) for serving ``model``: the arguments when
+    given, else what the model carries (an ``Embedder`` made by
+    ``kd.models.build_embedder`` or the runner, alone or inside a
+    ``MetricModel``: its ``preprocessing`` and ``eval_transform``).
+
+    Refuses a model that carries nothing when neither is given: the served
+    embeddings would silently differ from the evaluated ones. Say
+    ``preprocess="identity"`` when no preprocessing is meant.
+    """
+    carrier = getattr(model, "embedder", None) or model
+    carried_preprocess = getattr(carrier, "preprocessing", None)
+    carried_transform = getattr(carrier, "eval_transform", None)
+    if not isinstance(carried_preprocess, str):
+        carried_preprocess = None
+    if not hasattr(carried_transform, "get_config"):
+        carried_transform = None
+    if preprocess is None and transform is None and carried_preprocess is None:
+        raise ValueError(
+            "cannot tell how this model's inputs were preprocessed (it does not carry "
+            "its preprocessing: build it with kd.models.build_embedder(..., "
+            "preprocessing=..., eval_transform=...)). Pass preprocess= (the backbone's "
+            "normalisation, e.g. 'efficientnet_lite', or a callable) and transform= "
+            "(the evaluation transform, e.g. kd.data.eval_transform(224); omit it for "
+            "a plain resize), or preprocess='identity' if no preprocessing is meant.")
+    return (carried_preprocess if preprocess is None else preprocess,
+            carried_transform if transform is None else transform)
 
 
 def _resolve_preprocess(preprocess):
@@ -241,6 +283,8 @@ def _serving_functions(model, image_shape, preprocess, resize_to, resize_method,
         return at_model_size(tf.ensure_shape(image, (height, width, image_channels)))
 
     def serving_bytes(image_bytes):
+        # One image (a scalar string) or a batch [N]: a scalar becomes [1].
+        image_bytes = tf.reshape(image_bytes, [-1])
         jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)),
                         _JPEG_MAGIC)
         png = tf.equal(tf.strings.substr(image_bytes, 0, len(_PNG_MAGIC)),
@@ -259,9 +303,10 @@ def _serving_functions(model, image_shape, preprocess, resize_to, resize_method,
 
     specs = (tf.TensorSpec((None, height, width, image_channels), tf.uint8,
                            name="images"),
-             tf.TensorSpec((None,), tf.string, name="image_bytes"))
+             tf.TensorSpec(None, tf.string, name="image_bytes"))
     info = {"image_shape": list(image_shape), "channels": channels,
             "transform": None if transform is None else repr(transform),
+            "model_fingerprint": model_fingerprint(model),
             "resize_to": list(resize_to), "resize_method": resize_method,
             "preprocess": preprocess_name, "output_key": OUTPUT_KEY}
     return serving_default, serving_bytes, specs, info
@@ -282,8 +327,10 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
         signature takes, the data set's native layout (C = 1 or 3).
       preprocess: the backbone's normalisation: a name from
         ``kd.backbones.preprocessing.PREPROCESSING`` (e.g.
-        "efficientnet_lite"), a backbone name (e.g. "bn_inception"), a
-        callable on float32 0-255 images, or None (values stay 0-255).
+        "efficientnet_lite", "identity": none), a backbone name (e.g.
+        "bn_inception"), or a callable on float32 0-255 images. None: the
+        model's own (see ``serving_defaults``); a model that carries none
+        is refused unless ``preprocess`` or ``transform`` is given.
       resize_to: (h, w) the images are resized to before ``preprocess``;
         default the model's static input size, else no resize.
       resize_method: ``tf.image.resize`` method.
@@ -295,11 +342,13 @@ def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None
         [h, w, c] at the model's input size. When given it replaces the
         plain resize (and ``image_shape`` may have None for H and W, for
         data sets of varying image sizes), so served embeddings equal the
-        evaluated ones.
+        evaluated ones. None: the model's own (see ``serving_defaults``),
+        else a plain resize.
     Returns:
       ``path``.
     """
     require_tensorflow_backend()
+    preprocess, transform = serving_defaults(model, preprocess, transform)
     serving_default, serving_bytes, specs, info = _serving_functions(
         model, image_shape, preprocess, resize_to, resize_method, channels,
         transform)
@@ -399,6 +448,7 @@ def export_retrieval_model(model, index, path, k=10, image_shape=None,
         raise ValueError(f"k must be an integer in [1, {len(index)}] (the "
                          f"index size); got {k!r}.")
     k = int(k)
+    preprocess, transform = serving_defaults(model, preprocess, transform)
     embed_default, embed_bytes, specs, info = _serving_functions(
         model, image_shape, preprocess, resize_to, resize_method, channels,
         transform)

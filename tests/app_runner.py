@@ -54,6 +54,10 @@ def main():
     import contextlib
     import functools
     import runpy
+    # What the entry point (keras_dml.cli.run_module) does first, before this
+    # harness's own imports load Keras and TensorFlow.
+    from keras_dml.cli import quiet
+    quiet.before_tensorflow(app_argv)
     from absl import flags
     from keras_dml import training
 

@@ -31,5 +31,5 @@ def reference(module, what):
         return importlib.import_module(module)
     except ImportError as e:
         unavailable(f"outside reference {module!r} is missing ({what}): {e}. "
-                    "scripts/setup.sh installs it.",
+                    "scripts/setup.sh --test installs it.",
                     inspect.stack()[1].function == "<module>")

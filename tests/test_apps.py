@@ -57,9 +57,14 @@ CLASS_KS = {"cub200": [1, 2], "cars196": [1, 2, 4, 8], "sop": [1],
 CONTINUOUS_KS = [1, 5, 10, 20]
 
 
-def run_app(app, out, flags=(), runner=(), common=True):
-    """One app run in a fresh process; returns the CompletedProcess."""
+def run_app(app, out, flags=(), runner=(), common=True, console=False):
+    """One app run in a fresh process; returns the CompletedProcess.
+    ``console``: the environment a person has (TensorFlow's log level and the
+    visible devices not set), to check what the console shows."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    if console:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
     argv = [sys.executable, RUNNER, app, *runner, "--",
             *(COMMON if common else []), *flags, f"--output_dir={out}"]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
@@ -166,8 +171,10 @@ def _fashion_mnist(root):
     data = root / "fashion_data"
     arrays = app_fixtures.write_fashion_mnist(str(data))
     out = root / "fashion_mnist"
-    proc = run_app("fashion_mnist", out, ["--batch_size=16", f"--fashion_mnist_dir={data}",
-                                          "--source=files"])
+    # --data_dir names the idx folder (issue 17.5: it was ignored for the
+    # Debian copy); the console environment of a person (issue 17.8).
+    proc = run_app("fashion_mnist", out, ["--batch_size=16", f"--data_dir={data}",
+                                          "--source=files"], console=True)
     result = dict(procs=[proc], out=out)
     if proc.returncode != 0:
         return result
@@ -493,6 +500,11 @@ def test_fashion_mnist_demo_metrics_reproduced_from_saved_model(runs):
     np.testing.assert_array_equal(np.load(r["out"] / "index" / "thumbnails.npy"),
                                   r["test_images"])
     check_projector(r["out"], r["num_test"])
+    # No TensorFlow noise at the default verbosity (issue 17.8).
+    noise = ("cuInit", "cudart_stub", "All log messages before absl", "I0000",
+             "This TensorFlow binary is optimized", "shuffle=True")
+    noisy = [ln for ln in r["procs"][0].stderr.splitlines() if any(n in ln for n in noise)]
+    assert not noisy, noisy
     fresh = r["fresh"]
     assert fresh.returncode == 0, fresh.stderr[-6000:]
     line = [ln for ln in fresh.stdout.splitlines() if ln.startswith("METRICS ")][-1]
@@ -551,7 +563,8 @@ def test_fashion_mnist_search_command_matches_index_search(runs, tmp_path):
     # The PNG: one row, the query and k results (plots.retrieval_grid's geometry).
     check_png(png)
     with Image.open(png) as im:
-        assert im.size == ((k + 1) * 104 + (k + 2) * 4 + 8, 104 + 2 * 4)
+        header = kd.plots.LEGEND_HEIGHT + kd.plots.TITLE_HEIGHT   # title + legend
+        assert im.size == ((k + 1) * 104 + (k + 2) * 4 + 8, header + 104 + 2 * 4)
 
 
 def test_fashion_mnist_search_bad_input(runs, tmp_path, capsys, monkeypatch):
@@ -586,16 +599,35 @@ def test_fashion_mnist_search_bad_input(runs, tmp_path, capsys, monkeypatch):
     fails([model, index, f"--image={good}", "--k=0"], "between 1 and the index size")
     fails([model, index, f"--image={good}", f"--output={tmp_path / 'no' / 'x.png'}"],
           "no directory")
+    # Issue 17.5: a label the index does not have; a model and an index from
+    # different runs (another embedding width, or another recorded model).
+    fails([model, index, f"--image={good}", "--label=99"],
+          "--label=99 is not a label of the index (its labels: 0-4)")
+    import keras_dml as kd
+    narrow = kd.retrieval.Index(3)
+    narrow.add(np.eye(3, dtype=np.float32))
+    narrow.save(tmp_path / "narrow")
+    fails([model, f"--index={tmp_path / 'narrow'}", f"--image={good}", "--k=1"],
+          "different models")
+    other = kd.retrieval.Index.load(out / "index")
+    assert other.model_fingerprint == kd.retrieval.model_fingerprint(out / "saved_model")
+    other.model_fingerprint = "sha256:0123"
+    other.save(tmp_path / "other")
+    fails([model, f"--index={tmp_path / 'other'}", f"--image={good}"],
+          "built with another model", "different runs")
     with pytest.raises(SystemExit) as exit_:        # argparse: a required flag missing
         command.main(["search", model, index])
     assert exit_.value.code == 2 and "--image" in capsys.readouterr().err
-    # A good search in-process, default output in the working directory, a
-    # BMP query (re-encoded as PNG for the bytes signature), with --label.
+    # A good search in-process, a BMP query (re-encoded as PNG for the bytes
+    # signature), with --label; the PNG goes beside the index, never into the
+    # working directory (issue 17.8).
     Image.fromarray(r["test_images"][0, ..., 0]).save(tmp_path / "q.bmp")
     monkeypatch.chdir(tmp_path)
     assert command.main(["search", model, index, f"--image={tmp_path / 'q.bmp'}",
                          "--k=2", "--label=0"]) == 0
     stdout = capsys.readouterr().out
-    assert len(table_rows(stdout)) == 2 and "wrote search_q.png" in stdout
-    check_png(tmp_path / "search_q.png")
-    assert search.default_output("a/b/shoe.jpg") == str(tmp_path / "search_shoe.png")
+    assert len(table_rows(stdout)) == 2 and f"wrote {out / 'search_q.png'}" in stdout
+    check_png(out / "search_q.png")
+    assert not (tmp_path / "search_q.png").exists()
+    assert search.default_output("a/b/shoe.jpg", "runs/x/index/") == \
+        str(tmp_path / "runs" / "x" / "search_shoe.png")

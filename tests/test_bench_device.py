@@ -53,7 +53,7 @@ def needs(*modules):
     for module in modules:
         if importlib.util.find_spec(module) is None:
             unavailable(f"{module} is missing (bench/device.py needs it); "
-                        "scripts/setup.sh installs it.")
+                        "scripts/setup.sh --test installs it.")
 
 
 def check_table(proc, expected):

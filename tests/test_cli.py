@@ -47,8 +47,6 @@ def test_argv_peeks():
     assert main.argv_value(["--recipe", "triplet", "--x"], "recipe") == "triplet"
     assert main.argv_value(["--recipe=a", "--recipe=b"], "recipe") == "b"
     assert main.argv_value(["--recipes=a"], "recipe") is None
-    # pytest is not a command-line app: a library process keeps its log level.
-    assert not quiet.command_line_process()
 
 
 def test_tensorflow_info_records_are_dropped_but_not_ours():

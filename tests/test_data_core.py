@@ -288,3 +288,30 @@ def test_train_pipeline_feeds_keras_fit(tmp_path):
     history = model.fit(ds, epochs=2, verbose=0, shuffle=False)
     assert len(history.history["loss"]) == 2
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_train_and_eval_pipelines_agree_on_grey_images_for_rgb_backbones():
+    # Issue 17.9: make_eval_pipeline(normalize="bn_inception") failed on grey
+    # Fashion-MNIST while the train pipeline went through; both give RGB now.
+    import keras_dml as kd
+    rng = np.random.default_rng(0)
+    grey = kd.data.Split.from_arrays("g", rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8),
+                                     np.arange(6) % 2)
+    rgb = kd.data.Split.from_arrays("c", np.repeat(grey_images(grey), 3, axis=-1),
+                                    np.arange(6) % 2)
+    got = next(iter(kd.data.make_eval_pipeline(
+        grey, 6, transform=kd.data.eval_transform(32), normalize="bn_inception")))[0]
+    want = next(iter(kd.data.make_eval_pipeline(
+        rgb, 6, transform=kd.data.eval_transform(32), normalize="bn_inception")))[0]
+    assert got.shape == (6, 32, 32, 3)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+    train = next(iter(kd.data.make_train_pipeline(
+        grey, 3, augment=kd.data.train_transform(32), normalize="bn_inception")))[0]
+    assert train.shape == (3, 32, 32, 3)
+    # identity keeps the grey channel.
+    ident = next(iter(kd.data.make_eval_pipeline(grey, 6, normalize="identity")))[0]
+    assert ident.shape == (6, 28, 28, 1)
+
+
+def grey_images(split):
+    return np.stack([x.numpy() for x, _ in split.dataset()])

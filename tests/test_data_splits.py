@@ -91,3 +91,57 @@ def test_relabel_and_with_labels():
     np.testing.assert_array_equal(first_pixels(r), np.arange(6))
     with pytest.raises(ValueError, match="6 examples; got 2 labels"):
         split.with_labels([0, 1])
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+
+
+def named_split(n=40, classes=8):
+    """Labels 0..7 with info naming each class and its original id; pixel
+    value = example index, so a part's images say which class they are."""
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1)
+    labels = (np.arange(n) % classes).astype(np.int32)
+    return kd.data.Split.from_arrays(
+        "train", images, labels,
+        info={"class_names": NAMES[:classes], "classes": [10 + c for c in range(classes)]})
+
+
+def assert_names_follow_labels(part, parent):
+    """Every example's class name (and original id) in ``part`` is the one
+    its image had in ``parent``."""
+    pixels = first_pixels(part)
+    want = [NAMES[c] for c in parent.labels[pixels]]
+    got = [part.info["class_names"][label] for label in part.labels]
+    assert got == want
+    assert [part.info["classes"][label] for label in part.labels] == \
+        [10 + c for c in parent.labels[pixels]]
+
+
+def test_every_split_helper_keeps_class_names_right_for_its_labels():
+    # Issue 17.1: hold_out_classes renumbered the labels but kept the parent's
+    # class_names, so a coat was tagged "bag".
+    split = named_split()
+    train, val = kd.data.hold_out_classes(split, 0.25, seed=3)
+    assert val.labels.max() < len(NAMES) - 1          # renumbered for real
+    for part in (train, val):
+        assert_names_follow_labels(part, split)
+        assert len(part.info["class_names"]) == part.num_classes
+    for part in kd.data.hold_out_examples(split, 0.3, seed=1, relabel_classes=True):
+        assert_names_follow_labels(part, split)
+    for part in kd.data.hold_out_examples(split, 0.3, seed=1):
+        assert_names_follow_labels(part, split)
+    assert_names_follow_labels(kd.data.random_subset(split, 9, seed=2), split)
+    # relabel of a split holding only some classes (ids 2, 5, 7 -> 0, 1, 2).
+    some = split.subset(np.flatnonzero(np.isin(split.labels, [2, 5, 7])))
+    relabelled = kd.data.relabel(some)
+    assert relabelled.info["class_names"] == ["two", "five", "seven"]
+    assert_names_follow_labels(relabelled, split)
+
+
+def test_relabel_turns_a_class_offset_into_explicit_original_classes():
+    images = np.zeros((4, 1, 1, 1), np.uint8)
+    split = kd.data.Split.from_arrays("test", images, np.array([0, 3, 3, 5], np.int32),
+                                      info={"class_offset": 100, "num_classes": 6})
+    r = kd.data.relabel(split)
+    assert "class_offset" not in r.info
+    assert r.info["classes"] == [100, 103, 105] and r.info["num_classes"] == 3

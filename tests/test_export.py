@@ -39,7 +39,7 @@ info = {
     "outputs": {k: {n: [s.dtype.name, s.shape.as_list()]
                     for n, s in loaded.signatures[k].structured_outputs.items()}
                 for k in loaded.signatures},
-    "inputs": {k: {n: [s.dtype.name, s.shape.as_list()]
+    "inputs": {k: {n: [s.dtype.name, s.shape.as_list() if s.shape.rank is not None else None]
                    for n, s in loaded.signatures[k].structured_input_signature[1].items()}
                for k in loaded.signatures},
     "files": files,
@@ -155,7 +155,8 @@ def test_signatures_match_keras_in_fresh_process(tmp_path, rng):
     for name in info["signatures"]:
         assert info["outputs"][name] == {"embeddings": ["float32", [None, 16]]}
     assert info["inputs"]["serving_default"] == {"images": ["uint8", [None, 28, 28, 1]]}
-    assert info["inputs"]["serving_bytes"] == {"image_bytes": ["string", [None]]}
+    # Any rank: a batch [N] or one image (a scalar string).
+    assert info["inputs"]["serving_bytes"] == {"image_bytes": ["string", None]}
     meta = json.loads((tmp_path / "sm" / "assets.extra" / "keras_dml.json").read_text())
     assert meta["preprocess"] == "efficientnet_lite" and meta["resize_to"] == [32, 32]
 
@@ -256,10 +257,11 @@ def test_rgb_native_size_callable_preprocess_and_dynamic_model(tmp_path, rng):
 def test_bad_arguments(tmp_path):
     model = _small_embedder()
     with pytest.raises(ValueError, match="C = 1 \\(grey\\) or 3"):
-        export.export_saved_model(model, tmp_path / "a", image_shape=(28, 28, 2))
+        export.export_saved_model(model, tmp_path / "a", image_shape=(28, 28, 2),
+                                  preprocess="identity")
     with pytest.raises(ValueError, match="does not match the model's input size"):
         export.export_saved_model(model, tmp_path / "b", image_shape=IMAGE_SHAPE,
-                                  resize_to=(64, 64))
+                                  resize_to=(64, 64), preprocess="identity")
     with pytest.raises(ValueError, match="unknown preprocess 'nope'"):
         export.export_saved_model(model, tmp_path / "c", image_shape=IMAGE_SHAPE,
                                   preprocess="nope")
@@ -267,7 +269,7 @@ def test_bad_arguments(tmp_path):
                                     keras.layers.Conv2D(4, 3)])
     with pytest.raises(ValueError, match=r"embeddings of shape \[N, D\]"):
         export.export_saved_model(feature_map, tmp_path / "d",
-                                  image_shape=IMAGE_SHAPE)
+                                  image_shape=IMAGE_SHAPE, preprocess="identity")
 
 
 def test_eval_transform_inside_signatures_for_varying_sizes(tmp_path, rng):
@@ -294,4 +296,104 @@ def test_eval_transform_inside_signatures_for_varying_sizes(tmp_path, rng):
         image_bytes=tf.constant([_png(o) for o in odd]))["embeddings"]
     np.testing.assert_allclose(got.numpy(), [reference(o) for o in odd], atol=1e-5)
     with pytest.raises(ValueError, match="None"):
-        export.export_saved_model(model, tmp_path / "bad", image_shape=(None, None, 3))
+        export.export_saved_model(model, tmp_path / "bad", image_shape=(None, None, 3),
+                                  preprocess="identity")
+
+
+# --------------------------------------------- the model carries its serving path
+def _fashion_split(rng, n=6):
+    images = _fashion_like_images(n, rng)
+    return kd.data.Split.from_arrays("test", images, np.arange(n, dtype=np.int32) % 3)
+
+
+def test_build_embedder_model_exports_with_its_own_preprocessing_by_default(tmp_path, rng):
+    # Issue 17.3: with no preprocess / transform the export served embeddings
+    # at cosine 0.70 to the model's own. A model from build_embedder carries
+    # its normalisation (from kd.backbones.get) and eval transform, also
+    # through a .keras save and load, and the export uses them.
+    backbone = kd.backbones.get("small_cnn", input_shape=(32, 32, 3))
+    transform = kd.data.eval_transform(32, rgb=True)        # resize 36, crop 32
+    embedder = kd.models.build_embedder(backbone, embedding_dim=8, eval_transform=transform)
+    assert embedder.preprocessing == "inception"             # small_cnn's
+    model = kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(3))
+    split = _fashion_split(rng)
+    evaluated, _ = kd.evaluation.embed(model, kd.data.make_eval_pipeline(
+        split, 4, transform=transform, normalize="inception"), verbose=0)
+    evaluated /= np.linalg.norm(evaluated, axis=1, keepdims=True)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    assert reloaded.embedder.preprocessing == "inception"
+    assert repr(reloaded.embedder.eval_transform) == repr(transform)
+    for name, m in (("fresh", model), ("reloaded", reloaded)):
+        path = export.export_saved_model(m, tmp_path / name, image_shape=IMAGE_SHAPE)
+        served = tf.saved_model.load(path).signatures["serving_default"](
+            images=tf.constant(split_images(split)))["embeddings"].numpy()
+        np.testing.assert_allclose(served, evaluated, atol=1e-5, err_msg=name)
+        info = json.loads((tmp_path / name / "assets.extra" / "keras_dml.json").read_text())
+        assert info["preprocess"] == "inception" and "Compose" in info["transform"]
+
+
+def split_images(split):
+    return np.stack([x.numpy() for x, _ in split.dataset()])
+
+
+def test_export_refuses_a_model_that_does_not_carry_its_preprocessing(tmp_path):
+    model = _small_embedder()
+    with pytest.raises(ValueError, match="preprocess=.*transform=.*'identity'"):
+        export.export_saved_model(model, tmp_path / "a", image_shape=IMAGE_SHAPE)
+    index = kd.retrieval.Index(16)
+    index.add(np.eye(2, 16, dtype=np.float32))
+    with pytest.raises(ValueError, match="cannot tell how this model's inputs"):
+        export.export_retrieval_model(model, index, tmp_path / "b", k=1,
+                                      image_shape=IMAGE_SHAPE)
+    # Saying explicitly that no preprocessing is meant is enough.
+    export.export_saved_model(model, tmp_path / "c", image_shape=IMAGE_SHAPE,
+                              preprocess="identity")
+
+
+def test_serving_bytes_takes_one_image_as_a_scalar_string(tmp_path, rng):
+    # Issue 17.4: one `bytes` object raised a TensorSpec cast error.
+    model = _small_embedder()
+    path = export.export_saved_model(model, tmp_path / "sm", image_shape=IMAGE_SHAPE,
+                                     preprocess="efficientnet_lite")
+    serve = tf.saved_model.load(path).signatures["serving_bytes"]
+    images = _fashion_like_images(2, rng)
+    blobs = [_png(im) for im in images]
+    one = serve(image_bytes=tf.constant(blobs[1]))["embeddings"].numpy()
+    batch = serve(image_bytes=tf.constant(blobs))["embeddings"].numpy()
+    assert one.shape == (1, 16)
+    np.testing.assert_allclose(one[0], batch[1], atol=1e-6)
+
+
+def test_model_fingerprint_names_the_weights_and_travels_with_export_and_index(
+        tmp_path, rng):
+    model = _small_embedder(seed=1)
+    fp = kd.retrieval.model_fingerprint(model)
+    assert fp.startswith("sha256:") and export.model_fingerprint is \
+        kd.retrieval.model_fingerprint
+    model.save(tmp_path / "m.keras")
+    assert kd.retrieval.model_fingerprint(keras.models.load_model(tmp_path / "m.keras")) == fp
+    other = _small_embedder(seed=1)
+    other.layers[-1].kernel.assign(other.layers[-1].kernel + 1e-3)
+    assert kd.retrieval.model_fingerprint(other) != fp
+    assert kd.retrieval.model_fingerprint(_small_embedder(dim=8, seed=1)) != fp
+    path = export.export_saved_model(model, tmp_path / "sm", image_shape=IMAGE_SHAPE,
+                                     preprocess="identity")
+    assert kd.retrieval.model_fingerprint(path) == fp
+    # A loaded SavedModel embeds a data set of raw images (build_index / embed).
+    split = _fashion_split(rng)
+    raw = split.dataset().batch(4)
+    loaded = tf.saved_model.load(path)
+    index = kd.retrieval.build_index(loaded, raw, verbose=0)
+    served = loaded.signatures["serving_default"](
+        images=tf.constant(split_images(split)))["embeddings"].numpy()
+    np.testing.assert_allclose(index.embeddings, served, atol=1e-6)
+    np.testing.assert_array_equal(index.labels, split.labels)
+    emb, _ = kd.evaluation.embed(loaded.signatures["serving_default"], raw, verbose=0)
+    np.testing.assert_allclose(emb, served, atol=1e-6)
+    # An index records the Keras model that made it, through save and load.
+    made = kd.retrieval.build_index(model, kd.data.make_eval_pipeline(
+        split, 4, transform=kd.data.resize_transform(32, rgb=True)), verbose=0)
+    assert made.model_fingerprint == fp
+    made.save(tmp_path / "index")
+    assert kd.retrieval.Index.load(tmp_path / "index").model_fingerprint == fp

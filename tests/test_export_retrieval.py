@@ -74,9 +74,10 @@ def test_served_neighbours_equal_index_search_in_fresh_process(rng, tmp_path):
     euclid.add(g_emb)
     euclid.remove([0, 1])
     export.export_retrieval_model(model, cosine, tmp_path / "cos", k=7,
-                                  image_shape=IMAGE_SHAPE)
+                                  image_shape=IMAGE_SHAPE, preprocess="identity")
     export.export_retrieval_model(model, euclid, tmp_path / "euc", k=4,
-                                  image_shape=IMAGE_SHAPE, memory_budget=4096)
+                                  image_shape=IMAGE_SHAPE, memory_budget=4096,
+                                  preprocess="identity")
     meta = json.loads((tmp_path / "cos" / "assets.extra" / "keras_dml.json").read_text())
     assert meta["retrieval"]["k"] == 7 and meta["retrieval"]["size"] == 120
 
@@ -115,15 +116,15 @@ def test_export_retrieval_bad_input(rng, tmp_path):
     index = kd.retrieval.Index(16)
     with pytest.raises(ValueError, match="index is empty"):
         export.export_retrieval_model(model, index, tmp_path / "a",
-                                      image_shape=IMAGE_SHAPE)
+                                      image_shape=IMAGE_SHAPE, preprocess="identity")
     index.add(rng.normal(size=(5, 16)))
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
         export.export_retrieval_model(model, index, tmp_path / "a", k=6,
-                                      image_shape=IMAGE_SHAPE)
+                                      image_shape=IMAGE_SHAPE, preprocess="identity")
     with pytest.raises(ValueError, match="needs image_shape"):
         export.export_retrieval_model(model, index, tmp_path / "a", k=2)
     other = kd.retrieval.Index(8)
     other.add(rng.normal(size=(5, 8)))
     with pytest.raises(ValueError, match="dimension 16, the index has 8"):
         export.export_retrieval_model(model, other, tmp_path / "a", k=2,
-                                      image_shape=IMAGE_SHAPE)
+                                      image_shape=IMAGE_SHAPE, preprocess="identity")

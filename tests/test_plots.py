@@ -44,9 +44,11 @@ def test_recall_curve_without_recall_keys(tmp_path):
         plots.recall_curve([0.1, 0.2], tmp_path / "x.png")
 
 
-def tile_origin(r, c, cell, border):
+def tile_origin(r, c, cell, border, header=None):
+    """Top-left pixel of tile (r, c), below the legend header (no title)."""
+    header = plots.LEGEND_HEIGHT if header is None else header
     tile = cell + 2 * border
-    y0 = border + r * (tile + border)
+    y0 = header + border + r * (tile + border)
     x0 = border + c * (tile + border) + (2 * border if c > 0 else 0)
     return y0, x0
 
@@ -65,7 +67,7 @@ def test_retrieval_grid_size_and_borders(tmp_path):
     img = read_png(out)
     tile = cell + 2 * border
     k = 3
-    assert img.shape[:2] == (4 * tile + 5 * border,
+    assert img.shape[:2] == (plots.LEGEND_HEIGHT + 4 * tile + 5 * border,
                              (k + 1) * tile + (k + 2) * border + 2 * border)
     correct = g_labels[idx] == q_labels[:, None]
     for r in range(4):
@@ -99,7 +101,7 @@ def test_retrieval_grid_with_correct_matrix_and_top_k(tmp_path):
                                tmp_path / "g.png", correct=correct,
                                cell_size=16, border=2, max_queries=3)
     img = read_png(out)
-    assert img.shape[:2] == (3 * 20 + 4 * 2, 5 * 20 + 6 * 2 + 4)
+    assert img.shape[:2] == (plots.LEGEND_HEIGHT + 3 * 20 + 4 * 2, 5 * 20 + 6 * 2 + 4)
     y0, x0 = tile_origin(2, 1, 16, 2)
     np.testing.assert_allclose(img[y0, x0, :3], plots.CORRECT_COLOUR, atol=1 / 255 + 1e-6)
     y0, x0 = tile_origin(2, 2, 16, 2)
@@ -132,3 +134,44 @@ def test_recall_curve_axis_says_what_is_drawn(tmp_path):
     read_png(plots.recall_curve(hist, tmp_path / "n.png", keys=["val_ndcg@1"]))
     with pytest.raises(ValueError, match="separate figures"):
         plots.recall_curve(hist, tmp_path / "m.png", keys=sorted(hist))
+
+
+def _has_colour(region, colour):
+    return bool(np.any(np.all(np.abs(region[..., :3] - colour) < 2 / 255, axis=-1)))
+
+
+def test_retrieval_grid_header_says_what_the_colours_mean(tmp_path):
+    # Issue 17.9: the grid had no title or legend for blue, green and red.
+    images = np.full((4, 8, 8, 3), 200, np.uint8)
+    idx = np.array([[1, 2], [0, 3]])
+    out = plots.retrieval_grid(images, images, [0, 0], [0, 0, 1, 1], idx,
+                               tmp_path / "t.png", cell_size=40, border=2, title="queries")
+    img = read_png(out)
+    header = plots.LEGEND_HEIGHT + plots.TITLE_HEIGHT
+    assert img.shape[0] == header + 2 * 44 + 3 * 2
+    legend = img[plots.TITLE_HEIGHT:header]
+    for colour in (plots.QUERY_COLOUR, plots.CORRECT_COLOUR, plots.WRONG_COLOUR):
+        assert _has_colour(legend, colour), colour
+    assert img[:plots.TITLE_HEIGHT, :, :3].min() < 0.5          # the title's text
+    assert [t for t, _ in plots.grid_legend()] == ["query", "same class", "other class"]
+    assert [t for t, _ in plots.grid_legend(correct_given=True)] == \
+        ["query", "relevant", "not relevant"]
+    unlabelled = read_png(plots.retrieval_grid(images, images, None, None, idx[:1],
+                                               tmp_path / "u.png", unlabelled=True))
+    assert _has_colour(unlabelled[:plots.LEGEND_HEIGHT], plots.NEUTRAL_COLOUR)
+    assert not _has_colour(unlabelled[:plots.LEGEND_HEIGHT], plots.WRONG_COLOUR)
+
+
+def test_recall_curve_legend_covers_no_point():
+    # Issue 17.9: the legend (lower right) covered the last epochs' points.
+    hist = {"val_recall@1": [0.5, 0.7, 0.95, 0.99], "val_recall@2": [0.6, 0.8, 0.97, 1.0],
+            "val_recall@4": [0.7, 0.9, 0.98, 1.0], "val_map@r": [0.02, 0.05, 0.1, 0.12]}
+    fig = plots.recall_figure(hist, keys=sorted(hist))
+    fig.canvas.draw()
+    ax, = fig.axes
+    box = ax.get_legend().get_window_extent()
+    points = np.concatenate([ax.transData.transform(line.get_xydata())
+                             for line in ax.get_lines()])
+    inside = (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & \
+        (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
+    assert not inside.any(), points[inside]

@@ -196,3 +196,70 @@ def test_steps_per_epoch_is_exact_even_past_one_pass(rng, tmp_path):
     kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False, verbose=0,
                     callbacks=[Count()])
     assert Count.steps == 10
+
+
+def event_files(root):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(root / "logs")
+                  for f in files if "tfevents" in f)
+
+
+def test_rerunning_into_a_finished_run_is_refused_unless_overwrite(rng, tmp_path):
+    # Issue 17.6: a rerun overwrote metrics.json and mixed two runs' events.
+    recipe = Recipe(**{**TINY, "epochs": 1}, val_fraction=0.0)
+    out = tmp_path / "run"
+    kd.training.run(recipe, class_data(rng), out, export=False, verbose=0)
+    first_events = event_files(out)
+    before = (out / "metrics.json").read_bytes()
+    (out / "notes.txt").write_text("mine")                 # not a run file: kept
+    for resume in (False, True):
+        with pytest.raises(kd.training.OutputDirError,
+                           match="already holds a finished run.*--overwrite.*--resume"):
+            kd.training.run(recipe, class_data(rng), out, resume=resume, verbose=0)
+    assert (out / "metrics.json").read_bytes() == before and event_files(out) == first_events
+    with pytest.raises(kd.training.OutputDirError, match="not both"):
+        kd.training.run(recipe, class_data(rng), out, resume=True, overwrite=True)
+    result = kd.training.run(recipe, class_data(rng), out, overwrite=True, export=False,
+                             verbose=0)
+    again = event_files(out)
+    assert again and not set(again) & set(first_events)    # one run's events only
+    assert len(again) == len(first_events)
+    assert result.metrics["num_queries"] == 24 and (out / "notes.txt").read_text() == "mine"
+
+
+NAMES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]
+
+
+def test_index_names_the_split_classes_and_model_and_the_export_serves_what_was_evaluated(
+        rng, tmp_path):
+    import tensorflow as tf
+    # Issue 17.1: the test split made by hold_out_classes is named "val" and
+    # renumbered; its index items must say "test" and name their own class.
+    labels = np.repeat(np.arange(10), 5).astype(np.int32)
+    whole = kd.data.Split.from_arrays("all", images(rng, labels), labels,
+                                      info={"class_names": NAMES,
+                                            "classes": list(range(10))})
+    train, test = kd.data.hold_out_classes(whole, 0.4, seed=1)
+    assert test.name == "val"
+    data = kd.data.RetrievalData("toy", train, test=test, num_train_classes=6,
+                                 image_shape=(16, 16, 3))
+    recipe = Recipe(**{**TINY, "epochs": 1}, val_fraction=0.0, ks=(1, 2))
+    result = kd.training.run(recipe, data, tmp_path / "run", verbose=0)
+    index = kd.retrieval.Index.load(result.paths["index"])
+    test_images = np.stack([x.numpy() for x, _ in test.dataset()])
+    for i, m in enumerate(index.metadata):
+        assert m["split"] == "test"
+        original = int(labels[m["index"]])                 # the whole split's class
+        assert m["class_name"] == NAMES[original] and m["class"] == original
+        assert int(index.labels[i]) == int(test.labels[i])
+    # Issue 17.5: the index records the model, as the SavedModel does.
+    fingerprint = kd.retrieval.model_fingerprint(result.model)
+    assert index.model_fingerprint == fingerprint
+    assert kd.retrieval.model_fingerprint(result.paths["saved_model"]) == fingerprint
+    # Issue 17.3: the export's defaults are the model's own preprocessing and
+    # eval transform: served embeddings equal the evaluated (indexed) ones.
+    served = tf.saved_model.load(result.paths["saved_model"]).signatures[
+        "serving_default"](images=tf.constant(test_images))["embeddings"].numpy()
+    np.testing.assert_allclose(served, index.embeddings, atol=1e-5)
+    info = json.loads(open(os.path.join(result.paths["saved_model"], "assets.extra",
+                                        "keras_dml.json")).read())
+    assert info["preprocess"] == "inception" and "Compose" in info["transform"]

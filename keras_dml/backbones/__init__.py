@@ -81,6 +81,9 @@ def get(name, input_shape=None, weights=None, trainable=True):
         input_shape = (spec.default_size, spec.default_size, 3)
     model = spec.factory(input_shape=input_shape, weights=weights)
     model.trainable = bool(trainable)
+    # Read by kd.models.build_embedder: the model then carries its
+    # preprocessing into kd.export.
+    model.keras_dml_preprocessing = spec.preprocessing
     return model
 
 

@@ -6,6 +6,7 @@ and which extra flags that needs.
 """
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 from absl import flags
@@ -24,6 +25,8 @@ class App:
       define_flags: defines the app's own data flags (or None).
       after_run: ``(FLAGS, kd.training.RunResult) -> None`` run after a
         successful run (or None).
+      data_dir_help: the help of an optional ``--data_dir`` (default: a TFDS
+        data_dir).
     """
 
     summary: str
@@ -32,6 +35,7 @@ class App:
     data_dir: Optional[str] = None
     define_flags: Optional[Callable] = None
     after_run: Optional[Callable] = None
+    data_dir_help: str = "TFDS data_dir."
 
 
 def _download_flag():
@@ -41,9 +45,11 @@ def _download_flag():
 def _fashion_flags():
     from keras_dml.data.fashion_mnist import DEBIAN_DIR
     flags.DEFINE_string("fashion_mnist_dir", DEBIAN_DIR,
-                        "Folder of the idx .gz files (Debian dataset-fashion-mnist).")
+                        "Folder of the idx .gz files (Debian dataset-fashion-mnist); "
+                        "--data_dir sets it too.")
     flags.DEFINE_enum("source", "auto", ["auto", "files", "tfds"],
                       "Read the idx files, TFDS, or whichever is available.")
+    _download_flag()
 
 
 def _caption_flags():
@@ -86,10 +92,37 @@ def _folder(loader):
     return load
 
 
+def fashion_mnist_sources(F):
+    """``load_fashion_mnist``'s (root, source, TFDS data_dir) from the flags.
+
+    ``--data_dir`` is honoured, never ignored: with ``--source=tfds`` it is
+    TFDS's data_dir; otherwise it is the folder of the idx files, and a
+    folder without them is refused (DataNotFoundError) rather than silently
+    replaced by the Debian copy.
+    """
+    from keras_dml.data.core import DataNotFoundError
+    from keras_dml.data.fashion_mnist import DEBIAN_DIR, FILES
+    if F.source == "tfds" or not F.data_dir:
+        return F.fashion_mnist_dir, F.source, F.data_dir
+    if F.fashion_mnist_dir not in (DEBIAN_DIR, F.data_dir):
+        raise DataNotFoundError(
+            f"--data_dir={F.data_dir} and --fashion_mnist_dir={F.fashion_mnist_dir} "
+            "name two different folders; give one.")
+    wanted = [f for pair in FILES.values() for f in pair]
+    missing = [f for f in wanted if not os.path.isfile(os.path.join(F.data_dir, f))]
+    if missing:
+        raise DataNotFoundError(
+            f"--data_dir={F.data_dir} has no Fashion-MNIST idx files ({', '.join(missing)} "
+            f"missing). Point it at a folder holding {', '.join(wanted)} (the Debian copy: "
+            f"{DEBIAN_DIR}), or pass --source=tfds to use it as a TFDS data_dir.")
+    return F.data_dir, "files", None
+
+
 def _fashion_mnist(F):
     import keras_dml as kd
-    return kd.data.load_fashion_mnist(root=F.fashion_mnist_dir, source=F.source,
-                                      data_dir=F.data_dir)
+    root, source, data_dir = fashion_mnist_sources(F)
+    return kd.data.load_fashion_mnist(root=root, source=source, data_dir=data_dir,
+                                      download=F.download)
 
 
 def _captions(F):
@@ -147,7 +180,9 @@ APPS = {
     "fashion_mnist": App(
         "Offline demo: Proxy Anchor on Fashion-MNIST, train on classes 0-4, test on the "
         "unseen 5-9 (Debian dataset-fashion-mnist, or TFDS).",
-        "proxy_anchor", _fashion_mnist, define_flags=_fashion_flags),
+        "proxy_anchor", _fashion_mnist, define_flags=_fashion_flags,
+        data_dir_help="Folder of the Fashion-MNIST idx .gz files (default: the Debian "
+                      "copy); with --source=tfds, a TFDS data_dir."),
     "glyphs": App(
         "Offline many-class benchmark: CJK characters drawn in ~40 font designs (Debian font "
         "packages, scripts/setup.sh); 1,200 training and 1,200 unseen test characters.",

@@ -2,9 +2,11 @@
 
 TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it loads, so the C++
 level (XLA's ``service.cc`` lines, ...) is set here, before Keras imports
-TensorFlow, and only in a command-line process (``keras-dml``, ``python -m
-apps.<name>``, ``python -m keras_dml``): a library user's process is left
-alone. absl's ``--verbosity`` is not parsed yet at that point, so it is
+TensorFlow, and only by the command line's entry points (``keras-dml``,
+``python -m apps.<name>``, ``python -m keras_dml``: ``keras_dml.cli.main`` /
+``run_module`` call ``before_tensorflow`` first; ``import keras_dml`` imports
+no Keras, so nothing has loaded TensorFlow yet): a library user's process is
+left alone. absl's ``--verbosity`` is not parsed yet at that point, so it is
 read from ``sys.argv``. TensorFlow's Python INFO lines
 (``signature_serialization.py``, "Assets written to") go through absl's
 logger, as the app's own lines do, so ``after_flags`` filters them by the
@@ -13,7 +15,10 @@ file that logged them. Stdlib only.
 A few C++ INFO lines (``port.cc``, ``cudart_stub.cc``) are written while
 TensorFlow loads, before its logging reads ``TF_CPP_MIN_LOG_LEVEL``;
 ``before_tensorflow`` therefore imports TensorFlow with the stderr file
-descriptor captured and writes back every line but those INFO lines.
+descriptor captured and writes back every line but those INFO lines; it
+also lists the physical devices inside the capture, so that a machine
+without a CUDA driver does not print ``failed call to cuInit`` at the first
+op. ``--verbosity=1`` (or a preset ``TF_CPP_MIN_LOG_LEVEL``) shows it all.
 """
 
 import logging
@@ -27,16 +32,6 @@ HIDE_INFO = "1"
 _VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
 # Log records from these packages are TensorFlow's, not the app's.
 TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow_datasets", "keras", "tf_keras")
-
-
-def command_line_process():
-    """True in a keras-dml command-line process."""
-    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    main_name = getattr(spec, "name", "") or ""
-    # "-m": keras_dml is being imported while ``python -m keras_dml`` is located.
-    return (prog in ("keras-dml", "-m")
-            or main_name.startswith(("apps.", "keras_dml")))
 
 
 def argv_verbosity(argv=None):
@@ -53,35 +48,46 @@ def argv_verbosity(argv=None):
         return 0
 
 
-# absl C++ INFO lines ("I0000 00:00:...") and absl's note that precedes them.
+# absl C++ INFO lines ("I0000 00:00:..."), absl's note that precedes them,
+# the CPU-instructions banner's second line, and the missing-CUDA-driver
+# error of a machine without a GPU.
 _IMPORT_NOISE = re.compile(
-    r"^(I\d{4} \d\d:\d\d:|WARNING: All log messages before absl::InitializeLog)")
+    r"^(I\d{4} \d\d:\d\d:|WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions:"
+    r"|E\d{4} \d\d:\d\d:\S+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit)")
 
 
-def before_tensorflow():
-    """Hide TensorFlow's C++ INFO lines in a command-line process, unless
-    ``--verbosity`` >= 1 or TF_CPP_MIN_LOG_LEVEL is already set."""
-    if not command_line_process() or argv_verbosity() >= 1:
-        return
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+def before_tensorflow(argv=None):
+    """Hide TensorFlow's C++ INFO lines and load-time noise in a command-line
+    process (called by the entry points before anything imports Keras),
+    unless ``--verbosity`` >= 1 in ``argv`` or TF_CPP_MIN_LOG_LEVEL is
+    already set. Imports TensorFlow (when installed) with stderr filtered."""
+    if argv_verbosity(argv) >= 1 or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = HIDE_INFO
-    # Only where Keras will load TensorFlow anyway (JAX/PyTorch runs do not).
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend == "tensorflow" and "tensorflow" not in sys.modules:
-        import_filtering_stderr("tensorflow", _IMPORT_NOISE)
+    import importlib.util
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
+        import_filtering_stderr("tensorflow", _IMPORT_NOISE, then=_list_devices)
 
 
-def import_filtering_stderr(module, drop):
-    """Import ``module`` with file descriptor 2 captured, then write back the
-    captured lines that ``drop`` does not match (errors stay visible)."""
+def _list_devices(tf):
+    # Initialises the platforms (cuInit) while stderr is still captured.
+    tf.config.list_physical_devices()
+
+
+def import_filtering_stderr(module, drop, then=None):
+    """Import ``module`` (then call ``then(module)``) with file descriptor 2
+    captured, then write back the captured lines that ``drop`` does not
+    match (errors stay visible)."""
     import importlib
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
+            if then is not None:
+                then(imported)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

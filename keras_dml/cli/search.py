@@ -4,8 +4,8 @@
 
 prints the k nearest items of the index (rank, id, label, score, metadata)
 and writes a PNG of the query and its results (``kd.plots.retrieval_grid``;
-``--output``, default ``search_<image name>.png`` in the current directory,
-so a read-only run directory is never written to). The image is read as
+``--output``, default ``search_<image name>.png`` beside the index
+directory, i.e. in the run directory: never into the current directory). The image is read as
 its encoded bytes and embedded by the SavedModel's bytes signature
 (``serving_bytes`` of ``kd.export.export_saved_model``, or
 ``embeddings_bytes`` of ``export_retrieval_model``), so it is decoded,
@@ -13,6 +13,13 @@ resized and normalised exactly as the model was evaluated; JPEG and PNG go
 in as they are, other formats Pillow reads (BMP, GIF, WebP, ...) are
 re-encoded as PNG first. ``--label`` (the query's class, when known) colours
 the results green / red as in ``retrievals.png``; without it they are grey.
+A ``--label`` that is not one of the index's labels is refused.
+
+A model and an index from different runs are refused: the embedding widths
+must agree, and when both record ``kd.retrieval.model_fingerprint`` (the
+SavedModel in ``assets.extra/keras_dml.json``, the index in its manifest)
+the fingerprints must be equal; when either lacks one the search runs with
+a warning that it cannot check.
 
 The gallery images drawn come from each item's metadata: its file
 (``path``) when it still exists, else its thumbnail in the index directory
@@ -54,8 +61,8 @@ def parser():
     p.add_argument("--image", required=True, help="The query image file (JPEG, PNG, ...).")
     p.add_argument("--k", type=int, default=5, help="Neighbours to show (default 5).")
     p.add_argument("--output", default=None,
-                   help="PNG to write (default: search_<image name>.png in the current "
-                        "directory).")
+                   help="PNG to write (default: search_<image name>.png beside the "
+                        "index directory).")
     p.add_argument("--label", type=int, default=None,
                    help="The query's class label in the index's labels, if known: "
                         "results get green (same) / red (other) borders.")
@@ -73,11 +80,14 @@ def read_image(path):
     with open(path, "rb") as f:
         data = f.read()
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(path) as im:
             im.load()      # decodes everything: a truncated file fails here
             fmt = im.format
             picture = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError:
+        raise SearchError(f"cannot read image {path!r}: not an image file Pillow can "
+                          "identify (corrupt, or not an image?).") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise SearchError(f"cannot read image {path!r}: {e}") from None
     if not data.startswith((_JPEG_MAGIC, _PNG_MAGIC)) or fmt not in ("JPEG", "PNG"):
         buf = io.BytesIO()      # the model's bytes signature takes JPEG or PNG
@@ -134,9 +144,40 @@ def embedding_function(path):
     return embed
 
 
-def default_output(image):
+def default_output(image, index):
+    """``search_<image stem>.png`` beside the index directory."""
     stem = os.path.splitext(os.path.basename(image))[0] or "query"
-    return os.path.abspath(f"search_{stem}.png")
+    parent = os.path.dirname(os.path.abspath(os.fspath(index).rstrip("/\\")))
+    return os.path.join(parent, f"search_{stem}.png")
+
+
+def check_same_model(model, idx):
+    """Refuse an index whose recorded model is not the SavedModel's. Returns
+    a warning (None if none) when either records no fingerprint."""
+    from keras_dml.retrieval import model_fingerprint
+    ours, theirs = model_fingerprint(model), idx.model_fingerprint
+    if ours and theirs and ours != theirs:
+        raise SearchError(
+            f"the index was built with another model ({theirs}) than --model ({ours}): "
+            "they come from different runs. Use the SavedModel and the index of one run.")
+    if ours and theirs:
+        return None
+    return (f"cannot check that the index was built with this model "
+            f"({'the index' if not theirs else 'the SavedModel'} records no model "
+            "fingerprint).")
+
+
+def check_label(label, idx):
+    import numpy as np
+    if label is None:
+        return
+    known = np.unique(idx.labels[idx.labels >= 0])
+    if label not in known:
+        shown = (f"{known.min()}-{known.max()}" if len(known) and
+                 np.array_equal(known, np.arange(known.min(), known.max() + 1))
+                 else ", ".join(map(str, known[:20])) or "none")
+        raise SearchError(f"--label={label} is not a label of the index (its labels: "
+                          f"{shown}).")
 
 
 def search(model, index, image, k=5, output=None, label=None):
@@ -147,8 +188,10 @@ def search(model, index, image, k=5, output=None, label=None):
     idx = load_index(index)
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(idx):
         raise SearchError(f"--k must be between 1 and the index size {len(idx)}; got {k}.")
+    check_label(label, idx)
+    warning = check_same_model(model, idx)
     data, picture = read_image(image)
-    output = os.path.abspath(output) if output else default_output(image)
+    output = os.path.abspath(output) if output else default_output(image, index)
     if os.path.isdir(output):
         raise SearchError(f"--output {output!r} is a directory; give a PNG file name.")
     out_dir = os.path.dirname(output)
@@ -167,9 +210,11 @@ def search(model, index, image, k=5, output=None, label=None):
     images, _ = gallery.images(index, metadata)
     plots.retrieval_grid([picture], images, None if label is None else [label],
                          None if label is None else labels, np.arange(len(ids))[None],
-                         output, unlabelled=label is None)
+                         output, unlabelled=label is None,
+                         title=f"{os.path.basename(image)}: its {len(ids)} nearest of "
+                               f"{len(idx)} in {os.path.basename(os.path.abspath(index))}")
     return {"ids": ids, "scores": scores, "labels": labels, "metadata": metadata,
-            "output": output, "size": len(idx)}
+            "output": output, "size": len(idx), "warning": warning}
 
 
 def shown_metadata(m):
@@ -202,6 +247,8 @@ def main(argv):
           f"in {args.index}")
     print(format_table(result))
     print(f"wrote {shown_path(result['output'])}")
+    if result["warning"]:
+        print(f"{PROG}: warning: {result['warning']}", file=sys.stderr)
     return 0
 
 

@@ -341,12 +341,30 @@ class RetrievalData:
 
 # -- pipelines ---------------------------------------------------------------
 
+def _grey_to_rgb(x):
+    """[..., 1] -> [..., 3] (the grey value in every channel); RGB as it is,
+    also when the channel count is only known at run time."""
+    channels = x.shape[-1]
+    if channels == 1:
+        return tf.repeat(x, 3, axis=-1)
+    if channels is not None:
+        return x
+    return tf.cond(tf.equal(tf.shape(x)[-1], 1), lambda: tf.repeat(x, 3, axis=-1),
+                   lambda: x)
+
+
 def _apply(transform, normalize):
+    """``(image, label) -> (transform(image), normalised, label)``. A named
+    normalisation of an RGB backbone (every name but "identity") gets grey
+    images as RGB, in the training and the evaluation pipeline alike."""
     from keras_dml.data.augment import get_normalization
     norm = get_normalization(normalize) if normalize is not None else None
+    needs_rgb = isinstance(normalize, str) and normalize != "identity"
 
     def fn(image, label):
         x = transform(image) if transform is not None else image
+        if needs_rgb:
+            x = _grey_to_rgb(x)
         x = norm(x) if norm is not None else tf.cast(x, tf.float32)
         return x, label
 
@@ -413,7 +431,9 @@ def make_train_pipeline(source, batch_size, augment=None, sampler=None,
         or a file path prefix (cache on disk). Not with a sampler.
       normalize: backbone normalisation applied after augmentation (a name
         of ``keras_dml.backbones.preprocessing`` or a callable); None leaves
-        float32 values in [0, 255] (normalise inside the model instead).
+        float32 values in [0, 255] (normalise inside the model instead). A
+        name other than "identity" is an RGB backbone's: grey images are
+        repeated to 3 channels first (as ``make_eval_pipeline`` does).
       shuffle, shuffle_buffer, seed: index shuffling, reshuffled every epoch
         (buffer = whole split for a Split, 10,000 for a Dataset by default).
       drop_remainder: drop the last incomplete batch (True for training, as
@@ -485,7 +505,8 @@ def make_eval_pipeline(source, batch_size, transform=None, normalize=None,
     """Evaluation batches in split order (no shuffle, last batch kept).
 
     ``transform`` e.g. ``augment.eval_transform(224)`` (resize 256, centre
-    crop 224); other arguments as :func:`make_train_pipeline`.
+    crop 224); other arguments as :func:`make_train_pipeline` (grey images
+    become RGB for a named RGB normalisation, in both pipelines).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")

@@ -8,6 +8,12 @@
 Every helper is deterministic in its ``seed`` and keeps the examples in
 their original order (indices sorted), so the same seed gives the same
 split on any machine.
+
+Class metadata follows the labels: ``info`` entries indexed by class label
+(``PER_CLASS_KEYS``: ``classes``, ``class_names``, ``item_ids``; and the
+TFDS loaders' ``class_offset``) are rewritten whenever a helper renumbers
+the labels, so ``info["class_names"][label]`` names the right class in every
+split a helper returns (helpers that keep the labels keep the entries).
 """
 
 import numpy as np
@@ -15,7 +21,10 @@ import numpy as np
 from keras_dml.data.core import Split, remap_labels
 
 __all__ = ["hold_out_classes", "hold_out_examples", "random_indices",
-           "random_subset", "relabel"]
+           "random_subset", "relabel", "PER_CLASS_KEYS"]
+
+# Split.info entries holding one value per class label (row = label).
+PER_CLASS_KEYS = ("classes", "class_names", "item_ids")
 
 
 def _check_split(split, what):
@@ -37,15 +46,41 @@ def _class_labels(split, what):
     return labels
 
 
+def renumbered_info(info, old_ids):
+    """``info`` for labels renumbered so that new label ``j`` is old label
+    ``old_ids[j]``: every per-class entry (``PER_CLASS_KEYS``) becomes
+    ``entry[old_ids]``, ``class_offset`` becomes explicit ``classes``, and
+    ``original_classes`` is ``old_ids``."""
+    info, old_ids = dict(info), np.asarray(old_ids, np.int64)
+    for key in PER_CLASS_KEYS:
+        if key not in info:
+            continue
+        values = info[key]
+        table = np.asarray(values, dtype=object if key != "classes" else None)
+        if len(old_ids) and old_ids.max() >= len(table):
+            raise ValueError(f"split info[{key!r}] has {len(table)} entries but the "
+                             f"labels go up to {int(old_ids.max())}.")
+        picked = table[old_ids]
+        info[key] = picked.tolist() if isinstance(values, (list, tuple)) else picked
+    if "class_offset" in info:
+        offset = int(info.pop("class_offset"))
+        info.setdefault("classes", (old_ids + offset).tolist())
+    if "num_classes" in info:
+        info["num_classes"] = int(len(old_ids))
+    info["original_classes"] = old_ids
+    return info
+
+
 def relabel(split, name=None):
     """``split`` with its class ids remapped to 0..C-1 (sorted order).
 
-    ``info["original_classes"][new_id]`` is the old id of each new one.
+    ``info["original_classes"][new_id]`` is the old id of each new one, and
+    the per-class info entries (``class_names``, ...) follow the new ids.
     """
     _check_split(split, "relabel")
     labels, classes = remap_labels(_class_labels(split, "relabel"))
     return split.with_labels(labels, name=name,
-                             info=dict(split.info, original_classes=classes))
+                             info=renumbered_info(split.info, classes))
 
 
 def random_indices(n, count, seed):

@@ -22,7 +22,56 @@ def _is_tf_tensor(x):
     return tf is not None and isinstance(x, tf.Tensor)
 
 
+def _signature_of(model):
+    """The serving signature of a loaded SavedModel (``tf.saved_model.load``)
+    or the signature itself; None for anything else (a Keras model)."""
+    if isinstance(model, keras.Model):
+        return None
+    signatures = getattr(model, "signatures", None)
+    if signatures is not None and hasattr(signatures, "keys"):
+        for name in ("embeddings", "serving_default"):
+            if name in signatures:
+                return signatures[name]
+        raise ValueError(f"the SavedModel has no serving_default or embeddings "
+                         f"signature; it has {sorted(signatures.keys())}.")
+    if hasattr(model, "structured_input_signature") and hasattr(model, "structured_outputs"):
+        return model
+    return None
+
+
+def _signature_fn(signature):
+    """``x -> embeddings`` through a SavedModel signature with one tensor
+    input (``images`` of kd.export: raw images, preprocessed inside) and an
+    ``embeddings`` output (or a single output)."""
+    import tensorflow as tf
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ValueError(f"the signature takes {sorted(inputs)}; embed needs one input.")
+    (name, spec), = inputs.items()
+    outputs = signature.structured_outputs
+    key = "embeddings" if "embeddings" in outputs else None
+    if key is None and len(outputs) == 1:
+        key = next(iter(outputs))
+    if key is None:
+        raise ValueError(f"the signature returns {sorted(outputs)}; embed needs "
+                         "'embeddings' (or a single output).")
+
+    def fn(x):
+        x = tf.convert_to_tensor(_host(x))
+        if x.dtype != spec.dtype:
+            if spec.dtype == tf.uint8:
+                x = tf.cast(tf.clip_by_value(tf.round(tf.cast(x, tf.float32)), 0, 255),
+                            tf.uint8)
+            else:
+                x = tf.cast(x, spec.dtype)
+        return signature(**{name: x})[key]
+    return fn
+
+
 def _inference_fn(model):
+    signature = _signature_of(model)
+    if signature is not None:
+        return _signature_fn(signature)
     fn = _CALL_FNS.get(model)
     if fn is None:
         model_ref = weakref.ref(model)   # the cache must not keep the model alive
@@ -94,7 +143,11 @@ def embed(model, dataset, verbose=1, batch_size=256):
 
     Args:
         model: a Keras model whose output ``model(x, training=False)`` is the
-            embedding (a ``MetricModel`` outputs embeddings, not proxies).
+            embedding (a ``MetricModel`` outputs embeddings, not proxies); or
+            a SavedModel of ``kd.export`` loaded with ``tf.saved_model.load``
+            (or one of its signatures), fed the raw images it takes (uint8
+            ``[N, H, W, C]`` for ``serving_default``: it preprocesses them
+            itself; other dtypes are cast, float 0-255 rounded).
         dataset: a *batched* ``tf.data.Dataset`` (or any iterable of batches)
             yielding ``x``, ``(x, y)`` or ``(x, y, sample_weight)``; or numpy
             data ``x`` or ``(x, y)``, which is cut into ``batch_size`` batches.

@@ -17,12 +17,23 @@ class Embedder(keras.Model):
     backbone frozen in inference mode while the head trains (warm-up), and
     find the backbone's BatchNorm layers (``freeze_batchnorm``).
 
+    It also carries how its images are prepared, for serving: ``preprocessing``
+    (a name of ``kd.backbones.preprocessing``: the normalisation applied to
+    float 0-255 images before the model; "identity" for none; None when
+    unknown) and ``eval_transform`` (the evaluation transform, e.g.
+    ``kd.data.eval_transform(224)``, or None for a plain resize to the
+    model's input size). Both are saved with the model, and
+    ``kd.export`` uses them by default, so the served embeddings equal the
+    evaluated ones.
+
     Build it with ``build_embedder``.
     """
 
     def __init__(self, backbone, embedding_dim=512, pooling="avg+max",
-                 normalize=True, **kwargs):
+                 normalize=True, preprocessing=None, eval_transform=None, **kwargs):
         super().__init__(**kwargs)
+        self.preprocessing, self.eval_transform = _serving_spec(preprocessing,
+                                                                eval_transform)
         if not isinstance(backbone, keras.layers.Layer):
             raise TypeError(
                 "backbone must be a Keras model or layer mapping images to "
@@ -70,6 +81,9 @@ class Embedder(keras.Model):
             embedding_dim=self.embedding_dim,
             pooling=self.pooling,
             normalize=self.normalize,
+            preprocessing=self.preprocessing,
+            eval_transform=None if self.eval_transform is None
+            else self.eval_transform.get_config(),
         )
         return config
 
@@ -78,11 +92,31 @@ class Embedder(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(
             config["backbone"], custom_objects=custom_objects)
+        if isinstance(config.get("eval_transform"), dict):
+            from keras_dml.image_layers import Compose
+            config["eval_transform"] = Compose.from_config(config["eval_transform"])
         return cls(**config)
 
 
+def _serving_spec(preprocessing, eval_transform):
+    """Checked (preprocessing name or None, eval transform or None)."""
+    from keras_dml.backbones import preprocessing as known
+    if preprocessing is not None and preprocessing not in known.PREPROCESSING:
+        raise ValueError(
+            f"preprocessing must be a name of kd.backbones.preprocessing "
+            f"{sorted(known.PREPROCESSING)} (the model saves it) or None; got "
+            f"{preprocessing!r}.")
+    if eval_transform is not None and not hasattr(eval_transform, "get_config"):
+        raise TypeError(
+            "eval_transform must be a kd.data transform (eval_transform(...), "
+            "resize_transform(...): a Compose of Keras layers, which the model saves); "
+            f"got {type(eval_transform).__name__}.")
+    return preprocessing, eval_transform
+
+
 def build_embedder(backbone, embedding_dim=512, pooling="avg+max",
-                   normalize=True, input_shape=None, name="embedder"):
+                   normalize=True, input_shape=None, name="embedder",
+                   preprocessing="auto", eval_transform=None):
     """Backbone + ``EmbeddingHead``: the Proxy Anchor authors' embedder.
 
         f(x) = l2n( W (GAP(g(x)) + GMP(g(x))) + b )
@@ -97,11 +131,21 @@ def build_embedder(backbone, embedding_dim=512, pooling="avg+max",
       normalize: L2-normalise the embeddings.
       input_shape: image shape without the batch axis; read from the
         backbone when it has a defined input.
+      preprocessing: the normalisation the training pipeline applies before
+        the model (a ``kd.backbones.preprocessing`` name, e.g.
+        ``"efficientnet_lite"``); "auto": the one of a backbone made by
+        ``kd.backbones.get`` (None for another backbone: unknown).
+      eval_transform: the evaluation transform of the pipeline (e.g.
+        ``kd.data.eval_transform(224)``); None: a plain resize.
+        Both are carried by the model for ``kd.export`` (see ``Embedder``).
     Returns:
       A built ``Embedder`` (a ``keras.Model``): images -> embeddings [B, D].
     """
+    if preprocessing == "auto":
+        preprocessing = getattr(backbone, "keras_dml_preprocessing", None)
     embedder = Embedder(backbone, embedding_dim=embedding_dim,
-                        pooling=pooling, normalize=normalize, name=name)
+                        pooling=pooling, normalize=normalize, name=name,
+                        preprocessing=preprocessing, eval_transform=eval_transform)
     if input_shape is None:
         try:
             input_shape = tuple(backbone.input_shape[1:])

@@ -23,6 +23,12 @@ def _input_shape_of(embedder):
         return None
 
 
+def _is_tf_dataset(x):
+    """True for a ``tf.data.Dataset`` (TensorFlow not imported to tell)."""
+    return any(c.__module__.startswith("tensorflow") and c.__name__.endswith("DatasetV2")
+               for c in type(x).__mro__)
+
+
 class WarmupSwitch(keras.callbacks.Callback):
     """Switches ``MetricModel`` in and out of its backbone warm-up by epoch.
 
@@ -269,6 +275,12 @@ class MetricModel(keras.Model):
 
     # -- fit -----------------------------------------------------------------
     def fit(self, *args, **kwargs):
+        # A tf.data.Dataset is shuffled by its pipeline; Keras' default
+        # shuffle=True would only print "`shuffle=True` was passed, but will
+        # be ignored" on every fit.
+        x = args[0] if args else kwargs.get("x")
+        if "shuffle" not in kwargs and len(args) <= 8 and _is_tf_dataset(x):
+            kwargs["shuffle"] = False
         if self.warmup_epochs > 0:
             bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
             arguments = dict(bound.arguments)

@@ -9,13 +9,15 @@ match decisions, and index persistence.
     threshold = kd.retrieval.calibrate(index, embeddings, labels, target_precision=0.9)
     decision = index.match(queries, threshold)   # .labels [N] (-1 = unknown), .scores [N], .ids [N]
     index = kd.retrieval.build_index(model, dataset)   # through kd.evaluation.embed
+    index.model_fingerprint                   # kd.retrieval.model_fingerprint(model), saved
 
 Serving: ``kd.export.export_retrieval_model(model, index, path, k=10, ...)``.
 """
 
 from keras_dml.retrieval.calibration import Calibration, calibrate
-from keras_dml.retrieval.index import Index, MatchResult, SearchResult, build_index
+from keras_dml.retrieval.index import (Index, MatchResult, SearchResult, build_index,
+                                       model_fingerprint)
 from keras_dml.retrieval.storage import FORMAT_VERSION, IndexFormatError
 
 __all__ = ["Calibration", "FORMAT_VERSION", "Index", "IndexFormatError",
-           "MatchResult", "SearchResult", "build_index", "calibrate"]
+           "MatchResult", "SearchResult", "build_index", "calibrate", "model_fingerprint"]

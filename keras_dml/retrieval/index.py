@@ -24,6 +24,7 @@ Semantics:
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -141,6 +142,9 @@ class Index:
         self._next_id = 0
         self._next_seq = 0
         self._by_id = None        # (sorted ids, their positions), lazily
+        # model_fingerprint() of the model whose embeddings these are (None:
+        # unknown); saved in the manifest, checked by `keras-dml search`.
+        self.model_fingerprint = None
 
     # ----------------------------------------------------------------- state
     def __len__(self):
@@ -346,7 +350,8 @@ class Index:
                     "dim": self.dim, "metric": self.metric,
                     "backend": self.backend, "params": self.params,
                     "size": len(self), "next_id": self._next_id,
-                    "next_seq": self._next_seq}
+                    "next_seq": self._next_seq,
+                    "model_fingerprint": self.model_fingerprint}
         return storage.write_atomically(directory, write)
 
     @classmethod
@@ -401,7 +406,48 @@ class Index:
         index._metadata = metadata
         index._next_id, index._next_seq = next_id, next_seq
         index._by_id = None
+        fingerprint = m.get("model_fingerprint")
+        index.model_fingerprint = fingerprint if isinstance(fingerprint, str) else None
         return index
+
+
+def model_fingerprint(model):
+    """A stable fingerprint of the model that makes the embeddings, or None.
+
+        fp = "sha256:" + sha256(for each weight of the serving path, in
+                                order: shape, dtype, raw values)[:16 bytes]
+
+    ``model``: a Keras model (a ``MetricModel``'s embedder only: its proxies
+    are not part of what it serves), or the directory of a SavedModel written
+    by ``kd.export`` (its recorded fingerprint; None if it has none). The same
+    weights give the same fingerprint in any process and on any backend;
+    retraining, another architecture or another embedding width (the head's
+    kernel shape) give another.
+    ``Index.model_fingerprint`` records it (``build_index`` and the runner set
+    it, ``Index.save`` writes it into the manifest) and ``kd.export`` writes it
+    into ``assets.extra/keras_dml.json``, so that ``keras-dml search`` refuses
+    a model and an index from different runs.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        info = os.path.join(os.fspath(model), "assets.extra", "keras_dml.json")
+        try:
+            with open(info) as f:
+                value = json.load(f).get("model_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+    import keras
+    serving = getattr(model, "embedder", None) or model
+    if not isinstance(serving, keras.layers.Layer) or not serving.built:
+        return None
+    if not serving.weights:
+        return None
+    digest = hashlib.sha256()
+    for weight in serving.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+        digest.update(repr((tuple(value.shape), str(value.dtype))).encode())
+        digest.update(value.tobytes())
+    return "sha256:" + digest.hexdigest()[:32]
 
 
 def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
@@ -420,4 +466,5 @@ def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
     index = Index(embeddings.shape[1], metric=metric, backend=backend,
                   **index_kwargs)
     index.add(embeddings, labels=labels, ids=ids, metadata=metadata)
+    index.model_fingerprint = model_fingerprint(model)
     return index

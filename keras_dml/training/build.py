@@ -49,14 +49,19 @@ def build_optimizer(recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay)
 
 
-def build_model(recipe, loss, num_classes: Optional[int]):
-    """Backbone -> embedding head (-> proxies if the loss takes them)."""
+def build_model(recipe, loss, num_classes: Optional[int], preprocessing: Optional[str] = None,
+                eval_transform=None):
+    """Backbone -> embedding head (-> proxies if the loss takes them). The
+    embedder carries the pipelines' ``preprocessing`` (normalisation name)
+    and ``eval_transform``, so that ``kd.export`` serves what was evaluated."""
     from keras_dml import backbones, layers, models
     weights = None if recipe.weights in ("", "none", "None") else recipe.weights
     shape = (recipe.image_size, recipe.image_size, 3)
     backbone = backbones.get(recipe.backbone, input_shape=shape, weights=weights)
     embedder = models.build_embedder(backbone, embedding_dim=recipe.embedding_dim,
-                                     pooling="avg+max", normalize=True)
+                                     pooling="avg+max", normalize=True,
+                                     preprocessing=preprocessing or "auto",
+                                     eval_transform=eval_transform)
     proxies = None
     if loss.takes_proxies:
         proxies = layers.Proxies(num_classes, proxies_per_class=loss.proxies_per_class)

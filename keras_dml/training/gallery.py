@@ -55,15 +55,16 @@ def _original_classes(split, labels):
     return classes, names
 
 
-def item_metadata(split, labels):
-    """One JSON-serialisable dict per example of ``split`` (see module doc)."""
+def item_metadata(split, labels, split_name=None):
+    """One JSON-serialisable dict per example of ``split`` (see module doc);
+    ``split_name`` (default ``split.name``) is what ``"split"`` says."""
     n = len(split)
     parents = np.asarray(split.info.get("parent_indices", np.arange(n)), np.int64)
     classes, class_names = _original_classes(split, labels)
     out = []
     for i in range(n):
         name = str(split.names[i])
-        m = {"split": split.name, "index": int(parents[i]), "name": name}
+        m = {"split": split_name or split.name, "index": int(parents[i]), "name": name}
         if os.path.isfile(name):
             m["path"] = os.path.abspath(name)
         if classes is not None:
@@ -86,12 +87,15 @@ def gallery_thumbnails(split, indices=None):
     return projector.thumbnails(split, size, indices)
 
 
-def write_index(output_dir, split, embeddings, labels, thumbs=None):
+def write_index(output_dir, split, embeddings, labels, thumbs=None, split_name=None,
+                model_fingerprint=None):
     """Save ``DIR/index`` (exact cosine ``kd.retrieval.Index``) of ``split``'s
-    ``embeddings`` with ``labels``, metadata and thumbnails. Returns the
-    index directory."""
+    ``embeddings`` with ``labels``, metadata and thumbnails. ``split_name``:
+    the items' ``"split"`` tag (default ``split.name``); ``model_fingerprint``:
+    ``kd.retrieval.model_fingerprint`` of the model that made the embeddings
+    (recorded in the manifest). Returns the index directory."""
     from keras_dml import retrieval
-    metadata = item_metadata(split, labels)
+    metadata = item_metadata(split, labels, split_name)
     if thumbs is None:
         thumbs = gallery_thumbnails(split)
     for row, m in enumerate(metadata):
@@ -99,6 +103,7 @@ def write_index(output_dir, split, embeddings, labels, thumbs=None):
     emb = np.asarray(embeddings, np.float32)
     index = retrieval.Index(emb.shape[1], metric="cosine")
     index.add(emb, labels=np.asarray(labels, np.int64).reshape(-1), metadata=metadata)
+    index.model_fingerprint = model_fingerprint
     path = index.save(RunPaths(output_dir).index)
     # After the save: the atomic save replaces the whole directory.
     tmp = os.path.join(path, f".{THUMBNAILS_FILE}.tmp")

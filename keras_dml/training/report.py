@@ -28,6 +28,8 @@ class Evaluation:
     g_emb: Optional[np.ndarray]
     g_labels: Optional[np.ndarray]
     metrics: Dict[str, float]
+    # kd.retrieval.model_fingerprint of the model that made the embeddings.
+    model_fingerprint: Optional[str] = None
 
 
 def evaluate(model, recipe, task, sets, eval_ds, verbose=1) -> Evaluation:
@@ -46,7 +48,8 @@ def evaluate(model, recipe, task, sets, eval_ds, verbose=1) -> Evaluation:
     else:
         metrics = evaluation.retrieval_metrics(q_emb, q_lab, g_emb, g_lab, ks=recipe.ks)
     metrics = {k: float(v) for k, v in metrics.items()}
-    return Evaluation(q_emb, q_lab, g_emb, g_lab, metrics)
+    from keras_dml.retrieval import model_fingerprint
+    return Evaluation(q_emb, q_lab, g_emb, g_lab, metrics, model_fingerprint(model))
 
 
 def _images(split, indices):
@@ -56,7 +59,7 @@ def _images(split, indices):
 
 
 def retrieval_grid(path, query, gallery, q_emb, g_emb, num_queries, metric="cosine",
-                   q_labels=None, g_labels=None, truth=None):
+                   q_labels=None, g_labels=None, truth=None, title=None):
     """retrievals.png: ``num_queries`` queries spread over ``query`` and
     their GRID_K nearest in ``gallery`` (in ``query`` itself, each query
     excluded by index, when ``gallery`` is None). Borders from the class
@@ -82,7 +85,11 @@ def retrieval_grid(path, query, gallery, q_emb, g_emb, num_queries, metric="cosi
     return plots.retrieval_grid(
         _images(query, pick), _images(gallery, uniq),
         None if correct is not None else q_labels[pick],
-        None if correct is not None else g_labels[uniq], local, path, correct=correct)
+        None if correct is not None else g_labels[uniq], local, path, correct=correct,
+        title=title or (f"{n} test queries (left) and their {GRID_K} nearest "
+                        f"{'in the test set' if same_set else 'gallery items'}"
+                        + (" (relevant: among the query's label-space nearest)"
+                           if truth is not None else "")))
 
 
 def label_space_truth(labels, task, dist=None):
@@ -140,7 +147,12 @@ def write_report(paths: RunPaths, recipe, data, task, sets, test: Evaluation, va
         thumbs = None
         if index:
             thumbs = kgallery.gallery_thumbnails(g_split)
-            written["index"] = kgallery.write_index(paths.root, g_split, g_e, g_l, thumbs)
+            # Items are tagged with the split's role in the run ("test" or
+            # "gallery"), whatever the loader or a split helper named it.
+            written["index"] = kgallery.write_index(
+                paths.root, g_split, g_e, g_l, thumbs,
+                split_name="test" if sets.gallery is None else "gallery",
+                model_fingerprint=test.model_fingerprint)
             logging.info("wrote the test gallery index %s (%d items)", written["index"],
                          len(g_e))
         written["projector"] = kgallery.write_projector(

@@ -23,11 +23,13 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 from typing import Dict, List, Union
 
 
 class OutputDirError(RuntimeError):
-    """output_dir holds an interrupted run and resume was not asked for."""
+    """output_dir holds an interrupted run and resume was not asked for, or a
+    finished run and overwrite was not asked for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,14 +101,44 @@ class RunPaths:
         """An unfinished run is here (its ``backup/`` exists)."""
         return os.path.isdir(self.backup)
 
-    def prepare(self, resume: bool) -> bool:
-        """Create the directory; refuse to clobber an interrupted run unless
-        ``resume``. Returns whether an interrupted run is continued."""
+    def run_files(self) -> List[str]:
+        """The files and directories of a run present in the directory."""
+        names = (self.recipe, self.history, self.best_weights, self.final_weights,
+                 self.run_time, self.backup, self.logs, self.metrics, self.recall_curve,
+                 self.retrievals, self.index, self.saved_model)
+        return [p for p in names if os.path.lexists(p)]
+
+    def prepare(self, resume: bool, overwrite: bool = False) -> bool:
+        """Create the directory. An interrupted run there is continued only
+        with ``resume``; any other run there (finished, or failed after
+        training) is refused unless ``overwrite``, which deletes its files
+        first (other files are left alone). Returns whether an interrupted
+        run is continued."""
+        if resume and overwrite:
+            raise OutputDirError("give --resume (resume=True) or --overwrite "
+                                 "(overwrite=True), not both.")
         interrupted = self.interrupted
-        if interrupted and not resume:
+        present = self.run_files()
+        # recipe.cfg / run_time.json alone: a run that failed before training.
+        holds_run = any(p not in (self.recipe, self.run_time) for p in present)
+        if interrupted and not (resume or overwrite):
             raise OutputDirError(
                 f"{self.root} holds an interrupted run ({self.backup}); pass --resume "
-                "(resume=True) to continue it, or choose another output directory.")
+                "(resume=True) to continue it, --overwrite (overwrite=True) to start "
+                "it again, or choose another output directory.")
+        if holds_run and not interrupted and not overwrite:
+            what = "a finished run" if os.path.exists(self.metrics) else "a run"
+            raise OutputDirError(
+                f"{self.root} already holds {what} ({', '.join(sorted(map(os.path.basename, present)))}"
+                f"); pass --overwrite (overwrite=True) to replace it, or choose another "
+                "output directory (--resume continues only an interrupted run).")
+        if overwrite:
+            for path in present:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+            interrupted = False
         os.makedirs(self.root, exist_ok=True)
         return interrupted
 

@@ -66,8 +66,8 @@ class RunResult:
 
 
 def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
-        task: Optional[Task] = None, resume: bool = False, export: bool = True,
-        index: bool = True, verbose: int = 1,
+        task: Optional[Task] = None, resume: bool = False, overwrite: bool = False,
+        export: bool = True, index: bool = True, verbose: int = 1,
         callbacks: Iterable[keras.callbacks.Callback] = ()) -> RunResult:
     """Train, select, evaluate, report and export one recipe on ``data``.
 
@@ -75,9 +75,12 @@ def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
       recipe: a :class:`Recipe`.
       data: a ``kd.data.RetrievalData`` (train plus test, or query/gallery).
       output_dir: the run directory (created; an interrupted run in it is
-        refused with ``OutputDirError`` unless ``resume``).
+        refused with ``OutputDirError`` unless ``resume``, a finished one
+        unless ``overwrite``).
       task: a :class:`Task`; default ``task_for(data)``.
       resume: continue an interrupted run in ``output_dir``.
+      overwrite: replace the run in ``output_dir`` (its files are deleted
+        first, so two runs' TensorBoard events and reports never mix).
       export: write ``saved_model/`` (images -> embeddings). TensorFlow
         backend only: under JAX / PyTorch the run logs why it skips the
         export and writes ``final.weights.h5`` instead.
@@ -96,11 +99,13 @@ def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
     keras.utils.set_random_seed(recipe.seed)
     sets = prepare.split_data(recipe, data, task)       # refuses bad K before any file
     paths = RunPaths(output_dir)
-    clock = RunClock(paths.run_time, continuing=paths.prepare(resume))
+    clock = RunClock(paths.run_time, continuing=paths.prepare(resume, overwrite))
     write_text(paths.recipe, recipe.to_flagfile())
     try:
         pipes = prepare.pipelines(recipe, data, task, loss, sets)
-        model = build.build_model(recipe, loss, sets.num_classes)
+        model = build.build_model(recipe, loss, sets.num_classes,
+                                  preprocessing=pipes.normalization,
+                                  eval_transform=pipes.eval_transform)
         build.compile_model(model, recipe, loss, pipes.steps_per_epoch)
         val_cb = build.validation_callback(
             recipe, task, None if sets.val is None else pipes.eval(sets.val))
@@ -141,9 +146,10 @@ def export_model(model, paths: RunPaths, recipe: Recipe, data, pipes) -> Dict[st
         return {"final_weights": paths.final_weights}
     if os.path.isdir(paths.saved_model):
         shutil.rmtree(paths.saved_model)
+    # The model carries its normalisation and eval transform (build_model):
+    # the export's defaults are exactly what the evaluation applied.
     export.export_saved_model(
         model, paths.saved_model, image_shape=data.train.image_shape,
-        preprocess=pipes.normalization, resize_to=(recipe.image_size, recipe.image_size),
-        transform=pipes.eval_transform)
+        resize_to=(recipe.image_size, recipe.image_size))
     logging.info("exported %s", paths.saved_model)
     return {"saved_model": paths.saved_model}
