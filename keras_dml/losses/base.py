@@ -71,7 +71,7 @@ class MetricLoss(keras.losses.Loss):
             else:
                 # Keras' Loss.__call__ (dtype conversion, then call; the
                 # reduction of a scalar is the scalar) with the references.
-                with kops.name_scope(self.name):
+                with keras.name_scope(self.name):
                     y_pred = kops.convert_to_tensor(y_pred, dtype=self.dtype)
                     y_true = kops.convert_to_tensor(y_true, dtype=self.dtype)
                     loss = kops.cast(self.call(y_true, y_pred, references=references),
