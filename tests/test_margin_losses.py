@@ -297,8 +297,9 @@ def test_low_precision_is_finite_and_accurate(name, dtype):
     out = float(to_numpy(kops.cast(value, "float32")))
     assert np.isfinite(out) and expected > 0.5
     np.testing.assert_allclose(out, expected, rtol=LOW[dtype])
-    _, (grad,) = value_and_grads(lambda c: kops.cast(loss(labels, c), "float32"),
-                                 np.asarray(rounded, dtype))
+    _, (grad,) = value_and_grads(
+        lambda c: kops.cast(loss(labels, kops.cast(c, dtype)), "float32"),
+        rounded.astype("float32"))
     assert np.all(np.isfinite(np.asarray(grad, np.float32)))
 
 
