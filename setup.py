@@ -15,6 +15,10 @@ EXTRAS = {
     # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
     # jaxlib; the minor version CI tests).
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
+    # kd.backbones.hub: DINOv2, ViT, DeiT, CLIP and SigLIP towers. keras-hub
+    # requires tensorflow-text, whose minor version must match TensorFlow's
+    # (2.21.x with tensorflow 2.21; pip --dry-run: nothing else changes).
+    "hub": ["keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
@@ -22,7 +26,7 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
-                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["hub"]]
 
 setup(
     name="keras_dml",

@@ -331,12 +331,15 @@ def build_model(recipe, loss, num_classes):
     weights = None if recipe.weights in ("", "none", "None") else recipe.weights
     shape = (recipe.image_size, recipe.image_size, 3)
     backbone = kd.backbones.get(recipe.backbone, input_shape=shape, weights=weights)
+    # avg+max for CNN feature maps; the class token for keras-hub transformers.
     embedder = kd.models.build_embedder(backbone, embedding_dim=recipe.embedding_dim,
-                                        pooling="avg+max", normalize=True)
+                                        pooling=kd.backbones.info(recipe.backbone).pooling,
+                                        normalize=True)
     proxies = None
     if loss.takes_proxies:
         proxies = kd.layers.Proxies(num_classes, proxies_per_class=loss.proxies_per_class)
-    return kd.models.MetricModel(embedder, proxies=proxies)
+    return kd.models.MetricModel(embedder, proxies=proxies,
+                                 memory_size=recipe.memory_size or None)
 
 
 def compile_model(model, recipe, loss, steps_per_epoch):
