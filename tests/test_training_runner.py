@@ -196,3 +196,17 @@ def test_steps_per_epoch_is_exact_even_past_one_pass(rng, tmp_path):
     kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False, verbose=0,
                     callbacks=[Count()])
     assert Count.steps == 10
+
+
+def test_pair_loss_with_cross_batch_memory(rng, tmp_path):
+    """recipe memory_size: the runner's MetricModel keeps a memory of 30
+    (four steps of 12 wrap it), which the run's model carries."""
+    recipe = Recipe(**TINY, loss="multi_similarity", val_fraction=0.0, memory_size=30)
+    result = kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False,
+                             verbose=0)
+    memory = result.model.memory
+    assert result.model.memory_size == 30
+    assert int(keras.ops.convert_to_numpy(memory.filled)) == 30
+    assert int(keras.ops.convert_to_numpy(memory.position)) == 4 * 12 % 30
+    with pytest.raises(kd.training.RecipeError, match="batch_size"):
+        Recipe(**TINY, loss="multi_similarity", memory_size=6)
