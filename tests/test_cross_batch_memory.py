@@ -23,6 +23,11 @@ pml_losses = reference("pytorch_metric_learning.losses", "CrossBatchMemory parit
 pml_miners = reference("pytorch_metric_learning.miners", "CrossBatchMemory parity")
 
 D_IN, DIM, MEMORY, BATCH, STEPS, LR = 6, 4, 20, 8, 6, 0.5
+# float64 end to end, except under PyTorch, where Keras 3.15 runs some float64
+# ops (the Dense matmul among them) in float32 (see kd.ops.matmul_t): there
+# the float32 tolerance (measured max relative difference 1.6e-6).
+TOL = (dict(rtol=1e-7, atol=1e-9) if BACKEND != "torch"
+       else dict(rtol=2e-5, atol=1e-6))
 
 
 @pytest.fixture
@@ -106,8 +111,8 @@ def test_memory_training_equals_pml(name, f64):
     # Six batches of 8 in a memory of 20: the queue wraps at the third.
     assert STEPS * BATCH > 2 * MEMORY
     assert np.count_nonzero(expected_values) >= STEPS - 1, expected_values
-    np.testing.assert_allclose(values, expected_values, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(w, expected_w, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(values, expected_values, **TOL)
+    np.testing.assert_allclose(w, expected_w, **TOL)
     assert np.max(np.abs(w - w0)) > 1e-3
     memory = model.memory
     assert int(to_numpy(memory.position)) == STEPS * BATCH % MEMORY
