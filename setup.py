@@ -19,14 +19,27 @@ EXTRAS = {
     # requires tensorflow-text, whose minor version must match TensorFlow's
     # (2.21.x with tensorflow 2.21; pip --dry-run: nothing else changes).
     "hub": ["keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22"],
+    # keras-dml serve / kd.serving.create_app: an ASGI app (Starlette) under uvicorn;
+    # python-multipart parses the page's uploads (the minor versions tested).
+    # httptools / uvloop: uvicorn's fast HTTP parser and event loop (used when present).
+    "serve": ["starlette>=1.10,<1.11", "uvicorn>=0.55,<0.56", "python-multipart>=0.0.34,<0.1",
+              "httptools>=0.9,<0.10", "uvloop>=0.23,<0.24; sys_platform != 'win32'"],
+    # kd.data.load_glyphs: font character maps (fontTools) and rendering (Pillow); the
+    # fonts themselves are Debian packages (scripts/setup.sh).
+    "glyphs": ["fonttools>=4.40,<5", "pillow>=10"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
 # "jax" extra and torch (+ pytorch-metric-learning, the parity reference),
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
+# The service tests talk HTTP (requests) to a real uvicorn process, and drive the
+# page in headless Chromium (selenium; the browser and its driver are Debian
+# packages, scripts/setup.sh).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
-                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["hub"]]
+                  "requests>=2.31,<3", "selenium>=4.51,<5",
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"],
+                  *EXTRAS["serve"], *EXTRAS["hub"]]
 
 setup(
     name="keras_dml",
