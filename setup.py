@@ -15,6 +15,10 @@ EXTRAS = {
     # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
     # jaxlib; the minor version CI tests).
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
+    # kd.backbones.hub: DINOv2, ViT, DeiT, CLIP and SigLIP towers. keras-hub
+    # requires tensorflow-text, whose minor version must match TensorFlow's
+    # (2.21.x with tensorflow 2.21; pip --dry-run: nothing else changes).
+    "hub": ["keras-hub>=0.32,<0.33", "tensorflow-text>=2.21,<2.22"],
     # keras-dml serve / kd.serving.create_app: an ASGI app (Starlette) under uvicorn;
     # python-multipart parses the page's uploads (the minor versions tested).
     # httptools / uvloop: uvicorn's fast HTTP parser and event loop (used when present).
@@ -35,7 +39,7 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
                   "requests>=2.31,<3", "selenium>=4.51,<5",
                   *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"],
-                  *EXTRAS["serve"]]
+                  *EXTRAS["serve"], *EXTRAS["hub"]]
 
 setup(
     name="keras_dml",

@@ -144,8 +144,11 @@ def loss_names(mode, dataset="fashion_mnist"):
                 or kd.losses.available(continuous_labels=False))
 
 
-# A ninth row beside the paper's semi-hard triplet: the same loss on all triplets.
-EXTRA_LOSSES = {"triplet (all triplets)": dict(loss="triplet", loss_kwargs="mining=all")}
+# Extra rows: the paper's semi-hard triplet on all triplets, and
+# multi-similarity against a cross-batch memory (XBM) of four batches.
+EXTRA_LOSSES = {"triplet (all triplets)": dict(loss="triplet", loss_kwargs="mining=all"),
+                "multi_similarity + XBM (memory 240)": dict(loss="multi_similarity",
+                                                            memory_size=240)}
 
 
 def loss_changes(mode, dataset="fashion_mnist"):

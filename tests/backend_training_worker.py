@@ -54,6 +54,37 @@ def build(seed=0):
     return model
 
 
+def build_xbm(seed=0, memory_size=12):
+    """A proxy-free model with a cross-batch memory of 12 (< 3 batches of 8:
+    the queue wraps)."""
+    embedder = kd.models.build_embedder(conv_backbone(), embedding_dim=4)
+    model = kd.models.MetricModel(embedder, memory_size=memory_size)
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights + [
+            w for w in model.non_trainable_weights if "moving_variance" in w.path]:
+        shape = tuple(w.shape)
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, size=shape).astype("float32"))
+        else:
+            w.assign(rng.normal(scale=0.5, size=shape).astype("float32"))
+    return model
+
+
+def xbm_batches(steps=3):
+    xs, ys = zip(*(batch(seed=10 + s) for s in range(steps)))
+    ys = [np.roll(y, s) for s, y in enumerate(ys)]
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_xbm(model):
+    """Three SGD steps of multi-similarity against the memory."""
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=kd.losses.MultiSimilarityLoss())
+    x, y = xbm_batches()
+    return model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False,
+                     verbose=0).history["loss"]
+
+
 def batch(seed=1, n=BATCH):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 6, 6, 2)).astype("float32")
@@ -106,6 +137,11 @@ def case_steps(out):
     out["eval_loss"] = np.asarray(
         model.evaluate(x, y, batch_size=BATCH, verbose=0, return_dict=True)["loss"])
 
+    # Cross-batch memory: weights and memory after three steps.
+    model = build_xbm()
+    out["xbm_loss"] = np.asarray(fit_xbm(model))
+    out.update({f"xbm/{k}": v for k, v in weights(model).items()})
+
 
 def case_data_parallel(out):
     """One device, then DataParallel over the two (forced) CPU devices."""
@@ -143,6 +179,18 @@ def case_data_parallel(out):
         loss(y[s], fresh.proxies(fresh(x[s], training=True)))))
         for s in (slice(0, BATCH // 2), slice(BATCH // 2, BATCH))]
     out["halves_loss"] = np.asarray(np.mean(halves))
+
+    # Cross-batch memory under DataParallel: the memory holds the global
+    # batch, so the run equals one device's.
+    single = build_xbm()
+    out["xbm_one_loss"] = np.asarray(fit_xbm(single))
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices))
+    model = build_xbm()
+    out["xbm_dp_loss"] = np.asarray(fit_xbm(model))
+    keras.distribution.set_distribution(None)
+    out.update({f"xbm_one/{k}": v for k, v in weights(single).items()})
+    out.update({f"xbm_dp/{k}": v for k, v in weights(model).items()})
 
 
 def main(cases, path):

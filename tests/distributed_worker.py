@@ -76,7 +76,8 @@ def make_model(case):
         backbone, embedding_dim=4, pooling=pooling,
         normalize=case.get("normalize", True))
     proxies = kd.layers.Proxies(NUM_CLASSES) if case["proxies"] else None
-    return kd.models.MetricModel(embedder, proxies=proxies)
+    return kd.models.MetricModel(embedder, proxies=proxies,
+                                 memory_size=case.get("memory_size"))
 
 
 def make_loss(case):
@@ -121,6 +122,11 @@ CASES = [
     dict(name="log_ratio", input="vector", labels="continuous",
          proxies=False, loss="log_ratio", optimizer="sgd", normalize=False,
          epochs=1),
+    # Cross-batch memory of 20: two epochs of batches 12, 12, 9 wrap it
+    # around; the memory holds the global batch (after the all-gather).
+    dict(name="multi_similarity_xbm", input="vector", labels="class",
+         proxies=False, loss="multi_similarity", optimizer="sgd",
+         memory_size=20, epochs=2),
 ]
 for _case in CASES[1:]:
     _case.setdefault("epochs", 1)

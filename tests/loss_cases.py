@@ -39,7 +39,8 @@ def check_value_and_grad(fn, inputs, expected, expected_grads, dtype,
 
 NUM_CLASSES = 4
 # Constructor arguments that keep the tests small.
-ARGS = {"soft_triple": {"centers_per_class": 2}}
+ARGS = {"soft_triple": {"centers_per_class": 2},
+        "subcenter_arcface": {"sub_centers": 2}}
 
 
 def make_loss(name, **kwargs):

@@ -244,7 +244,7 @@ def test_registry_builds_feature_maps(name, shape, out):
 def test_registry_names_and_errors():
     assert backbones.available() == sorted(
         ["bn_inception", "efficientnet_lite0", "resnet50", "resnet101",
-         "inception_v3", "small_cnn"])
+         "inception_v3", "small_cnn"] + list(backbones.hub.SPECS))
     assert backbones.info("googlenet").name == "inception_v3"
     with pytest.raises(ValueError, match="unknown backbone 'vgg16'.*available"):
         backbones.get("vgg16")

@@ -80,7 +80,7 @@ def test_the_steps_change_the_weights(runs):
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-@pytest.mark.parametrize("case", ["sgd", "warmup"])
+@pytest.mark.parametrize("case", ["sgd", "warmup", "xbm"])
 def test_same_weights_as_tensorflow(runs, backend, case):
     expected, got = _weights(runs["tensorflow"], case), _weights(runs[backend], case)
     assert sorted(got) == sorted(expected)
@@ -119,4 +119,18 @@ def test_data_parallel_on_two_devices_equals_one(runs):
     assert len(one) == len(dp) > 0
     for key in one:
         np.testing.assert_allclose(dp["dp/" + key.split("/", 1)[1]], one[key],
+                                   rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+def test_cross_batch_memory_data_parallel_equals_one_device(runs):
+    """MetricModel(memory_size=12), three steps of 8 under DataParallel over
+    two devices: the same losses, weights and memory as one device."""
+    result = runs["jax"]
+    np.testing.assert_allclose(result["xbm_dp_loss"], result["xbm_one_loss"],
+                               rtol=RTOL)
+    one, dp = _weights(result, "xbm_one"), _weights(result, "xbm_dp")
+    assert len(one) == len(dp) > 0
+    assert any("embeddings" in k for k in one)    # the memory is compared too
+    for key in one:
+        np.testing.assert_allclose(dp["xbm_dp/" + key.split("/", 1)[1]], one[key],
                                    rtol=RTOL, atol=ATOL, err_msg=key)

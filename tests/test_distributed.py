@@ -71,7 +71,7 @@ def test_mirrored_two_devices_equals_one_device(runs):
     assert proc.returncode == 0, _tail(output)
     results = json.loads(out.read_text())
     for name in ("proxy_anchor", "triplet", "multi_similarity", "log_ratio",
-                 "proxy_anchor_sync_bn"):
+                 "proxy_anchor_sync_bn", "multi_similarity_xbm"):
         assert name in results, f"case {name} did not run: {sorted(results)}"
         r = results[name]
         assert r["replicas"] == 2

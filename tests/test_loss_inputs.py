@@ -15,10 +15,11 @@ pytestmark = pytest.mark.backends
 ALL = kd.losses.available()
 
 
-def test_all_twelve_losses_are_checked():
-    # Eight class losses and four continuous-label ones (Rank-N-Contrast the
-    # twelfth); every MetricLoss class exported by kd.losses is registered.
-    assert len(ALL) == 12, ALL
+def test_all_sixteen_losses_are_checked():
+    # Twelve class losses (ArcFace, CosFace, Sub-center ArcFace and Circle
+    # the last four) and four continuous-label ones; every MetricLoss class
+    # exported by kd.losses is registered.
+    assert len(ALL) == 16, ALL
     assert len(kd.losses.available(continuous_labels=True)) == 4
     exported = sorted(cls.short_name for cls in vars(kd.losses).values()
                       if isinstance(cls, type) and issubclass(cls, kd.losses.MetricLoss)

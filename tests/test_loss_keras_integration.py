@@ -28,8 +28,13 @@ KINDS = {
     "DenseTripletLoss": ("continuous", None),
     "BinaryTripletLoss": ("continuous", None),
     "RankNContrastLoss": ("continuous", None),
+    "ArcFaceLoss": ("proxy", 1),
+    "CosFaceLoss": ("proxy", 1),
+    "SubCenterArcFaceLoss": ("proxy", 2),
+    "CircleLoss": ("pair", None),
 }
-ARGS = {"SoftTripleLoss": {"centers_per_class": 2}}
+ARGS = {"SoftTripleLoss": {"centers_per_class": 2},
+        "SubCenterArcFaceLoss": {"sub_centers": 2}}
 # Training must at least halve the loss, except where the loss cannot get near
 # 0: the lifted structure loss softplus(LSE(neg) + d_pos) over every pair stays
 # well above 0 on the unit sphere (distances <= 2), measured 14.2 -> 10.1 here.

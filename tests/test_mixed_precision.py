@@ -31,12 +31,13 @@ def make_model(proxies=True):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"],
                          indirect=True)
-@pytest.mark.parametrize("loss_name", ["proxy_anchor", "multi_similarity"])
+@pytest.mark.parametrize("loss_name", ["proxy_anchor", "multi_similarity",
+                                       "arcface", "circle"])
 def test_mixed_precision_trains_without_nan(policy, loss_name, rng):
     compute = policy.split("_")[1]
-    proxy = loss_name == "proxy_anchor"
+    loss = kd.losses.get(loss_name)
+    proxy = loss.takes_proxies
     model = make_model(proxies=proxy)
-    loss = kd.losses.ProxyAnchorLoss() if proxy else kd.losses.MultiSimilarityLoss()
     x = rng.normal(size=(24, 6, 6, 2)).astype("float32")
     y = (np.arange(24) % NUM_CLASSES).astype("int32")
     before = [v.numpy().copy() for v in model.trainable_variables]

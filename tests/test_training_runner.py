@@ -263,3 +263,17 @@ def test_index_names_the_split_classes_and_model_and_the_export_serves_what_was_
     info = json.loads(open(os.path.join(result.paths["saved_model"], "assets.extra",
                                         "keras_dml.json")).read())
     assert info["preprocess"] == "inception" and "Compose" in info["transform"]
+
+
+def test_pair_loss_with_cross_batch_memory(rng, tmp_path):
+    """recipe memory_size: the runner's MetricModel keeps a memory of 30
+    (four steps of 12 wrap it), which the run's model carries."""
+    recipe = Recipe(**TINY, loss="multi_similarity", val_fraction=0.0, memory_size=30)
+    result = kd.training.run(recipe, class_data(rng), tmp_path / "run", export=False,
+                             verbose=0)
+    memory = result.model.memory
+    assert result.model.memory_size == 30
+    assert int(keras.ops.convert_to_numpy(memory.filled)) == 30
+    assert int(keras.ops.convert_to_numpy(memory.position)) == 4 * 12 % 30
+    with pytest.raises(kd.training.RecipeError, match="batch_size"):
+        Recipe(**TINY, loss="multi_similarity", memory_size=6)

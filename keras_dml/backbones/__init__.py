@@ -12,6 +12,16 @@
 | ``resnet50``, ``resnet101`` | 2048 | ``caffe`` (BGR minus ImageNet mean) | keras.applications download |
 | ``inception_v3`` (alias ``googlenet``) | 2048 | ``inception`` (x / 127.5 - 1) | keras.applications download |
 | ``small_cnn`` | 128 | ``inception`` | none (tests, smoke runs) |
+| ``dinov2_small``, ``dinov2_base`` | 384, 768 | ``torch_imagenet`` | keras-hub preset (``weights="pretrained"``, a handle or a local preset dir) |
+| ``vit_base_patch16_224``, ``vit_large_patch16_224`` | 768, 1024 | ``inception`` | keras-hub preset |
+| ``deit_small_patch16_224``, ``deit_base_patch16_224`` | 384, 768 | ``torch_imagenet`` | keras-hub preset |
+| ``clip_vit_base_patch16`` | 768 | ``clip`` | keras-hub preset (vision tower) |
+| ``siglip_base_patch16_224`` | 768 (pooled) | ``inception`` | keras-hub preset (vision tower) |
+
+The keras-hub transformers (``kd.backbones.hub``, extra ``[hub]``) return
+tokens [B, T, C], not a feature map: build the embedder with
+``pooling=kd.backbones.info(name).pooling`` ("cls"; SigLIP's tower pools
+itself: "none").
 
 ``weights`` is None (random), "imagenet", or a path to a weights file.
 Freeze a backbone with plain ``backbone.trainable = False``; its BatchNorm
@@ -21,7 +31,7 @@ puts them in inference mode without gradients (the authors' ``bn_freeze``).
 
 import collections
 
-from keras_dml.backbones import preprocessing
+from keras_dml.backbones import hub, preprocessing
 from keras_dml.backbones.bninception import bn_inception
 from keras_dml.backbones.common import (WeightsUnavailableError,
                                         batchnorm_layers, freeze_batchnorm)
@@ -32,7 +42,7 @@ from keras_dml.backbones.torch_weights import load_torch_file
 
 BackboneInfo = collections.namedtuple(
     "BackboneInfo", ["name", "factory", "preprocessing", "channels",
-                     "default_size"])
+                     "default_size", "pooling"], defaults=("avg+max",))
 
 _REGISTRY = {
     "bn_inception": BackboneInfo("bn_inception", bn_inception, "bn_inception",
@@ -46,6 +56,20 @@ _REGISTRY = {
     # Tests, smoke runs, quick experiments: no pretrained weights.
     "small_cnn": BackboneInfo("small_cnn", small_cnn, "inception", 128, 64),
 }
+
+
+def _hub_factory(name):
+    def factory(input_shape, weights=None):
+        return hub.build(name, input_shape, weights)
+    factory.__name__ = name
+    return factory
+
+
+# Transformers from keras-hub (the [hub] extra): tokens out, "cls" pooling.
+for _name, _spec in hub.SPECS.items():
+    _REGISTRY[_name] = BackboneInfo(
+        _name, _hub_factory(_name), _spec.preprocessing,
+        _spec.config["hidden_dim"], 224, _spec.pooling)
 # The authors' code calls its Inception-v1 "googlenet"; Keras has none, so the
 # name maps to Inception-v3 (see keras_apps).
 _ALIASES = {"googlenet": "inception_v3", "bninception": "bn_inception",
@@ -98,7 +122,7 @@ def preprocessing_for(name):
 
 
 __all__ = [
-    "BackboneInfo", "WeightsUnavailableError", "available", "batchnorm_layers",
+    "BackboneInfo", "WeightsUnavailableError", "available", "batchnorm_layers", "hub",
     "bn_inception", "efficientnet_lite0", "freeze_batchnorm", "get", "info",
     "inception_v3", "load_torch_file", "preprocessing", "preprocessing_for",
     "preprocessing_name", "resnet50", "resnet101",

@@ -81,6 +81,15 @@ def torch_imagenet(images):
     return (x - mean) / std
 
 
+def clip(images):
+    """OpenAI CLIP: ``(x / 255 - [0.4815, 0.4578, 0.4082]) /
+    [0.2686, 0.2613, 0.2758]`` (RGB; the CLIP image processor's constants)."""
+    x = _float_rgb(images, "clip") / 255.0
+    mean = _constant(x, [0.48145466, 0.4578275, 0.40821073])
+    std = _constant(x, [0.26862954, 0.26130258, 0.27577711])
+    return (x - mean) / std
+
+
 def identity(images):
     """No normalisation: float32 of the 0-255 values (any channel count)."""
     return _to_float32(images)
@@ -100,6 +109,7 @@ PREPROCESSING = {
     "bn_inception": bn_inception,
     "efficientnet_lite": efficientnet_lite,
     "torch_imagenet": torch_imagenet,
+    "clip": clip,
     "identity": identity,
 }
 

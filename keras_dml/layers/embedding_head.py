@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_dml.layers.normalize import L2Normalize
 
-POOLINGS = ("avg+max", "avg", "max", "none")
+POOLINGS = ("avg+max", "avg", "max", "cls", "mean", "none")
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -15,7 +15,9 @@ class EmbeddingHead(keras.layers.Layer):
     Args:
       dim: embedding size.
       pooling: "avg+max" (the authors': global average plus global max
-        pooling, summed), "avg", "max", or "none" for inputs already [B, F].
+        pooling, summed), "avg", "max", or "none" for inputs already [B, F];
+        for transformer tokens [B, T, C] (``kd.backbones.hub``): "cls" (the
+        first token, the class token) or "mean" (the mean of all T tokens).
       normalize: L2-normalise the output.
     The Dense layer is initialised as the authors' (``kaiming_normal_`` with
     fan-out, std ``sqrt(2 / dim)``, zero bias).
@@ -39,6 +41,12 @@ class EmbeddingHead(keras.layers.Layer):
     def _pool(self, x):
         if self.pooling == "none":
             return x
+        if self.pooling in ("cls", "mean"):
+            if len(x.shape) != 3:
+                raise ValueError(
+                    f"pooling={self.pooling!r} expects tokens [B, T, C]; got "
+                    f"shape {x.shape}.")
+            return x[:, 0] if self.pooling == "cls" else ops.mean(x, axis=1)
         if len(x.shape) != 4:
             raise ValueError(
                 f"pooling={self.pooling!r} expects a feature map [B, H, W, C]; "

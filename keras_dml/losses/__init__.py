@@ -1,6 +1,7 @@
 """Losses: one module per loss, each a functional core and a Keras Loss."""
 
 from keras_dml.losses.base import MetricLoss
+from keras_dml.losses.pairs import References
 from keras_dml.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_dml.losses.proxy_nca import ProxyNCALoss, proxy_nca_loss
 from keras_dml.losses.soft_triple import SoftTripleLoss, soft_triple_loss
@@ -16,11 +17,17 @@ from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
 from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
 from keras_dml.losses.rank_n_contrast import (
     RankNContrastLoss, rank_n_contrast_from_distances, rank_n_contrast_loss)
+from keras_dml.losses.arcface import ArcFaceLoss, arcface_loss
+from keras_dml.losses.cosface import CosFaceLoss, cosface_loss
+from keras_dml.losses.subcenter_arcface import (
+    SubCenterArcFaceLoss, subcenter_arcface_loss, subcenter_outliers)
+from keras_dml.losses.circle import CircleLoss, circle_loss
 
 _CLASSES = (ProxyAnchorLoss, ProxyNCALoss, SoftTripleLoss, TripletLoss,
             ContrastiveLoss, MultiSimilarityLoss, NPairLoss,
             LiftedStructureLoss, LogRatioLoss, DenseTripletLoss,
-            BinaryTripletLoss, RankNContrastLoss)
+            BinaryTripletLoss, RankNContrastLoss, ArcFaceLoss, CosFaceLoss,
+            SubCenterArcFaceLoss, CircleLoss)
 _BY_NAME = {cls.short_name: cls for cls in _CLASSES}
 
 
@@ -48,7 +55,7 @@ def get(name, **kwargs):
 
 
 __all__ = [
-    "MetricLoss", "available", "get",
+    "MetricLoss", "References", "available", "get",
     "ProxyAnchorLoss", "proxy_anchor_loss",
     "ProxyNCALoss", "proxy_nca_loss",
     "SoftTripleLoss", "soft_triple_loss",
@@ -61,4 +68,8 @@ __all__ = [
     "DenseTripletLoss", "dense_triplet_loss",
     "BinaryTripletLoss", "binary_triplet_loss",
     "RankNContrastLoss", "rank_n_contrast_loss", "rank_n_contrast_from_distances",
+    "ArcFaceLoss", "arcface_loss",
+    "CosFaceLoss", "cosface_loss",
+    "SubCenterArcFaceLoss", "subcenter_arcface_loss", "subcenter_outliers",
+    "CircleLoss", "circle_loss",
 ]

@@ -27,6 +27,10 @@ class MetricLoss(keras.losses.Loss):
       rather than class ids.
     * ``proxies_per_class``: proxy columns per class in ``y_pred`` (an
       instance property; 1 unless a loss has several centres per class).
+    * ``supports_references``: the loss can compare the batch with
+      reference embeddings and labels (``loss(y_true, y_pred,
+      references=keras_dml.losses.References(...))``, PML's
+      ``ref_emb``/``ref_labels``), as cross-batch memory needs.
 
     Bad input is never silently absorbed: a NaN or Inf in ``y_pred``, labels
     out of range or mismatched shapes raise (``ValueError`` eagerly on every
@@ -39,6 +43,7 @@ class MetricLoss(keras.losses.Loss):
     short_name = None
     takes_proxies = False
     continuous_labels = False
+    supports_references = False
 
     @property
     def proxies_per_class(self):
@@ -47,16 +52,30 @@ class MetricLoss(keras.losses.Loss):
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true, y_pred, sample_weight=None, references=None):
         if sample_weight is not None:
             raise ValueError(
                 f"{type(self).__name__} is defined on the whole batch and does "
                 "not take per-sample weights (sample_weight)."
             )
+        if references is not None and not self.supports_references:
+            raise ValueError(
+                f"{type(self).__name__} does not compare a batch with "
+                "reference embeddings (cross-batch memory); the pair losses "
+                "(contrastive, multi_similarity, triplet, circle) do.")
         y_pred = kops.convert_to_tensor(y_pred)
         with _backend.collect_checks() as checks:
             _backend.check_finite(y_pred, f"{type(self).__name__}: y_pred")
-            loss = super().__call__(y_true, y_pred)
+            if references is None:
+                loss = super().__call__(y_true, y_pred)
+            else:
+                # Keras' Loss.__call__ (dtype conversion, then call; the
+                # reduction of a scalar is the scalar) with the references.
+                with keras.name_scope(self.name):
+                    y_pred = kops.convert_to_tensor(y_pred, dtype=self.dtype)
+                    y_true = kops.convert_to_tensor(y_true, dtype=self.dtype)
+                    loss = kops.cast(self.call(y_true, y_pred, references=references),
+                                     self.dtype)
         # Where the checks cannot raise (XLA, jax.jit) a NaN loss takes the
         # place of a failed one (a loss of 0 would train on silently).
         return _backend.nan_unless(_backend.all_ok(checks), loss)

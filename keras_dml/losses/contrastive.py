@@ -5,9 +5,11 @@ from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
+from keras_dml.losses.pairs import check_references, pair_masks
 
 
-def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
+def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5,
+                     references=None):
     """Contrastive loss with the non-zero averaging of pytorch-metric-learning.
 
     With d the Euclidean distance between L2-normalised embeddings, over the
@@ -22,9 +24,14 @@ def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
     Both orders of every pair are counted, as in PML; this does not change
     the means.
 
+    With ``references`` (``keras_dml.losses.References``, PML's
+    ``ref_emb``/``ref_labels``) the pairs are (i, j) with i in the batch and
+    j in the references (``pairs.pair_masks``).
+
     Args:
       labels: int class ids, [B].
       embeddings: [B, D] (normalised here).
+      references: optional ``References`` [M, D] to compare the batch with.
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
@@ -32,8 +39,10 @@ def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5):
     dtype = embeddings.dtype
     pos_margin = ops.constant(pos_margin, dtype)
     neg_margin = ops.constant(neg_margin, dtype)
-    d = ops.pairwise_distances(ops.l2_normalize(embeddings))
-    positive, negative = ops.label_masks(labels)
+    references = check_references(references, embeddings)
+    ref = None if references is None else ops.l2_normalize(references.embeddings)
+    d = ops.pairwise_distances(ops.l2_normalize(embeddings), ref)
+    positive, negative = pair_masks(labels, references)
     zeros = kops.zeros_like(d)
     pos_losses = kops.where(positive, kops.relu(d - pos_margin), zeros)
     neg_losses = kops.where(negative, kops.relu(neg_margin - d), zeros)
@@ -50,6 +59,7 @@ class ContrastiveLoss(MetricLoss):
     """
 
     short_name = "contrastive"
+    supports_references = True
 
     def __init__(self, pos_margin=0.0, neg_margin=0.5,
                  name="contrastive_loss", **kwargs):
@@ -57,7 +67,7 @@ class ContrastiveLoss(MetricLoss):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred, references=None):
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return contrastive_loss(labels, embeddings, self.pos_margin,
-                                self.neg_margin)
+                                self.neg_margin, references)

@@ -5,9 +5,10 @@ from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
+from keras_dml.losses.pairs import check_references, pair_masks, too_few_pairs
 
 
-def multi_similarity_pairs(labels, similarities, epsilon=0.1):
+def multi_similarity_pairs(labels, similarities, epsilon=0.1, references=None):
     """The pairs kept by PML's ``MultiSimilarityMiner(epsilon)``.
 
     With S the cosine similarities, a positive pair (a, p) is kept iff
@@ -17,9 +18,14 @@ def multi_similarity_pairs(labels, similarities, epsilon=0.1):
     negative. If the batch has no positive pair or no negative pair, nothing
     is kept.
 
-    Returns boolean masks (kept positives, kept negatives), [B, B].
+    With ``references`` (validated, ``pairs.check_references``) the pairs
+    run over them, [B, M]. As in PML's ``CrossBatchMemory``, the miner sees
+    each anchor's own enqueued copy as a positive (it can be the easiest
+    one); the copy is removed from the kept positives afterwards.
+
+    Returns boolean masks (kept positives, kept negatives), [B, B] or [B, M].
     """
-    positive, negative = ops.label_masks(labels)
+    positive, negative = pair_masks(labels, references, include_self=True)
     s = kops.stop_gradient(kops.convert_to_tensor(similarities))
     eps = ops.constant(epsilon, s.dtype)
     inf = ops.constant(float("inf"), s.dtype)
@@ -29,11 +35,13 @@ def multi_similarity_pairs(labels, similarities, epsilon=0.1):
     kept_pos = kops.logical_and(positive, s - eps < hardest_neg)
     kept_neg = kops.logical_and(negative, s + eps > easiest_pos)
     both = kops.logical_and(kops.any(positive), kops.any(negative))
+    if references is not None and references.self_index is not None:
+        kept_pos = kops.logical_and(kept_pos, pair_masks(labels, references)[0])
     return kops.logical_and(kept_pos, both), kops.logical_and(kept_neg, both)
 
 
 def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
-                          epsilon=0.1):
+                          epsilon=0.1, references=None):
     """Multi-similarity loss (PML ``MultiSimilarityMiner`` + ``MultiSimilarityLoss``).
 
     With S the cosine similarities and P_a, N_a the positive / negative pairs
@@ -51,20 +59,27 @@ def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
     list is of length <= 1, i.e. when the miner kept at most one positive
     pair and at most one negative pair; so does this function.
 
+    With ``references`` (``keras_dml.losses.References``) S is [B, M]
+    against them and the anchors are still the B batch rows (PML
+    ``ref_emb``/``ref_labels``; see ``multi_similarity_pairs``).
+
     Args:
       labels: int class ids, [B].
       embeddings: [B, D] (normalised here).
       epsilon: the miner's margin; None for no mining (all pairs).
+      references: optional ``References`` [M, D] to compare the batch with.
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    s = ops.cosine_similarity(embeddings)
+    references = check_references(references, embeddings)
+    s = ops.cosine_similarity(
+        embeddings, None if references is None else references.embeddings)
     if epsilon is None:
-        kept_pos, kept_neg = ops.label_masks(labels)
+        kept_pos, kept_neg = pair_masks(labels, references)
     else:
-        kept_pos, kept_neg = multi_similarity_pairs(labels, s, epsilon)
+        kept_pos, kept_neg = multi_similarity_pairs(labels, s, epsilon, references)
     alpha = ops.constant(alpha, dtype)
     beta = ops.constant(beta, dtype)
     base = ops.constant(base, dtype)
@@ -76,10 +91,7 @@ def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
     # under JAX and PyTorch.
     loss = kops.sum(pos_terms + neg_terms) / kops.cast(kops.shape(pos_terms)[0], dtype)
     # PML's GenericPairLoss: zero when each index list has length <= 1.
-    num_pos = kops.sum(kops.cast(kept_pos, "int32"))
-    num_neg = kops.sum(kops.cast(kept_neg, "int32"))
-    too_few = kops.logical_and(num_pos <= 1, num_neg <= 1)
-    return kops.where(too_few, kops.zeros_like(loss), loss)
+    return kops.where(too_few_pairs(kept_pos, kept_neg), kops.zeros_like(loss), loss)
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -93,6 +105,7 @@ class MultiSimilarityLoss(MetricLoss):
     """
 
     short_name = "multi_similarity"
+    supports_references = True
 
     def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1,
                  name="multi_similarity_loss", **kwargs):
@@ -102,7 +115,7 @@ class MultiSimilarityLoss(MetricLoss):
         self.base = base
         self.epsilon = epsilon
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred, references=None):
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return multi_similarity_loss(labels, embeddings, self.alpha, self.beta,
-                                     self.base, self.epsilon)
+                                     self.base, self.epsilon, references)

@@ -7,6 +7,8 @@ from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 from keras_dml.losses.dense_triplet import chunked_triplet_hinge
 
+from keras_dml.losses import pairs  # noqa: E402  (the shared pair masks)
+
 MININGS = ("all", "semihard", "hard")
 
 
@@ -22,7 +24,7 @@ def _check_block_size(block_size):
 
 
 def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
-                 block_size=None):
+                 block_size=None, references=None):
     """Triplet margin loss over the mined in-batch triplets.
 
     With d the Euclidean (not squared) distance between L2-normalised
@@ -47,12 +49,18 @@ def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
     default block keeps that under ~1M elements (B = 180: 6 blocks of 32
     anchors). Works under XLA (``jit_compile=True``).
 
+    With ``references`` (``keras_dml.losses.References``, PML's
+    ``ref_emb``/``ref_labels``) p and n run over the M references: d is
+    [B, M], a block holds ``block_size * M * M`` triplets, and each anchor's
+    own enqueued copy is never its positive (``pairs.pair_masks``).
+
     Args:
       labels: int class ids, [B].
       embeddings: [B, D] (normalised here).
       margin: the triplet margin (also the miner's margin).
       mining: "all", "semihard" or "hard".
       block_size: anchors per block; None: automatic (~1M triplets/block).
+      references: optional ``References`` [M, D] to compare the batch with.
     Returns:
       A scalar in the dtype of ``embeddings``.
     """
@@ -60,8 +68,10 @@ def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
     _check_block_size(block_size)
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
-    d = ops.pairwise_distances(ops.l2_normalize(embeddings))
-    positive, negative = ops.label_masks(labels)
+    references = pairs.check_references(references, embeddings)
+    ref = None if references is None else ops.l2_normalize(references.embeddings)
+    d = ops.pairwise_distances(ops.l2_normalize(embeddings), ref)
+    positive, negative = pairs.pair_masks(labels, references)
     # One [B, B] row tensor for the blocks: +1 positive, -1 negative, 0 self
     # (and 0 on the padded anchors of the last block: no triplet).
     relation = kops.cast(positive, dtype) - kops.cast(negative, dtype)
@@ -100,6 +110,7 @@ class TripletLoss(MetricLoss):
     """
 
     short_name = "triplet"
+    supports_references = True
 
     def __init__(self, margin=0.1, mining="semihard", block_size=None,
                  name="triplet_loss", **kwargs):
@@ -110,7 +121,7 @@ class TripletLoss(MetricLoss):
         self.mining = mining
         self.block_size = None if block_size is None else int(block_size)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred, references=None):
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return triplet_loss(labels, embeddings, self.margin, self.mining,
-                            self.block_size)
+                            self.block_size, references)

@@ -38,7 +38,7 @@ def _forward(model, trainable, non_trainable, x, y, training):
         else:
             embeddings = model.embedder(x, training=False)
         outputs = model._head_outputs(embeddings)
-        loss = model._loss_of_outputs(y, outputs)
+        loss = model._loss_of_outputs(y, outputs, training=training)
     return loss, outputs, _values(scope, model.non_trainable_variables)
 
 

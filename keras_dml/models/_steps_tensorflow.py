@@ -56,7 +56,7 @@ def train_step(model, data):
         embeddings = model._embed_for_training(x)
         all_embeddings, all_y, start = _gather(model, ctx, replicas, embeddings, y)
         outputs = model._head_outputs(all_embeddings)
-        loss = model._loss_of_outputs(all_y, outputs)
+        loss = model._loss_of_outputs(all_y, outputs, training=True)
         # Each replica's share: the replicas' gradients are summed.
         objective = loss / tf.cast(replicas, loss.dtype)
         scaled = model.optimizer.scale_loss(objective)

@@ -15,7 +15,7 @@ def train_step(model, data):
     model.zero_grad()
     embeddings = model._embed_for_training(x)
     outputs = model._head_outputs(embeddings)
-    loss = model._loss_of_outputs(y, outputs)
+    loss = model._loss_of_outputs(y, outputs, training=True)
     scaled = model.optimizer.scale_loss(loss)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)

@@ -53,7 +53,11 @@ class Embedder(keras.Model):
             raise ValueError(
                 'pooling="none" needs a backbone giving features [B, F]; this '
                 f"one gives shape {tuple(features)}.")
-        if self.pooling != "none" and len(features) != 4:
+        if self.pooling in ("cls", "mean") and len(features) != 3:
+            raise ValueError(
+                f"pooling={self.pooling!r} needs a backbone giving tokens "
+                f"[B, T, C]; this one gives shape {tuple(features)}.")
+        if self.pooling not in ("none", "cls", "mean") and len(features) != 4:
             raise ValueError(
                 f"pooling={self.pooling!r} needs a backbone giving a feature "
                 f"map [B, h, w, C]; this one gives shape {tuple(features)}. "

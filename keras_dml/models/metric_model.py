@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_dml import _keras_hooks
+from keras_dml.layers.memory import CrossBatchMemory
 from keras_dml.losses.base import MetricLoss
 from keras_dml.optimizers import ParameterGroupOptimizer
 
@@ -86,12 +87,29 @@ class MetricModel(keras.Model):
         ``build_embedder`` (warm-up and ``freeze_batchnorm`` need its
         ``backbone`` / ``head`` parts).
       proxies: optional ``keras_dml.layers.Proxies`` for the proxy losses.
+      memory_size: optional M: cross-batch memory (XBM). The model keeps the
+        last M embeddings and labels of the global batch (after the
+        all-gather, so 1 and n replicas hold the same memory) in a
+        ``keras_dml.layers.CrossBatchMemory`` (non-trainable weights, saved
+        with the model); each training step enqueues the batch, then
+        computes the pair loss of the batch against the whole memory, each
+        example's own copy excluded, as PML's ``CrossBatchMemory(loss,
+        embedding_size, memory_size)``. The loss must support references
+        (contrastive, multi_similarity, triplet, circle); evaluation
+        (``test_step``) uses the batch alone. The global batch must not
+        exceed M.
     """
 
-    def __init__(self, embedder, proxies=None, **kwargs):
+    def __init__(self, embedder, proxies=None, memory_size=None, **kwargs):
         super().__init__(**kwargs)
         self.embedder = embedder
         self.proxies = proxies
+        if memory_size is not None and proxies is not None:
+            raise ValueError("memory_size (cross-batch memory) is for pair "
+                             "losses on embeddings; this model has proxies.")
+        self.memory_size = None if memory_size is None else int(memory_size)
+        self.memory = (None if memory_size is None
+                       else CrossBatchMemory(self.memory_size, name="cross_batch_memory"))
         self.warmup_epochs = 0
         self._warming_up = False
         # Testing switch: False computes the loss per replica (no gather),
@@ -111,6 +129,9 @@ class MetricModel(keras.Model):
         if self.proxies is not None and not self.proxies.built:
             dim = self.embedder.compute_output_shape(input_shape)[-1]
             self.proxies.build((None, dim))
+        if self.memory is not None and not self.memory.built:
+            dim = self.embedder.compute_output_shape(input_shape)[-1]
+            self.memory.build((None, dim))
         self.built = True
 
     def call(self, inputs, training=None):
@@ -125,6 +146,7 @@ class MetricModel(keras.Model):
             embedder=keras.saving.serialize_keras_object(self.embedder),
             proxies=(None if self.proxies is None else
                      keras.saving.serialize_keras_object(self.proxies)),
+            memory_size=self.memory_size,
         )
         return config
 
@@ -203,6 +225,11 @@ class MetricModel(keras.Model):
             raise ValueError(
                 f"{type(loss_obj).__name__} takes embeddings, not proxy "
                 "similarities: build MetricModel without proxies.")
+        if self.memory is not None and not loss_obj.supports_references:
+            raise ValueError(
+                f"{type(loss_obj).__name__} cannot compare a batch with the "
+                "cross-batch memory (memory_size); use a pair loss: "
+                "contrastive, multi_similarity, triplet or circle.")
         if (self.proxies is not None
                 and self.proxies.proxies_per_class != loss_obj.proxies_per_class):
             raise ValueError(
@@ -320,9 +347,16 @@ class MetricModel(keras.Model):
     def _head_outputs(self, embeddings):
         return embeddings if self.proxies is None else self.proxies(embeddings)
 
-    def _loss_of_outputs(self, y, outputs):
-        # In floatx, as Keras' compiled loss returns it.
-        loss = ops.cast(self.loss(y, outputs), keras.config.floatx())
+    def _loss_of_outputs(self, y, outputs, training=False):
+        # In floatx, as Keras' compiled loss returns it. Training with a
+        # cross-batch memory: enqueue the (global) batch, then the loss of
+        # the batch against the memory.
+        if training and self.memory is not None:
+            references = self.memory.enqueue(outputs, y)
+            loss = self.loss(y, outputs, references=references)
+        else:
+            loss = self.loss(y, outputs)
+        loss = ops.cast(loss, keras.config.floatx())
         extra = [ops.cast(ops.sum(l), loss.dtype) for l in self.losses]
         if extra:
             total = extra[0]

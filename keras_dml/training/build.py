@@ -58,14 +58,18 @@ def build_model(recipe, loss, num_classes: Optional[int], preprocessing: Optiona
     weights = None if recipe.weights in ("", "none", "None") else recipe.weights
     shape = (recipe.image_size, recipe.image_size, 3)
     backbone = backbones.get(recipe.backbone, input_shape=shape, weights=weights)
+    # avg+max for CNN feature maps; the class token for keras-hub transformers.
     embedder = models.build_embedder(backbone, embedding_dim=recipe.embedding_dim,
-                                     pooling="avg+max", normalize=True,
+                                     pooling=backbones.info(recipe.backbone).pooling,
+                                     normalize=True,
                                      preprocessing=preprocessing or "auto",
                                      eval_transform=eval_transform)
     proxies = None
     if loss.takes_proxies:
         proxies = layers.Proxies(num_classes, proxies_per_class=loss.proxies_per_class)
-    return models.MetricModel(embedder, proxies=proxies)
+    # Cross-batch memory (recipe memory_size; 0: off).
+    return models.MetricModel(embedder, proxies=proxies,
+                              memory_size=recipe.memory_size or None)
 
 
 def compile_model(model, recipe, loss, steps_per_epoch: int) -> None:

@@ -47,6 +47,9 @@ class Recipe:
                           "to a weights file.")
     image_size: int = _field(224, "Training / test crop size.")
     embedding_dim: int = _field(512, "Embedding size.")
+    memory_size: int = _field(0, "Cross-batch memory (XBM): compare each batch with the "
+                              "last N training embeddings (0: off; pair losses only, "
+                              "N >= batch_size).")
     batch_size: int = _field(180, "Global batch size.")
     epochs: int = _field(60, "Training epochs.")
     optimizer: str = _field("adamw", "AdamW (Proxy Anchor recipe) or SGD with momentum "
@@ -175,6 +178,16 @@ class Recipe:
         if not 0.0 <= self.val_fraction < 1.0:
             raise RecipeError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
         self._validate_loss_kwargs(losses)
+        if self.memory_size < 0:
+            raise RecipeError(f"memory_size must be >= 0; got {self.memory_size}.")
+        if self.memory_size:
+            if not getattr(type(losses.get(self.loss)), "supports_references", False):
+                raise RecipeError(f"memory_size (cross-batch memory) needs a pair loss "
+                                  f"(contrastive, multi_similarity, triplet, circle); "
+                                  f"got {self.loss!r}.")
+            if self.memory_size < self.batch_size:
+                raise RecipeError(f"memory_size ({self.memory_size}) must be >= "
+                                  f"batch_size ({self.batch_size}).")
         if not self.ks or min(self.ks) < 1 or len(set(self.ks)) != len(self.ks):
             raise RecipeError(f"ks must be distinct positive integers; got {list(self.ks)}.")
         if any(e < 1 for e in self.lr_decay_epochs) or (
