@@ -10,10 +10,7 @@ import keras
 from keras import ops as kops
 
 from keras_dml import _backend, ops
-from keras_dml.losses.base import MetricLoss
-from keras_dml.losses.log_ratio import (
-    _check_label_distance, continuous_inputs,
-    deserialize_label_distance, serialize_label_distance)
+from keras_dml.losses.base import ContinuousLoss, check_label_distance, continuous_inputs
 
 
 def _check_temperature(temperature):
@@ -132,7 +129,7 @@ def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
       A scalar; 0 (zero gradient) when B < 2.
     """
     _check_temperature(temperature)
-    _check_label_distance(label_distance)
+    check_label_distance(label_distance)
     embeddings, dy = continuous_inputs(
         labels, embeddings, label_distance, label_distance_kwargs,
         first_row_only=False, name="rank_n_contrast_loss")
@@ -140,7 +137,7 @@ def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class RankNContrastLoss(MetricLoss):
+class RankNContrastLoss(ContinuousLoss):
     """Rank-N-Contrast loss (Zha et al., NeurIPS 2023) on embeddings [B, D].
 
     ``y_true``: continuous labels [B, L] read by ``label_distance`` (as in
@@ -167,27 +164,13 @@ class RankNContrastLoss(MetricLoss):
     """
 
     short_name = "rank_n_contrast"
-    continuous_labels = True
 
-    def __init__(self, temperature=2.0, label_distance="l1",
-                 label_distance_kwargs=None, name="rank_n_contrast_loss",
+    def __init__(self, temperature: float = 2.0, label_distance="l1",
+                 label_distance_kwargs=None, name: str = "rank_n_contrast_loss",
                  **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         _check_temperature(temperature)
-        _check_label_distance(label_distance)
         self.temperature = temperature
-        self.label_distance = label_distance
-        self.label_distance_kwargs = label_distance_kwargs
 
-    def call(self, y_true, y_pred):
-        embeddings, dy = continuous_inputs(
-            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
-            first_row_only=False, name=type(self).__name__)
-        return rank_n_contrast_from_distances(embeddings, dy, self.temperature)
-
-    def get_config(self):
-        return serialize_label_distance(super().get_config())
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**deserialize_label_distance(config))
+    def loss_from_distances(self, embeddings, label_dist):
+        return rank_n_contrast_from_distances(embeddings, label_dist, self.temperature)
