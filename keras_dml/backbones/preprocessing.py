@@ -9,17 +9,9 @@ PyTorch arrays) with ``keras.ops``. Train and serve see the same numbers.
 TensorFlow is not imported here: a TF tensor means it is loaded already.
 """
 
-import sys
-
 from keras import ops
 
-
-def _tf_of(images):
-    """The tensorflow module if ``images`` is a TensorFlow tensor, else None."""
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(images, (tf.Tensor, tf.Variable)):
-        return tf
-    return None
+from keras_dml._backend import tf_of as _tf_of
 
 
 def _float_rgb(images, name):

@@ -49,6 +49,8 @@ Which normalisation each backbone uses (names of
 import keras
 import tensorflow as tf
 
+from keras_dml import _backend
+from keras_dml.backbones import preprocessing as _preprocessing
 
 # The authors' resize for each crop size (code/dataset/utils.py comment).
 AUTHORS_RESIZE = {224: 256, 256: 292, 324: 361, 448: 512}
@@ -239,7 +241,7 @@ class Compose:
 
     def __call__(self, images):
         x = images
-        tf_backend = keras.backend.backend() == "tensorflow"
+        tf_backend = _backend.is_tensorflow()
         for step in self.steps:
             if isinstance(step, _TF_LAYERS) and not tf_backend:
                 # These layers are TensorFlow ops on TensorFlow tensors (a
@@ -324,8 +326,7 @@ def get_normalization(normalization):
     (identity)."""
     if normalization is None or callable(normalization):
         return normalization or (lambda x: tf.cast(x, tf.float32))
-    from keras_dml.backbones import preprocessing  # lazy: avoid import cycle
-    return preprocessing.get(normalization)
+    return _preprocessing.get(normalization)
 
 
 __all__ = [

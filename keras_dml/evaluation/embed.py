@@ -1,10 +1,11 @@
 """Embed a data set with a model, batch by batch, with a progress bar."""
 
-import sys
 import weakref
 
 import keras
 import numpy as np
+
+from keras_dml import _backend
 
 # One compiled inference function per model, so that repeated evaluations
 # (a callback every epoch) trace the model only once.
@@ -14,24 +15,17 @@ _CALL_FNS = weakref.WeakKeyDictionary()
 def _host(x):
     """A batch as numpy when it is a TensorFlow tensor (a tf.data batch fed
     to a JAX or PyTorch model)."""
-    return x.numpy() if _is_tf_tensor(x) else x
-
-
-def _is_tf_tensor(x):
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(x, tf.Tensor)
+    return x.numpy() if _backend.is_tf_tensor(x) else x
 
 
 def _inference_fn(model):
     fn = _CALL_FNS.get(model)
     if fn is None:
         model_ref = weakref.ref(model)   # the cache must not keep the model alive
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
+        if _backend.is_tensorflow():
             def call(x):
                 return model_ref()(x, training=False)
-            fn = tf.function(call, reduce_retracing=True)
+            fn = _backend.function(call)      # tf.function(reduce_retracing=True)
         else:
             # Keras' compiled predict step (jax.jit under JAX, eager torch).
             def fn(x):
@@ -63,8 +57,7 @@ def _numpy_batches(data, batch_size):
 
 
 def _num_batches(data, batch_size):
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(data, tf.data.Dataset):
+    if _backend.is_tf_dataset(data):
         n = int(data.cardinality())
         return n if n >= 0 else None
     if isinstance(data, np.ndarray):
@@ -82,11 +75,7 @@ def _to_numpy(t, what):
         raise TypeError(f"the {what} must be a single tensor; got a "
                         f"{type(t).__name__}. For embeddings, use a model whose "
                         "output is the embedding.")
-    if hasattr(t, "numpy") and not isinstance(t, np.ndarray):
-        if keras.backend.backend() == "torch" and not _is_tf_tensor(t):
-            return keras.ops.convert_to_numpy(t)   # torch: .cpu() first
-        return t.numpy()
-    return np.asarray(t)
+    return _backend.to_numpy(t)
 
 
 def embed(model, dataset, verbose=1, batch_size=256):

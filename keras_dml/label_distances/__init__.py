@@ -4,7 +4,7 @@ Each distance ``fn(x1, x2=None, mask1=None, mask2=None, **kwargs)`` takes two
 batches of labels and returns the [N1, N2] matrix of distances (within ``x1``
 when ``x2`` is None, with an exactly zero diagonal). They work
 
-* **in-batch**, on TensorFlow tensors, inside a loss (``LogRatioLoss`` and the
+* **in-batch**, on the Keras backend's tensors (``keras.ops``), inside a loss (``LogRatioLoss`` and the
   triplet losses call them on ``y_true`` through ``batch_label_distances``),
   vectorised, no Python loops;
 * **offline**, over a whole data set, through ``pairwise_label_distances``
