@@ -36,7 +36,7 @@ def test_get_callables_and_unknown_names():
     fn = lambda a, b=None, scale=1.0: scale   # noqa: E731
     assert ld.get(fn) is fn
     assert ld.get(fn, scale=2.0)(None) == 2.0
-    with pytest.raises(ValueError, match="Unknown label distance 'l3'"):
+    with pytest.raises(ValueError, match="unknown label distance 'l3'"):
         ld.get("l3")
 
 
