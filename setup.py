@@ -21,7 +21,8 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # "jax" extra and torch (+ pytorch-metric-learning, the parity reference),
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
-EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
+EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6,<1", "scikit-image>=0.22",
+                  "pillow>=10",
                   *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
 
 setup(
@@ -32,7 +33,7 @@ setup(
     # keras_dml only: the checkout's apps/ shims are not installed.
     packages=find_packages(include=["keras_dml", "keras_dml.*"]),
     # The papers' recipes, addressable by name (keras-dml cub200 --recipe=proxy_anchor).
-    package_data={"keras_dml": ["flags/*.cfg"]},
+    package_data={"keras_dml": ["flags/*.cfg", "py.typed"]},
     entry_points={"console_scripts": ["keras-dml = keras_dml.cli:main"]},
     python_requires=">=3.10",
     install_requires=[

@@ -20,8 +20,8 @@ Configurations: exact-TF (kd.search's engine), faiss Flat (exact
 brute force), IVF (nlist 1024 at 100k, 4096 at 1M; nprobe 16, 64, 128),
 HNSW32 (efSearch 32 to 256). The data is hard on purpose (overlapping
 clusters with a 32-d intrinsic spread): with well separated clusters every
-ANN index reaches recall 1.0 and the comparison says nothing. The goals on a 2-core machine: exact-TF batch >= faiss Flat
-batch; an ANN configuration with recall@10 >= 0.95 at >= 10x exact-TF's
+ANN index reaches recall 1.0 and the comparison says nothing. The goals on
+a 2-core machine: exact-TF batch >= faiss Flat batch; an ANN configuration with recall@10 >= 0.95 at >= 10x exact-TF's
 batch q/s at 1M.
 
     python bench/index.py --quick                       # 100k only (about a minute or two)

@@ -7,8 +7,7 @@ import pytest
 
 import keras_dml as kd
 from keras_dml import label_distances as ld
-from backend_tools import BACKEND, to_numpy
-from continuous_tools import assert_close
+from backend_tools import to_numpy
 from keras_dml._backend import full_precision
 
 pytestmark = pytest.mark.backends

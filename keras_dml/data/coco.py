@@ -46,7 +46,7 @@ def read_captions(path):
     lists of str ordered by annotation id)``; images without captions are
     left out.
     """
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         data = json.load(f)
     for key in ("images", "annotations"):
         if key not in data:
