@@ -345,17 +345,12 @@ def test_refuses_missing_labels_and_sample_weights(rng):
                   verbose=0)
 
 
-def test_optimizer_configs_saved_before_the_rename_deserialise():
-    # Written when the class was keras_dml.models.optimizer.MetricOptimizer.
+def test_optimizer_config_round_trips():
     opt = kd.optimizers.ParameterGroupOptimizer(
         keras.optimizers.SGD(0.1), multipliers={"proxies": 10.0}, clip_value=2.0)
     config = keras.saving.serialize_keras_object(opt)
     assert config["registered_name"] == "keras_dml>ParameterGroupOptimizer"
-    old = dict(config, module="keras_dml.models.optimizer",
-               class_name="MetricOptimizer",
-               registered_name="keras_dml>MetricOptimizer")
-    for cfg in (config, old):
-        restored = keras.saving.deserialize_keras_object(cfg)
-        assert type(restored) is kd.optimizers.ParameterGroupOptimizer
-        assert restored.multipliers["proxies"] == 10.0
-        assert restored.clip_value == 2.0
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is kd.optimizers.ParameterGroupOptimizer
+    assert restored.multipliers["proxies"] == 10.0
+    assert restored.clip_value == 2.0
