@@ -8,26 +8,12 @@ import keras
 import tensorflow as tf
 
 import keras_dml as kd
+import tiny_models
 
 NUM_CLASSES = 3
 
 
-def conv_backbone():
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(5, 3),
-    ])
-
-
-def mlp_backbone(reg=None):
-    return keras.Sequential([
-        keras.Input((5,)),
-        keras.layers.Dense(6, activation="tanh", kernel_regularizer=reg),
-        keras.layers.Dense(7),
-    ])
+conv_backbone, mlp_backbone = tiny_models.conv_backbone, tiny_models.mlp_backbone
 
 
 def image_data(rng, n=12):
@@ -37,8 +23,7 @@ def image_data(rng, n=12):
 
 
 def proxy_model():
-    embedder = kd.models.build_embedder(conv_backbone(), embedding_dim=4)
-    return kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(NUM_CLASSES))
+    return tiny_models.metric_model(num_classes=NUM_CLASSES)
 
 
 def weights_of(layer):
