@@ -80,7 +80,7 @@ def _image_root(root, first_image):
         "that holds Eval/ (or pass image_root=).")
 
 
-def load_inshop(root, image_root=None):
+def load_inshop(root, image_root=None) -> RetrievalData:
     """In-Shop Clothes as :class:`RetrievalData` with train/query/gallery.
 
     Args:

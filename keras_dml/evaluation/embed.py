@@ -1,6 +1,7 @@
 """Embed a data set with a model, batch by batch, with a progress bar."""
 
 import weakref
+from typing import Optional, Tuple
 
 import keras
 import numpy as np
@@ -78,7 +79,8 @@ def _to_numpy(t, what):
     return _backend.to_numpy(t)
 
 
-def embed(model, dataset, verbose=1, batch_size=256):
+def embed(model, dataset, verbose: int = 1, batch_size: int = 256
+          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embeddings (and labels) of a whole data set, as numpy arrays.
 
     Args:

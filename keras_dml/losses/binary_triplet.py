@@ -9,8 +9,11 @@ negative).
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
-from keras_dml.losses.base import ContinuousLoss, check_anchors
+from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 from keras_dml.losses.triplet_hinge import (
     check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
 
@@ -54,9 +57,10 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
     return pos, neg
 
 
-def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
-                        threshold=None, squared=True, normalize=True,
-                        anchors="all", block_size=None):
+def binary_triplet_loss(embeddings: TensorLike, label_dist: TensorLike, positives: int = 5,
+                        margin: float = 0.2, threshold: Optional[float] = None,
+                        squared: bool = True, normalize: bool = True, anchors: str = "all",
+                        block_size: Optional[int] = None) -> Tensor:
     """Triplet loss over (anchor, positive, negative) of binarised labels.
 
         L = 1/|T| sum_{(a,p,n) in T} max(0, D(f_a, f_p) - D(f_a, f_n) + margin)
@@ -108,9 +112,10 @@ class BinaryTripletLoss(ContinuousLoss):
 
     short_name = "binary_triplet"
 
-    def __init__(self, positives: int = 5, margin: float = 0.2, threshold=None,
+    def __init__(self, positives: int = 5, margin: float = 0.2, threshold: Optional[float] = None,
                  squared: bool = True, normalize: bool = True, anchors: str = "all",
-                 label_distance="squared_l2", label_distance_kwargs=None, block_size=None,
+                 label_distance: LabelDistance = "squared_l2",
+                 label_distance_kwargs: Optional[dict] = None, block_size: Optional[int] = None,
                  name: str = "binary_triplet_loss", **kwargs):
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)

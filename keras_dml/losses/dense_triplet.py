@@ -8,12 +8,16 @@ f_a than f_j is, by a margin.
 import keras
 from keras import ops as kops
 
-from keras_dml.losses.base import ContinuousLoss, check_anchors
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
+from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 from keras_dml.losses.triplet_hinge import (
     check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
 
-def dense_triplet_loss(embeddings, label_dist, margin=0.03, squared=True,
-                       normalize=True, anchors="all", block_size=None):
+def dense_triplet_loss(embeddings: TensorLike, label_dist: TensorLike, margin: float = 0.03,
+                       squared: bool = True, normalize: bool = True, anchors: str = "all",
+                       block_size: Optional[int] = None) -> Tensor:
     """Triplet rank loss over every triplet ordered by label distance.
 
         L = 1/|T| sum_{(a,i,j) in T} max(0, D(f_a, f_i) - D(f_a, f_j) + margin)
@@ -80,8 +84,8 @@ class DenseTripletLoss(ContinuousLoss):
     short_name = "dense_triplet"
 
     def __init__(self, margin: float = 0.03, squared: bool = True, normalize: bool = True,
-                 anchors: str = "all", label_distance="squared_l2",
-                 label_distance_kwargs=None, block_size=None,
+                 anchors: str = "all", label_distance: LabelDistance = "squared_l2",
+                 label_distance_kwargs: Optional[dict] = None, block_size: Optional[int] = None,
                  name: str = "dense_triplet_loss", **kwargs):
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)

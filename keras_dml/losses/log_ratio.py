@@ -8,9 +8,12 @@ every triplet (a, i, j) of the minibatch (dense triplet mining).
 import keras
 from keras import ops as kops
 
+from typing import Optional, Union
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend
 from keras_dml import ops
-from keras_dml.losses.base import ContinuousLoss, check_anchors
+from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 
 RATIOS = ("log", "plain")
 
@@ -39,8 +42,9 @@ def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
     return sq if squared else ops.safe_sqrt(sq)
 
 
-def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
-                   epsilon=1e-6, distance_epsilon="auto", ratio="log"):
+def log_ratio_loss(embeddings: TensorLike, label_dist: TensorLike, anchors: str = "all",
+                   squared: bool = True, epsilon: float = 1e-6,
+                   distance_epsilon: Union[str, float] = "auto", ratio: str = "log") -> Tensor:
     """Log-ratio loss from embeddings and label distances, O(B^2).
 
     For an anchor a and the n = B - 1 other samples, with
@@ -192,8 +196,10 @@ class LogRatioLoss(ContinuousLoss):
     short_name = "log_ratio"
 
     def __init__(self, anchors: str = "all", squared: bool = True, epsilon: float = 1e-6,
-                 label_distance="squared_l2", distance_epsilon="auto",
-                 label_distance_kwargs=None, ratio: str = "log", name: str = "log_ratio_loss",
+                 label_distance: LabelDistance = "squared_l2",
+                 distance_epsilon: Union[str, float] = "auto",
+                 label_distance_kwargs: Optional[dict] = None, ratio: str = "log",
+                 name: str = "log_ratio_loss",
                  **kwargs):
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)

@@ -9,8 +9,12 @@ the ranking of the label distances.
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend, ops
-from keras_dml.losses.base import ContinuousLoss, check_label_distance, continuous_inputs
+from keras_dml.losses.base import (
+    ContinuousLoss, LabelDistance, check_label_distance, continuous_inputs)
 
 
 def _check_temperature(temperature):
@@ -18,7 +22,8 @@ def _check_temperature(temperature):
         raise ValueError(f"temperature must be > 0; got {temperature!r}.")
 
 
-def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
+def rank_n_contrast_from_distances(embeddings: TensorLike, label_dist: TensorLike,
+                                   temperature: float = 2.0) -> Tensor:
     """Rank-N-Contrast loss from embeddings [B, D] and label distances [B, B].
 
     With s(i, j) = -||f_i - f_j||_2 / temperature and d(i, j) the label
@@ -101,8 +106,9 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
     return kops.cast(loss, dtype)
 
 
-def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
-                         label_distance="l1", label_distance_kwargs=None):
+def rank_n_contrast_loss(labels: TensorLike, embeddings: TensorLike, temperature: float = 2.0,
+                         label_distance: LabelDistance = "l1",
+                         label_distance_kwargs: Optional[dict] = None) -> Tensor:
     """Rank-N-Contrast loss of embeddings [B, D] with continuous labels.
 
         L = 1 / (B (B - 1)) * sum_i sum_{j != i}
@@ -165,8 +171,9 @@ class RankNContrastLoss(ContinuousLoss):
 
     short_name = "rank_n_contrast"
 
-    def __init__(self, temperature: float = 2.0, label_distance="l1",
-                 label_distance_kwargs=None, name: str = "rank_n_contrast_loss",
+    def __init__(self, temperature: float = 2.0, label_distance: LabelDistance = "l1",
+                 label_distance_kwargs: Optional[dict] = None,
+                 name: str = "rank_n_contrast_loss",
                  **kwargs):
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         _check_temperature(temperature)
