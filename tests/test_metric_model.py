@@ -152,7 +152,7 @@ def test_adamw_step_proxies_use_same_optimiser_at_scaled_lr(rng):
 
 def test_regularisation_is_part_of_the_loss(rng):
     embedder = kd.models.build_embedder(
-        mlp_backbone(keras.regularizers.L2(0.5)), embedding_dim=4,
+        mlp_backbone(reg=keras.regularizers.L2(0.5)), embedding_dim=4,
         pooling="none")
     model = kd.models.MetricModel(embedder)
     x = rng.normal(size=(10, 5)).astype("float32")
