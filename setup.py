@@ -36,7 +36,7 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The service tests talk HTTP (requests) to a real uvicorn process, and drive the
 # page in headless Chromium (selenium; the browser and its driver are Debian
 # packages, scripts/setup.sh).
-EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
+EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6,<1", "scikit-image>=0.22", "pillow>=10",
                   "requests>=2.31,<3", "selenium>=4.51,<5",
                   *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"],
                   *EXTRAS["serve"], *EXTRAS["hub"]]
@@ -49,7 +49,7 @@ setup(
     # keras_dml only: the checkout's apps/ shims are not installed.
     packages=find_packages(include=["keras_dml", "keras_dml.*"]),
     # The papers' recipes, addressable by name (keras-dml cub200 --recipe=proxy_anchor).
-    package_data={"keras_dml": ["flags/*.cfg"]},
+    package_data={"keras_dml": ["flags/*.cfg", "py.typed"]},
     entry_points={"console_scripts": ["keras-dml = keras_dml.cli:main"]},
     python_requires=">=3.10",
     install_requires=[

@@ -20,16 +20,14 @@ are printed too: the three methods must agree.
 """
 
 import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from harness import (  # noqa: E402  (bench/, the script's directory)
+    ChildFailed, mib, peak_rss_bytes, report, rss_bytes, run_child)
 
 
 def make_data(n, dim, per_class, seed=0):
@@ -97,14 +95,6 @@ def run_numpy(x, labels, ks):
 METHODS = {"ours": run_ours, "faiss": run_faiss, "numpy": run_numpy}
 
 
-def rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def child(method, n, dim, per_class, ks):
     fn = METHODS[method]
     if method == "ours":
@@ -115,13 +105,12 @@ def child(method, n, dim, per_class, ks):
     xw, yw = make_data(200, dim, per_class, seed=1)
     fn(xw, yw, ks=tuple(min(k, 50) for k in ks))                 # warm-up
     x, labels = make_data(n, dim, per_class)
-    base = rss_mb()
+    base = mib(rss_bytes())
     t0 = time.perf_counter()
     result = fn(x, labels, ks)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"seconds": seconds, "peak_mb": peak,
-                      "extra_mb": peak - base, "metrics": result}))
+    peak = mib(peak_rss_bytes())
+    report({"seconds": seconds, "peak_mb": peak, "extra_mb": peak - base, "metrics": result})
 
 
 def main():
@@ -157,14 +146,13 @@ def main():
             if method == "numpy" and n * n * 4 / 1024 ** 3 > args.naive_max_gb:
                 print(f"{n:>7} {method:>6} {'skipped: N x N matrix > ' + str(args.naive_max_gb) + ' GB':>40}")
                 continue
-            cmd = [sys.executable, __file__, "--child", method, str(n),
-                   "--dim", str(args.dim), "--per-class", str(args.per_class),
-                   "--ks", *map(str, ks)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{n:>7} {method:>6} failed: {proc.stderr.strip()[-300:]}")
+            try:
+                res = run_child(__file__, ["--child", method, n, "--dim", args.dim,
+                                           "--per-class", args.per_class, "--ks", *ks],
+                                stderr_tail=300)
+            except ChildFailed as failed:
+                print(f"{n:>7} {method:>6} failed: {failed}")
                 continue
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
             m = res["metrics"]
             print(f"{n:>7} {method:>6} {res['seconds']:>8.2f} {res['peak_mb']:>8.0f} "
                   f"{res['extra_mb']:>8.0f}  {m['recall@1']:>7.4f} "

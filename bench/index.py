@@ -20,8 +20,8 @@ Configurations: exact-TF (kd.search's engine), faiss Flat (exact
 brute force), IVF (nlist 1024 at 100k, 4096 at 1M; nprobe 16, 64, 128),
 HNSW32 (efSearch 32 to 256). The data is hard on purpose (overlapping
 clusters with a 32-d intrinsic spread): with well separated clusters every
-ANN index reaches recall 1.0 and the comparison says nothing. The goals on a 2-core machine: exact-TF batch >= faiss Flat
-batch; an ANN configuration with recall@10 >= 0.95 at >= 10x exact-TF's
+ANN index reaches recall 1.0 and the comparison says nothing. The goals on
+a 2-core machine: exact-TF batch >= faiss Flat batch; an ANN configuration with recall@10 >= 0.95 at >= 10x exact-TF's
 batch q/s at 1M.
 
     python bench/index.py --quick                       # 100k only (about a minute or two)
@@ -35,7 +35,6 @@ batch q/s at 1M.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from harness import ChildFailed, mib, rss_bytes, run_child  # noqa: E402  (bench/)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_QUERIES = 1000
@@ -77,11 +77,6 @@ def real(path, seed=0):
     return x[order[nq:]], x[order[:nq]]
 
 
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
 def configs(n):
     """(name, Index kwargs, search-parameter sweep): each built once."""
     # ~4 sqrt(N) lists, a power of two: 1024 at 100k, 4096 at 1M.
@@ -112,13 +107,13 @@ def run_one(spec):
     else:
         gallery, queries = real(spec["data"])
     kd.retrieval.Index(4).add(np.eye(4, dtype=np.float32))   # import TF
-    before = rss_mb()
+    before = mib(rss_bytes())
     t = time.perf_counter()
     index = kd.retrieval.Index(gallery.shape[1], **spec["params"])
     index.add(gallery)
     index.search(queries[:1], K)
     build = time.perf_counter() - t
-    memory = rss_mb() - before
+    memory = mib(rss_bytes()) - before
     out = []
     for i, sweep in enumerate(spec["sweep"]):
         if sweep:
@@ -151,12 +146,11 @@ def bench(data, n, workdir, label):
     for name, params, sweep in configs(n):
         spec = {"data": data, "n": n, "params": params, "sweep": sweep,
                 "ids_out": os.path.join(workdir, "ids")}
-        proc = subprocess.run([sys.executable, __file__, "--run", json.dumps(spec)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+        try:
+            results = run_child(__file__, ["--run", json.dumps(spec)])
+        except ChildFailed as failed:
+            print(f"{name}: failed\n{failed}", file=sys.stderr)
             continue
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
         for i, (setting, result) in enumerate(zip(sweep, results)):
             ids = np.load(spec["ids_out"] + f".{i}.npy")
             if truth is None:

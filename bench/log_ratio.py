@@ -34,13 +34,14 @@ least).
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from harness import (  # noqa: E402  (bench/, the script's directory)
+    ChildFailed, peak_rss_bytes, report, rss_bytes, run_child)
 
 
 def naive_log_ratio(labels, embeddings, eps=1e-6):
@@ -79,8 +80,6 @@ def naive_rank_n_contrast(labels, embeddings, temperature=2.0):
 
 
 def worker(method, batch, dim, repeats, threads, loss_name="log_ratio"):
-    import resource
-
     import numpy as np
     import tensorflow as tf
 
@@ -111,7 +110,7 @@ def worker(method, batch, dim, repeats, threads, loss_name="log_ratio"):
         return v, tape.gradient(v, f)
 
     step.get_concrete_function(labels, emb)                  # trace only
-    rss_before = _current_rss()
+    rss_before = rss_bytes()
     v, g = step(labels, emb)
     _ = g.numpy()
     times = []
@@ -120,7 +119,7 @@ def worker(method, batch, dim, repeats, threads, loss_name="log_ratio"):
         v, g = step(labels, emb)
         _ = g.numpy()
         times.append(time.perf_counter() - start)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = peak_rss_bytes()
     if tf.config.list_logical_devices("GPU"):
         peak, how = tf.config.experimental.get_memory_info("GPU:0")["peak"], "tf"
     else:
@@ -128,29 +127,18 @@ def worker(method, batch, dim, repeats, threads, loss_name="log_ratio"):
         # allocations (0 for the O(B^2) step here): use the RSS peak.
         peak, how = max(peak_rss - rss_before, 0), "rss"
     largest = 4 * batch ** 2 if method == "ours" else 4 * batch ** 3
-    print(json.dumps({"method": method, "batch": batch, "ms": 1e3 * float(np.median(times)),
-                      "peak_bytes": int(peak), "how": how, "largest_bytes": largest,
-                      "value": float(v)}))
-
-
-def _current_rss():
-    try:
-        import psutil
-        return psutil.Process().memory_info().rss
-    except ImportError:                                       # Linux fallback
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    report({"method": method, "batch": batch, "ms": 1e3 * float(np.median(times)),
+            "peak_bytes": int(peak), "how": how, "largest_bytes": largest,
+            "value": float(v)})
 
 
 def run_worker(method, batch, args):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", method,
-           "--batch", str(batch), "--dim", str(args.dim),
-           "--repeats", str(args.repeats), "--threads", str(args.threads),
-           "--loss", args.loss]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"method": method, "batch": batch, "error": out.stderr.strip().splitlines()[-1:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return run_child(__file__, ["--worker", method, "--batch", batch, "--dim", args.dim,
+                                    "--repeats", args.repeats, "--threads", args.threads,
+                                    "--loss", args.loss])
+    except ChildFailed as failed:
+        return {"method": method, "batch": batch, "error": str(failed).splitlines()[-1:]}
 
 
 def slope(points):
@@ -218,7 +206,7 @@ def main():
         print("| " + " | ".join(cells) + " |")
     ours_pts = [(b, o["ms"]) for b, o, _ in rows if "ms" in o]
     naive_pts = [(b, n["ms"]) for b, _, n in rows if "ms" in n]
-    print(f"\nfitted cost exponent (log-log slope of time vs B):")
+    print("\nfitted cost exponent (log-log slope of time vs B):")
     print(f"  O(B^2) implementation: {slope(ours_pts):.2f} (all sizes), "
           f"{slope(ours_pts[-3:]):.2f} (three largest)")
     if len(naive_pts) >= 2:

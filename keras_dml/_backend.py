@@ -1,4 +1,12 @@
-"""The one module that knows which Keras backend runs: input checks.
+"""The one module that knows which Keras backend runs: dispatch and input checks.
+
+Dispatch: ``name`` / ``is_tensorflow`` (which backend), ``tf_of`` /
+``is_tf_tensor`` (is a value a TensorFlow tensor, e.g. from ``tf.data``,
+without importing TensorFlow), ``to_numpy`` (any backend's tensor, or a TF
+tensor under another backend, to numpy) and ``function`` (compile where
+cheap). Other modules ask these instead of calling
+``keras.backend.backend()`` or looking for TensorFlow themselves
+(``tests/test_backend_boundary.py`` enforces it).
 
 Everything else in the numeric core (ops, losses, layers, label distances,
 metrics, top-k) is written with ``keras.ops``. What ``keras.ops`` cannot say
@@ -18,17 +26,58 @@ in use, so ``import keras_dml`` under JAX does not import TensorFlow.
 """
 
 import contextlib
+import sys
 import threading
 
 import keras
+import numpy as np
 from keras import ops
 
 _state = threading.local()
 
 
-def name():
+def name() -> str:
     """The Keras backend in use: "tensorflow", "jax" or "torch"."""
     return keras.backend.backend()
+
+
+def is_tensorflow() -> bool:
+    """Whether the Keras backend is TensorFlow."""
+    return name() == "tensorflow"
+
+
+def tf_of(x):
+    """The ``tensorflow`` module when ``x`` is a TensorFlow tensor or
+    variable (a ``tf.data`` batch, a SavedModel's input), else None. Never
+    imports TensorFlow: a TF tensor means it is loaded already."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(x, (tf.Tensor, tf.Variable)):
+        return tf
+    return None
+
+
+def is_tf_tensor(x) -> bool:
+    """Whether ``x`` is a TensorFlow tensor or variable (on any backend)."""
+    return tf_of(x) is not None
+
+
+def is_tf_dataset(x) -> bool:
+    """Whether ``x`` is a ``tf.data.Dataset`` (without importing TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A numpy array of ``x``: a TensorFlow tensor (on any backend), the
+    backend's tensor (a PyTorch tensor is moved to the CPU first), or
+    anything ``np.asarray`` takes."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_tf_tensor(x):
+        return x.numpy()
+    if ops.is_tensor(x):
+        return np.asarray(ops.convert_to_numpy(x))
+    return np.asarray(x)
 
 
 def read_bool(x):

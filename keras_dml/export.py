@@ -61,6 +61,7 @@ except ImportError as error:  # a SavedModel is a TensorFlow graph
         "keras_dml.export writes TensorFlow SavedModels and needs TensorFlow: "
         "pip install tensorflow") from error
 
+from keras_dml import _backend
 from keras_dml import ops
 from keras_dml.backbones import preprocessing as _preprocessing
 from keras_dml.retrieval.index import model_fingerprint  # noqa: F401  (kd.export API)
@@ -81,11 +82,10 @@ def require_tensorflow_backend(what="SavedModel export"):
     backend-neutral) into the same architecture in a process started with
     ``KERAS_BACKEND=tensorflow``.
     """
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
+    if not _backend.is_tensorflow():
         raise RuntimeError(
             f"{what} traces the model with TensorFlow and needs "
-            f"KERAS_BACKEND=tensorflow (this process runs {backend!r}): save "
+            f"KERAS_BACKEND=tensorflow (this process runs {_backend.name()!r}): save "
             "the weights (model.save_weights), rebuild the model under the "
             "TensorFlow backend, load them and export from there.")
 

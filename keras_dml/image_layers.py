@@ -11,6 +11,8 @@ class (``keras_dml._registration``) without loading TensorFlow.
 
 import keras
 
+from keras_dml import _backend
+
 
 def _tf():
     """TensorFlow, imported on first use (a layer call)."""
@@ -238,7 +240,7 @@ class Compose:
 
     def __call__(self, images):
         x = images
-        tf_backend = keras.backend.backend() == "tensorflow"
+        tf_backend = _backend.is_tensorflow()
         for step in self.steps:
             if isinstance(step, _TF_LAYERS) and not tf_backend:
                 # These layers are TensorFlow ops on TensorFlow tensors (a

@@ -340,8 +340,3 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
             config["optimizer"], custom_objects=custom_objects)
         return cls(**config)
 
-
-# Configs written before the class was renamed (``MetricOptimizer``, in
-# keras_dml.models.optimizer) deserialise to the same class.
-keras.saving.get_custom_objects()["keras_dml>MetricOptimizer"] = \
-    ParameterGroupOptimizer

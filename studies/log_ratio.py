@@ -373,7 +373,7 @@ def knn_cost(ns, label_dim, budget_s, k=5, seed=0, log=print):
     agree = {}
     if reference:
         first = next(iter(reference))
-        for name, (labels, idx) in reference.items():
+        for name, (_, idx) in reference.items():
             agree[name] = float((idx == reference[first][1]).all(1).mean())
     return rows, agree
 
@@ -414,7 +414,8 @@ def report(output_dir, results, mode, seeds, started):
     sections, paths = [], {}
     main = main_configs(mode, seeds, None)
     groups = common.rows_of(results, main)
-    scale = (lambda m: 1.0)
+    def scale(m):
+        return 1.0
     sections.append(
         "## 1. Held-out images of the training classes 0-4 (main table)\n\nMLD@K: mean "
         "label distance of the top K, (10°)² (lower is better); nDCG@K (higher is better)."

@@ -24,25 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_dml as kd  # noqa: E402
+import tiny_models  # noqa: E402
 
 NUM_CLASSES = 4
 BATCH = 8
 
 
-def conv_backbone():
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(5, 3),
-    ])
-
-
 def build(seed=0):
-    embedder = kd.models.build_embedder(conv_backbone(), embedding_dim=4)
-    model = kd.models.MetricModel(embedder,
-                                  proxies=kd.layers.Proxies(NUM_CLASSES))
+    model = tiny_models.metric_model(num_classes=NUM_CLASSES)
     rng = np.random.default_rng(seed)
     for w in model.weights:
         shape = tuple(w.shape)

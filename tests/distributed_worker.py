@@ -53,31 +53,18 @@ def make_dataset(case, shard_data=False):
 
 def make_model(case):
     import keras
-    import keras_dml as kd
+    import tiny_models
     if case["input"] == "image":
-        backbone = keras.Sequential([
-            keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(5, 3, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(
-                synchronized=case.get("sync_bn", False)),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(6, 3),
-        ], name="backbone")
+        backbone = tiny_models.conv_backbone(
+            filters=(5, 6), sync_batchnorm=case.get("sync_bn", False), name="backbone")
         pooling = "avg+max"
     else:
-        backbone = keras.Sequential([
-            keras.Input((5,)),
-            keras.layers.Dense(8, activation="tanh",
-                               kernel_regularizer=keras.regularizers.L2(1e-3)),
-            keras.layers.Dense(7),
-        ], name="backbone")
+        backbone = tiny_models.mlp_backbone(
+            hidden=8, reg=keras.regularizers.L2(1e-3), name="backbone")
         pooling = "none"
-    embedder = kd.models.build_embedder(
-        backbone, embedding_dim=4, pooling=pooling,
+    return tiny_models.metric_model(
+        backbone, num_classes=NUM_CLASSES if case["proxies"] else None, pooling=pooling,
         normalize=case.get("normalize", True))
-    proxies = kd.layers.Proxies(NUM_CLASSES) if case["proxies"] else None
-    return kd.models.MetricModel(embedder, proxies=proxies,
-                                 memory_size=case.get("memory_size"))
 
 
 def make_loss(case):

@@ -112,7 +112,7 @@ def _torch_reference_features(torch, state, images):
     x = F.max_pool2d(cbr(x, "conv1_7x7_s2"), 3, 2, ceil_mode=True)
     x = cbr(cbr(x, "conv2_3x3_reduce"), "conv2_3x3")
     x = F.max_pool2d(x, 3, 2, ceil_mode=True)
-    for name, _, c1, _, _, _, _, proj, stride in REFERENCE_BLOCKS:
+    for name, _, c1, _, _, _, _, _, stride in REFERENCE_BLOCKS:
         out = []
         if c1:
             out.append(cbr(x, f"{name}_1x1"))

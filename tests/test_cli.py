@@ -2,7 +2,12 @@
 log level, and the errors a bad command line gets (the runs themselves are
 in test_apps.py and test_wheel.py)."""
 
+import json
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 
 import keras_dml as kd
 from keras_dml.cli import apps, command as main, quiet
@@ -21,6 +26,17 @@ def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
     assert "commands:" in out and all(f"  {c} " in out for c in ("search", "index", "serve"))
 
 
+SEARCH_HELP = """
+import json, sys
+from keras_dml.cli import command
+try:
+    command.main(["search", "--help"])
+except SystemExit as exit_:
+    code = exit_.code
+print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
 def test_search_help_needs_no_tensorflow_search(capsys):
     import pytest
     with pytest.raises(SystemExit) as exit_:
@@ -28,6 +44,15 @@ def test_search_help_needs_no_tensorflow_search(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--model", "--index", "--image", "--k", "--output"))
+    # In a fresh process whose Keras backend does not load TensorFlow (Keras'
+    # numpy backend), the help of `search` imports no TensorFlow.
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    env = {**os.environ, "KERAS_BACKEND": "numpy",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", SEARCH_HELP], capture_output=True, text=True,
+                          env=env, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 0, "tensorflow": False}
 
 
 def test_bad_command_lines_say_why(capsys):

@@ -155,8 +155,9 @@ def test_train_pipeline_cache_and_normalize(tmp_path):
     split = Split.from_files("train", paths, np.arange(n), image_shape=(6, 5))
     ds = make_train_pipeline(split, 4, cache=True, normalize="inception",
                              seed=0, drop_remainder=False)
+    uncached = make_train_pipeline(split, 4, cache=False, seed=0, drop_remainder=False)
     seen = []
-    for _ in range(2):
+    for epoch in range(2):
         ids = []
         for x, y in ds:
             np.testing.assert_allclose(
@@ -164,7 +165,13 @@ def test_train_pipeline_cache_and_normalize(tmp_path):
             ids.extend(y.numpy())
         assert sorted(ids) == list(range(n))
         seen.append(ids)
+        if epoch == 0:
+            # Cached: the second epoch reads memory, not the files.
+            for path in paths:
+                os.remove(path)
     assert seen[0] != seen[1]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="cannot read or decode"):
+        list(uncached)                                     # cache=False reads them
 
 
 def test_train_pipeline_with_m_per_class_sampler(tmp_path):

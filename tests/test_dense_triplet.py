@@ -14,7 +14,8 @@ from continuous_tools import (
     assert_close, compiled_value_and_grad, eager_value_and_grad, value_and_grad64)
 from finite_difference import finite_difference_grad
 from keras_dml.losses.binary_triplet import binary_triplet_loss
-from keras_dml.losses.dense_triplet import chunked_triplet_hinge, dense_triplet_loss
+from keras_dml.losses.dense_triplet import dense_triplet_loss
+from keras_dml.losses.triplet_hinge import chunked_triplet_hinge
 
 pytestmark = pytest.mark.backends
 
@@ -224,9 +225,9 @@ def test_blockwise_gradient_equals_plain_autodiff(rng):
 
 
 def test_default_blocks_at_batch_150(rng):
-    from keras_dml.losses import dense_triplet
+    from keras_dml.losses import triplet_hinge
     b = 150
-    per_block = dense_triplet.DEFAULT_TRIPLET_BUDGET // (b * b)
+    per_block = triplet_hinge.DEFAULT_TRIPLET_BUDGET // (b * b)
     assert 1 <= per_block < b                     # blocked, at most budget floats
     f = rng.normal(size=(b, 16)).astype("float32")
     y = rng.normal(size=(b, 4)).astype("float32")

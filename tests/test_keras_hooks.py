@@ -49,7 +49,7 @@ _PRIVATE = ("_all_reduce_sum_gradients", "_var_key", "_iterations",
 
 
 def test_private_keras_names_only_in_the_hooks_module():
-    pattern = re.compile(r"\.(%s)\b|\.fset\(" % "|".join(_PRIVATE))
+    pattern = re.compile(r"\.(" + "|".join(_PRIVATE) + r")\b|\.fset\(")
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "_keras_hooks.py":

@@ -8,26 +8,12 @@ import keras
 import tensorflow as tf
 
 import keras_dml as kd
+import tiny_models
 
 NUM_CLASSES = 3
 
 
-def conv_backbone():
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(5, 3),
-    ])
-
-
-def mlp_backbone(reg=None):
-    return keras.Sequential([
-        keras.Input((5,)),
-        keras.layers.Dense(6, activation="tanh", kernel_regularizer=reg),
-        keras.layers.Dense(7),
-    ])
+conv_backbone, mlp_backbone = tiny_models.conv_backbone, tiny_models.mlp_backbone
 
 
 def image_data(rng, n=12):
@@ -37,8 +23,7 @@ def image_data(rng, n=12):
 
 
 def proxy_model():
-    embedder = kd.models.build_embedder(conv_backbone(), embedding_dim=4)
-    return kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(NUM_CLASSES))
+    return tiny_models.metric_model(num_classes=NUM_CLASSES)
 
 
 def weights_of(layer):
@@ -167,7 +152,7 @@ def test_adamw_step_proxies_use_same_optimiser_at_scaled_lr(rng):
 
 def test_regularisation_is_part_of_the_loss(rng):
     embedder = kd.models.build_embedder(
-        mlp_backbone(keras.regularizers.L2(0.5)), embedding_dim=4,
+        mlp_backbone(reg=keras.regularizers.L2(0.5)), embedding_dim=4,
         pooling="none")
     model = kd.models.MetricModel(embedder)
     x = rng.normal(size=(10, 5)).astype("float32")
@@ -345,17 +330,12 @@ def test_refuses_missing_labels_and_sample_weights(rng):
                   verbose=0)
 
 
-def test_optimizer_configs_saved_before_the_rename_deserialise():
-    # Written when the class was keras_dml.models.optimizer.MetricOptimizer.
+def test_optimizer_config_round_trips():
     opt = kd.optimizers.ParameterGroupOptimizer(
         keras.optimizers.SGD(0.1), multipliers={"proxies": 10.0}, clip_value=2.0)
     config = keras.saving.serialize_keras_object(opt)
     assert config["registered_name"] == "keras_dml>ParameterGroupOptimizer"
-    old = dict(config, module="keras_dml.models.optimizer",
-               class_name="MetricOptimizer",
-               registered_name="keras_dml>MetricOptimizer")
-    for cfg in (config, old):
-        restored = keras.saving.deserialize_keras_object(cfg)
-        assert type(restored) is kd.optimizers.ParameterGroupOptimizer
-        assert restored.multipliers["proxies"] == 10.0
-        assert restored.clip_value == 2.0
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is kd.optimizers.ParameterGroupOptimizer
+    assert restored.multipliers["proxies"] == 10.0
+    assert restored.clip_value == 2.0

@@ -5,6 +5,7 @@ import pytest
 import keras
 
 import keras_dml as kd
+import tiny_models
 
 NUM_CLASSES = 3
 
@@ -17,16 +18,7 @@ def policy(request):
 
 
 def make_model(proxies=True):
-    backbone = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(5, 3),
-    ])
-    embedder = kd.models.build_embedder(backbone, embedding_dim=4)
-    return kd.models.MetricModel(
-        embedder, proxies=kd.layers.Proxies(NUM_CLASSES) if proxies else None)
+    return tiny_models.metric_model(num_classes=NUM_CLASSES if proxies else None)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"],

@@ -6,7 +6,6 @@ Backend-neutral: values and gradients come from the backend's own autodiff
 
 import math
 
-import keras
 import numpy as np
 import pytest
 from keras import ops as kops

@@ -392,7 +392,7 @@ def test_bad_arguments_raise():
             kd.losses.RankNContrastLoss(temperature=t)
         with pytest.raises(ValueError, match="temperature"):
             rank_n_contrast_loss(np.zeros((3, 1)), np.zeros((3, 2)), temperature=t)
-    with pytest.raises(ValueError, match="Unknown label distance"):
+    with pytest.raises(ValueError, match="unknown label distance"):
         kd.losses.RankNContrastLoss(label_distance="nope")
     f = np.zeros((4, 2), "float32")
     loss = kd.losses.RankNContrastLoss()

@@ -7,6 +7,7 @@ import pytest
 import keras
 
 import keras_dml as kd
+import tiny_models
 
 NUM_CLASSES = 3
 EPOCHS = 4
@@ -14,14 +15,8 @@ EPOCHS = 4
 
 def make_model():
     keras.utils.set_random_seed(7)
-    backbone = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-    ])
-    embedder = kd.models.build_embedder(backbone, embedding_dim=4)
-    model = kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(NUM_CLASSES))
+    model = tiny_models.metric_model(tiny_models.conv_backbone(filters=(4, None)),
+                                     num_classes=NUM_CLASSES)
     schedule = kd.optimizers.step_decay(1e-2, steps_per_epoch=2, step_epochs=2, gamma=0.5)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-2),
                   loss=kd.losses.ProxyAnchorLoss(), proxy_lr_multiplier=100.0,

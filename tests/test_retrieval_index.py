@@ -106,7 +106,6 @@ def test_metadata_and_match(rng):
 
 def test_build_index_from_model_and_dataset(rng):
     # tf.data feeds every backend (TensorFlow is installed in every test pass).
-    import keras
     import tensorflow as tf
     inputs = keras.Input((5,))
     model = keras.Model(inputs, keras.layers.Dense(4)(inputs))

@@ -44,7 +44,8 @@ def pose_data(rng, n_train=40, n_test=24):
 
 def test_class_run_writes_the_run_directory_and_returns_its_result(rng, tmp_path):
     recipe = Recipe(**TINY, val_fraction=0.34)
-    result = kd.training.run(recipe, class_data(rng), tmp_path / "run", verbose=0)
+    data = class_data(rng)
+    result = kd.training.run(recipe, data, tmp_path / "run", verbose=0)
     m = result.metrics
     assert m["selected_by"] == "val_recall@1" and m["num_queries"] == 24
     assert m["split"] == "test" and m["data"] == "toy" and m["epochs"] == 2
@@ -58,8 +59,15 @@ def test_class_run_writes_the_run_directory_and_returns_its_result(rng, tmp_path
     assert isinstance(result.model, kd.models.MetricModel)
     assert not (tmp_path / "run" / "backup").exists()
     # The returned model holds the selected weights: its test metrics again.
-    emb = result.model.predict(np.zeros((2, 16, 16, 3), np.float32), verbose=0)
-    assert emb.shape == (2, 8)
+    _, eval_tf, norm = kd.training.prepare.transforms(recipe, data, kd.training.task_for(data))
+    test_ds = kd.data.make_eval_pipeline(data.test, recipe.eval_batch_size, transform=eval_tf,
+                                         normalize=norm)
+    emb, labels = kd.evaluation.embed(result.model, test_ds, verbose=0)
+    assert emb.shape == (24, 8)
+    again = kd.evaluation.retrieval_metrics(emb, labels, ks=recipe.ks)
+    assert set(again) <= set(m)
+    for key, value in again.items():
+        assert m[key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_pair_loss_without_validation_and_without_export(rng, tmp_path):

@@ -4,24 +4,17 @@ import numpy as np
 import keras
 
 import keras_dml as kd
+import tiny_models
 
 NUM_CLASSES = 3
 
 
 def bn_backbone():
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(5, 3),
-        keras.layers.BatchNormalization(),
-    ])
+    return tiny_models.conv_backbone(final_batchnorm=True)
 
 
 def make_model():
-    embedder = kd.models.build_embedder(bn_backbone(), embedding_dim=4)
-    return kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(NUM_CLASSES))
+    return tiny_models.metric_model(bn_backbone(), num_classes=NUM_CLASSES)
 
 
 def data(rng, n=12):

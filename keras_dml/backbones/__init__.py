@@ -30,6 +30,7 @@ puts them in inference mode without gradients (the authors' ``bn_freeze``).
 """
 
 import collections
+from typing import List, Optional, Tuple
 
 from keras_dml.backbones import hub, preprocessing
 from keras_dml.backbones.bninception import bn_inception
@@ -39,12 +40,13 @@ from keras_dml.backbones.efficientnet_lite import efficientnet_lite0
 from keras_dml.backbones.keras_apps import inception_v3, resnet50, resnet101
 from keras_dml.backbones.small_cnn import small_cnn
 from keras_dml.backbones.torch_weights import load_torch_file
+from keras_dml.registry import Registry
 
 BackboneInfo = collections.namedtuple(
     "BackboneInfo", ["name", "factory", "preprocessing", "channels",
                      "default_size", "pooling"], defaults=("avg+max",))
 
-_REGISTRY = {
+BACKBONES = Registry("backbone", {
     "bn_inception": BackboneInfo("bn_inception", bn_inception, "bn_inception",
                                  1024, 224),
     "efficientnet_lite0": BackboneInfo("efficientnet_lite0", efficientnet_lite0,
@@ -55,7 +57,11 @@ _REGISTRY = {
                                  2048, 224),
     # Tests, smoke runs, quick experiments: no pretrained weights.
     "small_cnn": BackboneInfo("small_cnn", small_cnn, "inception", 128, 64),
-}
+}, aliases={
+    # The authors' code calls its Inception-v1 "googlenet"; Keras has none,
+    # so the name maps to Inception-v3 (see keras_apps).
+    "googlenet": "inception_v3", "bninception": "bn_inception",
+    "efficientnet-lite0": "efficientnet_lite0"})
 
 
 def _hub_factory(name):
@@ -67,31 +73,23 @@ def _hub_factory(name):
 
 # Transformers from keras-hub (the [hub] extra): tokens out, "cls" pooling.
 for _name, _spec in hub.SPECS.items():
-    _REGISTRY[_name] = BackboneInfo(
+    BACKBONES.register(_name, BackboneInfo(
         _name, _hub_factory(_name), _spec.preprocessing,
-        _spec.config["hidden_dim"], 224, _spec.pooling)
-# The authors' code calls its Inception-v1 "googlenet"; Keras has none, so the
-# name maps to Inception-v3 (see keras_apps).
-_ALIASES = {"googlenet": "inception_v3", "bninception": "bn_inception",
-            "efficientnet-lite0": "efficientnet_lite0"}
+        _spec.config["hidden_dim"], 224, _spec.pooling))
 
 
-def available():
+def available() -> List[str]:
     """Names accepted by ``get`` (aliases excluded)."""
-    return sorted(_REGISTRY)
+    return BACKBONES.available()
 
 
-def info(name):
+def info(name: str) -> BackboneInfo:
     """``BackboneInfo(name, factory, preprocessing, channels, default_size)``."""
-    key = _ALIASES.get(name, name)
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"unknown backbone {name!r}; available: {available()} "
-            f"(aliases: {sorted(_ALIASES)}).")
-    return _REGISTRY[key]
+    return BACKBONES.get(name)
 
 
-def get(name, input_shape=None, weights=None, trainable=True):
+def get(name: str, input_shape: Optional[Tuple[int, int, int]] = None,
+        weights: Optional[str] = None, trainable: bool = True):
     """Build backbone ``name``: a Keras model image -> [B, h, w, C].
 
     Args:
@@ -111,7 +109,7 @@ def get(name, input_shape=None, weights=None, trainable=True):
     return model
 
 
-def preprocessing_name(name):
+def preprocessing_name(name: str) -> str:
     """Name of the preprocessing of backbone ``name`` (see ``preprocessing``)."""
     return info(name).preprocessing
 
@@ -122,7 +120,7 @@ def preprocessing_for(name):
 
 
 __all__ = [
-    "BackboneInfo", "WeightsUnavailableError", "available", "batchnorm_layers", "hub",
+    "BACKBONES", "BackboneInfo", "WeightsUnavailableError", "available", "batchnorm_layers", "hub",
     "bn_inception", "efficientnet_lite0", "freeze_batchnorm", "get", "info",
     "inception_v3", "load_torch_file", "preprocessing", "preprocessing_for",
     "preprocessing_name", "resnet50", "resnet101",

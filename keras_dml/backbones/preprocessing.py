@@ -9,17 +9,12 @@ PyTorch arrays) with ``keras.ops``. Train and serve see the same numbers.
 TensorFlow is not imported here: a TF tensor means it is loaded already.
 """
 
-import sys
+from typing import Callable, Union
 
 from keras import ops
 
-
-def _tf_of(images):
-    """The tensorflow module if ``images`` is a TensorFlow tensor, else None."""
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(images, (tf.Tensor, tf.Variable)):
-        return tf
-    return None
+from keras_dml._backend import tf_of as _tf_of
+from keras_dml.registry import Registry
 
 
 def _float_rgb(images, name):
@@ -103,7 +98,7 @@ def _constant(like, values):
     return ops.convert_to_tensor(values, dtype="float32")
 
 
-PREPROCESSING = {
+PREPROCESSING = Registry("preprocessing", {
     "caffe": caffe,
     "inception": inception,
     "bn_inception": bn_inception,
@@ -111,18 +106,19 @@ PREPROCESSING = {
     "torch_imagenet": torch_imagenet,
     "clip": clip,
     "identity": identity,
-}
+}, hint=" (or pass a callable)")
 
 
-def get(preprocess):
-    """A preprocessing function from its name (or the callable itself)."""
+def available():
+    """The preprocessing names ``get`` takes."""
+    return PREPROCESSING.available()
+
+
+def get(preprocess: Union[str, Callable, None]) -> Callable:
+    """A preprocessing function from its name (or the callable itself;
+    None: ``identity``)."""
     if callable(preprocess):
         return preprocess
     if preprocess is None:
         return identity
-    try:
-        return PREPROCESSING[preprocess]
-    except KeyError:
-        raise ValueError(
-            f"unknown preprocessing {preprocess!r}; known: "
-            f"{sorted(PREPROCESSING)} (or pass a callable).") from None
+    return PREPROCESSING.get(preprocess)

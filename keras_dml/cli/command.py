@@ -21,13 +21,11 @@ from absl import flags, logging
 
 from keras_dml.cli import quiet
 from keras_dml.cli.apps import APPS
+from keras_dml.cli.quiet import argv_value
 from keras_dml.training import recipe as recipes
 
 FLAGS = flags.FLAGS
 PROG = "keras-dml"
-# Run options: how and where to run, not what (not part of a Recipe).
-RUN_FLAGS = ("output_dir", "data_dir", "recipe", "resume", "overwrite", "export", "index",
-             "verbose")
 
 
 def _search(argv):
@@ -107,17 +105,6 @@ def listing():
         lines += [f"  {name:<{width}}  {summary}" for name, (summary, _) in COMMANDS.items()]
     lines += ["", f"example: {PROG} fashion_mnist --output_dir=runs/demo"]
     return "\n".join(lines)
-
-
-def argv_value(argv, name):
-    """The last value of ``--name=V`` / ``--name V`` in ``argv`` (or None)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-        elif arg == f"--{name}" and i + 1 < len(argv):
-            value = argv[i + 1]
-    return value
 
 
 def define_recipe_flags(defaults, losses):

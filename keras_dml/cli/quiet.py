@@ -29,19 +29,31 @@ import tempfile
 
 # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
 HIDE_INFO = "1"
-_VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
 # Log records from these packages are TensorFlow's, not the app's.
 TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow_datasets", "keras", "tf_keras")
+
+
+def argv_value(argv, name, *aliases):
+    """The last value of ``--NAME=V`` / ``--NAME V`` in ``argv`` for NAME in
+    ``(name, *aliases)`` (a one-letter NAME also as ``-N``), or None: a flag
+    read before absl parses the command line."""
+    flags = set()
+    for n in (name, *aliases):
+        flags.add(f"--{n}")
+        if len(n) == 1:
+            flags.add(f"-{n}")
+    value = None
+    for i, arg in enumerate(argv):
+        flag, eq, rest = arg.partition("=")
+        if flag in flags:
+            value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
 
 
 def argv_verbosity(argv=None):
     """absl's --verbosity / -v value in ``argv`` (0 when absent or unreadable)."""
     argv = sys.argv[1:] if argv is None else argv
-    value = None
-    for i, arg in enumerate(argv):
-        name, eq, rest = arg.partition("=")
-        if name in _VERBOSITY_FLAGS:
-            value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    value = argv_value(argv, "verbosity", "v")
     try:
         return int(value) if value is not None else 0
     except ValueError:

@@ -45,19 +45,21 @@ from keras_dml.data.coco import load_coco_captions  # noqa: F401,E402
 from keras_dml.data.glyphs import load_glyphs  # noqa: F401,E402
 from keras_dml.data.folders import (  # noqa: F401,E402
     load_image_csv, load_image_folder)
+from keras_dml.registry import Registry  # noqa: E402
 
-LOADERS = {
+LOADERS = Registry("data set", {
     "cub200": load_cub200, "cars196": load_cars196, "sop": load_sop,
     "inshop": load_inshop, "fashion_mnist": load_fashion_mnist,
-    "pose": load_mpii, "mpii": load_mpii, "layout": load_lsun_layout,
-    "lsun_layout": load_lsun_layout, "captions": load_coco_captions,
+    "mpii": load_mpii, "lsun_layout": load_lsun_layout,
     "coco_captions": load_coco_captions, "glyphs": load_glyphs,
-}
+}, aliases={"pose": "mpii", "layout": "lsun_layout", "captions": "coco_captions"})
 
 
-def load(name, *args, **kwargs):
+def available():
+    """The data set names ``load`` takes (aliases excluded)."""
+    return LOADERS.available()
+
+
+def load(name, *args, **kwargs) -> RetrievalData:
     """The loader called ``name`` (see ``LOADERS``) applied to the args."""
-    if name not in LOADERS:
-        raise ValueError(f"unknown data set {name!r}; known: "
-                         f"{sorted(LOADERS)}.")
-    return LOADERS[name](*args, **kwargs)
+    return LOADERS.get(name)(*args, **kwargs)

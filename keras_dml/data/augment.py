@@ -54,6 +54,8 @@ import tensorflow as tf
 from keras_dml.image_layers import (  # noqa: F401
     Compose, GrayscaleToRGB, RandomResizedCrop, ResizeShorterSide, StrokeWidthJitter)
 
+from keras_dml import _backend
+from keras_dml.backbones import preprocessing as _preprocessing
 
 # The authors' resize for each crop size (code/dataset/utils.py comment).
 AUTHORS_RESIZE = {224: 256, 256: 292, 324: 361, 448: 512}
@@ -172,8 +174,7 @@ def get_normalization(normalization):
     (identity)."""
     if normalization is None or callable(normalization):
         return normalization or (lambda x: tf.cast(x, tf.float32))
-    from keras_dml.backbones import preprocessing  # lazy: avoid import cycle
-    return preprocessing.get(normalization)
+    return _preprocessing.get(normalization)
 
 
 __all__ = [

@@ -46,7 +46,7 @@ def read_captions(path):
     lists of str ordered by annotation id)``; images without captions are
     left out.
     """
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         data = json.load(f)
     for key in ("images", "annotations"):
         if key not in data:
@@ -168,7 +168,7 @@ def load_coco_captions(root, encoder=None, captions_per_image=5,
                        cache_dir=None, test_distances=True,
                        train_annotations="annotations/captions_train2014.json",
                        test_annotations="annotations/captions_val2014.json",
-                       train_images="train2014", test_images="val2014"):
+                       train_images="train2014", test_images="val2014") -> RetrievalData:
     """COCO 2014 captions as :class:`RetrievalData` (``label_type="caption"``).
 
     Args:

@@ -110,7 +110,7 @@ def _read_tfds(part, data_dir, download):
 
 def load_fashion_mnist(root=DEBIAN_DIR, source="auto", train_classes=range(5),
                        test_classes=range(5, 10), data_dir=None,
-                       download=False):
+                       download=False) -> RetrievalData:
     """Fashion-MNIST with class-disjoint train/test splits.
 
     Args:

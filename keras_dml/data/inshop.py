@@ -33,7 +33,7 @@ def read_partition(path):
     Checks the header (count line, column line) and every row, and raises a
     ``ValueError`` naming the line on anything unexpected.
     """
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         lines = [ln.strip() for ln in f]
     lines = [ln for ln in lines if ln]  # tolerate trailing blank lines
     if len(lines) < 2:
@@ -80,7 +80,7 @@ def _image_root(root, first_image):
         "that holds Eval/ (or pass image_root=).")
 
 
-def load_inshop(root, image_root=None):
+def load_inshop(root, image_root=None) -> RetrievalData:
     """In-Shop Clothes as :class:`RetrievalData` with train/query/gallery.
 
     Args:

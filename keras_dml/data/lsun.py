@@ -132,7 +132,7 @@ def _load_split(root, part, image_dir, layout_dir, label_size):
 
 
 def load_lsun_layout(root, image_dir=None, layout_dir=None,
-                     label_size=(64, 64)):
+                     label_size=(64, 64)) -> RetrievalData:
     """LSUN room layout as :class:`RetrievalData` (``label_type="layout"``).
 
     ``train`` = training.mat (4,000), ``test`` = validation.mat (394); each

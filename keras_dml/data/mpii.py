@@ -232,7 +232,7 @@ def _person_split(name, paths, labels, boxes, crop_size, info):
 def load_mpii(root, annotation_file=None, image_dir=None,
               test_fraction=AUTHORS_TEST_FRACTION, seed=0,
               center="objpos", crop_scale=1.25,
-              crop_size=CROP_SIZE):
+              crop_size=CROP_SIZE) -> RetrievalData:
     """MPII persons as :class:`RetrievalData` (``label_type="pose"``).
 
     ``train`` / ``test`` yield ``(uint8 [crop_size, crop_size, 3] person

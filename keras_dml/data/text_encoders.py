@@ -103,7 +103,7 @@ class WordPieceTokenizer:
     """BERT's uncased tokenizer (basic tokenization + WordPiece)."""
 
     def __init__(self, vocab_file, lowercase=True, max_chars_per_word=100):
-        with open(vocab_file, "r", encoding="utf-8") as f:
+        with open(vocab_file, encoding="utf-8") as f:
             tokens = [line.rstrip("\n") for line in f]
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.lowercase = lowercase

@@ -105,7 +105,7 @@ def _read_tfds_split(builder, split, label_key, name_key, data_dir):
 
 
 def load_tfds_benchmark(name, data_dir=None, download=False,
-                        builder_kwargs=None):
+                        builder_kwargs=None) -> RetrievalData:
     """One of ``"cub200"``, ``"cars196"``, ``"sop"`` as :class:`RetrievalData`.
 
     ``train`` / ``test`` splits yield ``(uint8 [H, W, 3], int32 label)`` with
@@ -171,19 +171,19 @@ def load_tfds_benchmark(name, data_dir=None, download=False,
               "data_dir": data_dir})
 
 
-def load_cub200(data_dir=None, download=False):
+def load_cub200(data_dir=None, download=False) -> RetrievalData:
     """CUB-200-2011: train classes 1-100, test 101-200 (5,864 / 5,924 images
     in the real data). See :func:`load_tfds_benchmark`."""
     return load_tfds_benchmark("cub200", data_dir, download)
 
 
-def load_cars196(data_dir=None, download=False):
+def load_cars196(data_dir=None, download=False) -> RetrievalData:
     """Cars-196: train classes 1-98, test 99-196 (8,054 / 8,131 images in
     the real data). See :func:`load_tfds_benchmark`."""
     return load_tfds_benchmark("cars196", data_dir, download)
 
 
-def load_sop(data_dir=None, download=False):
+def load_sop(data_dir=None, download=False) -> RetrievalData:
     """Stanford Online Products: 11,318 train / 11,316 test classes
     (59,551 / 60,502 images in the real data). See
     :func:`load_tfds_benchmark`."""

@@ -27,10 +27,13 @@ neither the embedding nor the label-distance matrix is ever held whole unless
 it was given precomputed.
 """
 
+from typing import Callable, Dict, Optional, Sequence, Union
+
 import numpy as np
 from keras import ops
 
 from keras_dml import search
+from keras_dml._types import TensorLike
 
 METRICS = ("mean_label_distance", "ndcg")
 # Embedding metrics: squared euclidean ranks as euclidean does.
@@ -107,12 +110,13 @@ def _checked_distances(d, shape):
     return d
 
 
-def continuous_metrics(query_emb, query_labels, gallery_emb=None,
-                       gallery_labels=None, ks=(1, 5, 10, 20),
-                       label_distance="squared_l2",
-                       metric="euclidean",
-                       metrics=METRICS, chunk_size=None,
-                       label_distance_kwargs=None):
+def continuous_metrics(query_emb: TensorLike, query_labels, gallery_emb: Optional[TensorLike] = None,
+                       gallery_labels=None, ks: Union[int, Sequence[int]] = (1, 5, 10, 20),
+                       label_distance: Union[str, Callable, TensorLike] = "squared_l2",
+                       metric: str = "euclidean",
+                       metrics: Union[str, Sequence[str]] = METRICS,
+                       chunk_size: Optional[int] = None,
+                       label_distance_kwargs: Optional[dict] = None) -> Dict[str, float]:
     """Mean label distance of the top K and nDCG@K (see module docstring).
 
     Args:

@@ -1,10 +1,12 @@
 """Embed a data set with a model, batch by batch, with a progress bar."""
 
-import sys
 import weakref
+from typing import Optional, Tuple
 
 import keras
 import numpy as np
+
+from keras_dml import _backend
 
 # One compiled inference function per model, so that repeated evaluations
 # (a callback every epoch) trace the model only once.
@@ -14,12 +16,7 @@ _CALL_FNS = weakref.WeakKeyDictionary()
 def _host(x):
     """A batch as numpy when it is a TensorFlow tensor (a tf.data batch fed
     to a JAX or PyTorch model)."""
-    return x.numpy() if _is_tf_tensor(x) else x
-
-
-def _is_tf_tensor(x):
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(x, tf.Tensor)
+    return x.numpy() if _backend.is_tf_tensor(x) else x
 
 
 def _signature_of(model):
@@ -75,12 +72,10 @@ def _inference_fn(model):
     fn = _CALL_FNS.get(model)
     if fn is None:
         model_ref = weakref.ref(model)   # the cache must not keep the model alive
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
+        if _backend.is_tensorflow():
             def call(x):
                 return model_ref()(x, training=False)
-            fn = tf.function(call, reduce_retracing=True)
+            fn = _backend.function(call)      # tf.function(reduce_retracing=True)
         else:
             # Keras' compiled predict step (jax.jit under JAX, eager torch).
             def fn(x):
@@ -112,8 +107,7 @@ def _numpy_batches(data, batch_size):
 
 
 def _num_batches(data, batch_size):
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(data, tf.data.Dataset):
+    if _backend.is_tf_dataset(data):
         n = int(data.cardinality())
         return n if n >= 0 else None
     if isinstance(data, np.ndarray):
@@ -131,14 +125,11 @@ def _to_numpy(t, what):
         raise TypeError(f"the {what} must be a single tensor; got a "
                         f"{type(t).__name__}. For embeddings, use a model whose "
                         "output is the embedding.")
-    if hasattr(t, "numpy") and not isinstance(t, np.ndarray):
-        if keras.backend.backend() == "torch" and not _is_tf_tensor(t):
-            return keras.ops.convert_to_numpy(t)   # torch: .cpu() first
-        return t.numpy()
-    return np.asarray(t)
+    return _backend.to_numpy(t)
 
 
-def embed(model, dataset, verbose=1, batch_size=256):
+def embed(model, dataset, verbose: int = 1, batch_size: int = 256
+          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embeddings (and labels) of a whole data set, as numpy arrays.
 
     Args:

@@ -48,10 +48,13 @@ O(chunk * (Ng + k)); the full [Nq, Ng] matrix is never formed. The chunk size
 defaults to 512 MB / (16 bytes * Ng) rows.
 """
 
+from typing import Dict, Optional, Sequence, Union
+
 import numpy as np
 from keras import ops
 
 from keras_dml import search
+from keras_dml._types import TensorLike
 
 METRICS = ("recall", "map_at_r", "r_precision", "nmi")
 # The keys of the result name the metrics too: metrics=("map@r",) is "map_at_r".
@@ -184,10 +187,13 @@ def _nmi(embeddings, labels, seed):
     return float(normalized_mutual_info_score(labels, clusters))
 
 
-def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
-                      gallery_labels=None, ks=(1, 2, 4, 8),
-                      metrics=("recall", "map_at_r", "r_precision"),
-                      lone_queries="exclude", chunk_size=None, seed=0):
+def retrieval_metrics(query_emb: TensorLike, query_labels: TensorLike,
+                      gallery_emb: Optional[TensorLike] = None,
+                      gallery_labels: Optional[TensorLike] = None,
+                      ks: Union[int, Sequence[int]] = (1, 2, 4, 8),
+                      metrics: Union[str, Sequence[str]] = ("recall", "map_at_r", "r_precision"),
+                      lone_queries: str = "exclude", chunk_size: Optional[int] = None,
+                      seed: int = 0) -> Dict[str, float]:
     """Recall@K, MAP@R, R-precision (and NMI) of cosine nearest neighbours.
 
     Args:

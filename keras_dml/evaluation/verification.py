@@ -27,8 +27,11 @@ TAR@FAR=1e-4 needs well over 10^4 negative pairs to mean anything; with
 fewer it is the TAR at FAR = 0.
 """
 
+from typing import Dict
+
 import numpy as np
 
+from keras_dml._types import TensorLike
 from keras_dml.search import as_embeddings
 
 FARS = (1e-2, 1e-3, 1e-4)
@@ -93,7 +96,8 @@ def roc(scores, same):
     return far, tar, thresholds
 
 
-def verification_metrics(emb_a, emb_b, same, metric="cosine"):
+def verification_metrics(emb_a: TensorLike, emb_b: TensorLike, same: TensorLike,
+                         metric: str = "cosine") -> Dict[str, float]:
     """ROC AUC, EER, TAR at FAR 1e-2/1e-3/1e-4 and the best-accuracy
     threshold of pairs (emb_a[i], emb_b[i]) labelled ``same`` [N] (bool).
 

@@ -4,7 +4,7 @@ Each distance ``fn(x1, x2=None, mask1=None, mask2=None, **kwargs)`` takes two
 batches of labels and returns the [N1, N2] matrix of distances (within ``x1``
 when ``x2`` is None, with an exactly zero diagonal). They work
 
-* **in-batch**, on TensorFlow tensors, inside a loss (``LogRatioLoss`` and the
+* **in-batch**, on the Keras backend's tensors (``keras.ops``), inside a loss (``LogRatioLoss`` and the
   triplet losses call them on ``y_true`` through ``batch_label_distances``),
   vectorised, no Python loops;
 * **offline**, over a whole data set, through ``pairwise_label_distances``
@@ -41,11 +41,11 @@ from keras_dml.label_distances.layout import one_minus_miou
 from keras_dml.label_distances.neighbours import nearest_neighbours
 from keras_dml.label_distances.offline import pairwise_label_distances
 from keras_dml.label_distances.pose import squared_l2
-from keras_dml.label_distances.registry import get
+from keras_dml.label_distances.registry import LABEL_DISTANCES, available, get
 from keras_dml.label_distances.wmd import word_movers_distance
 
 __all__ = [
     "squared_l2", "l1", "one_minus_miou", "caption_set_distance",
-    "word_movers_distance", "pairwise_label_distances", "get",
+    "word_movers_distance", "pairwise_label_distances", "LABEL_DISTANCES", "available", "get",
     "batch_label_distances", "nearest_neighbours",
 ]

@@ -1,24 +1,31 @@
 """Label distances by name: ``get("squared_l2")`` -> the function, kwargs bound."""
 
 import functools
+from typing import Callable, List, Union
 
 from keras_dml.label_distances.captions import caption_set_distance
 from keras_dml.label_distances.l1 import l1
 from keras_dml.label_distances.layout import one_minus_miou
 from keras_dml.label_distances.pose import squared_l2
+from keras_dml.registry import Registry
 
-__all__ = ["get"]
+__all__ = ["LABEL_DISTANCES", "available", "get"]
 
-_REGISTRY = {
+LABEL_DISTANCES = Registry("label distance", {
     "squared_l2": squared_l2,
     "l1": l1,
     "one_minus_miou": one_minus_miou,
     "caption_set": caption_set_distance,
-    "caption_set_distance": caption_set_distance,
-}
+}, aliases={"caption_set_distance": "caption_set"},
+    hint=", 'precomputed' (in a loss) or a callable")
 
 
-def get(name, **kwargs):
+def available() -> List[str]:
+    """The names ``get`` takes (aliases excluded)."""
+    return LABEL_DISTANCES.available()
+
+
+def get(name: Union[str, Callable], **kwargs) -> Callable:
     """The label distance called ``name`` (kwargs bound), or a callable as is.
 
     Names: "squared_l2", "l1", "one_minus_miou" (needs ``num_classes``),
@@ -27,9 +34,5 @@ def get(name, **kwargs):
     """
     if callable(name):
         return functools.partial(name, **kwargs) if kwargs else name
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"Unknown label distance {name!r}; expected one of "
-            f"{sorted(_REGISTRY)}, 'precomputed' (in a loss) or a callable.")
-    fn = _REGISTRY[name]
+    fn = LABEL_DISTANCES.get(name)
     return functools.partial(fn, **kwargs) if kwargs else fn

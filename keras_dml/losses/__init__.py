@@ -1,7 +1,10 @@
 """Losses: one module per loss, each a functional core and a Keras Loss."""
 
-from keras_dml.losses.base import MetricLoss
+from typing import List, Optional
+
+from keras_dml.losses.base import ContinuousLoss, MetricLoss
 from keras_dml.losses.pairs import References
+from keras_dml.registry import Registry
 from keras_dml.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_dml.losses.proxy_nca import ProxyNCALoss, proxy_nca_loss
 from keras_dml.losses.soft_triple import SoftTripleLoss, soft_triple_loss
@@ -28,34 +31,29 @@ _CLASSES = (ProxyAnchorLoss, ProxyNCALoss, SoftTripleLoss, TripletLoss,
             LiftedStructureLoss, LogRatioLoss, DenseTripletLoss,
             BinaryTripletLoss, RankNContrastLoss, ArcFaceLoss, CosFaceLoss,
             SubCenterArcFaceLoss, CircleLoss)
-_BY_NAME = {cls.short_name: cls for cls in _CLASSES}
+LOSSES = Registry("loss", {cls.short_name: cls for cls in _CLASSES})
 
 
-def available(continuous_labels=None):
+def available(continuous_labels: Optional[bool] = None) -> List[str]:
     """Sorted short names of the losses (those for class or continuous labels
     only when ``continuous_labels`` is True / False)."""
-    return sorted(name for name, cls in _BY_NAME.items()
-                  if continuous_labels is None
-                  or cls.continuous_labels == continuous_labels)
+    return [name for name in LOSSES.available()
+            if continuous_labels is None
+            or LOSSES.get(name).continuous_labels == continuous_labels]
 
 
-def get(name, **kwargs):
+def get(name, **kwargs) -> MetricLoss:
     """The loss named ``name`` (e.g. "proxy_anchor", as in the flagfiles),
     built with ``kwargs``; a loss instance is returned as it is."""
     if isinstance(name, MetricLoss):
         if kwargs:
             raise ValueError("get() got a loss instance and keyword arguments.")
         return name
-    try:
-        cls = _BY_NAME[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown loss {name!r}; available: "
-                         f"{', '.join(available())}.") from None
-    return cls(**kwargs)
+    return LOSSES.get(name)(**kwargs)
 
 
 __all__ = [
-    "MetricLoss", "References", "available", "get",
+    "ContinuousLoss", "LOSSES", "MetricLoss", "References", "available", "get",
     "ProxyAnchorLoss", "proxy_anchor_loss",
     "ProxyNCALoss", "proxy_nca_loss",
     "SoftTripleLoss", "soft_triple_loss",

@@ -1,11 +1,19 @@
-"""The Keras base class shared by every keras_dml loss, and input checks."""
+"""The Keras base classes of the keras_dml losses, and input checks.
+
+``MetricLoss``: every loss (batch-level, checked input, config from the
+``__init__`` arguments). ``ContinuousLoss``: the losses on continuous labels,
+which own ``label_distance`` and its kwargs, turn ``y_true`` into label
+distances and call ``loss_from_distances``.
+"""
 
 import inspect
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import keras
 from keras import ops as kops
 
 from keras_dml import _backend, ops
+from keras_dml import label_distances as ld
 
 
 class MetricLoss(keras.losses.Loss):
@@ -152,3 +160,104 @@ def class_pair_inputs(y_true, y_pred):
     embeddings = check_embeddings(y_pred)
     check_batch_sizes(labels, embeddings)
     return labels, embeddings
+
+
+# ----------------------------------------------------------- continuous labels
+ANCHORS = ("all", "first")
+
+LabelDistance = Union[str, Callable]
+
+
+def check_anchors(anchors: str) -> None:
+    """``anchors`` of a continuous loss: "all" (every sample in turn) or
+    "first" (row 0 only, the log-ratio authors' batches)."""
+    if anchors not in ANCHORS:
+        raise ValueError(f"anchors must be one of {ANCHORS}; got {anchors!r}.")
+
+
+def check_label_distance(label_distance: LabelDistance) -> None:
+    """A ``kd.label_distances`` name, "precomputed" or a callable."""
+    if label_distance == "precomputed" or callable(label_distance):
+        return
+    ld.get(label_distance)    # raises on an unknown name
+
+
+def continuous_inputs(y_true, y_pred, label_distance: LabelDistance,
+                      label_distance_kwargs: Optional[Dict[str, Any]],
+                      first_row_only: bool, name: str) -> Tuple[Any, Any]:
+    """Validate (labels, embeddings) of a continuous-label loss.
+
+    Returns the embeddings [B, D] (checked finite) and the label distances
+    [B, B] (or [1, B] for ``first_row_only``), checked finite and >= 0, with
+    no gradient.
+    """
+    embeddings = check_embeddings(y_pred)
+    _backend.check_finite(embeddings, f"{name}: y_pred (embeddings)")
+    dy = ld.batch_label_distances(
+        y_true, label_distance, batch_size=kops.shape(embeddings)[0],
+        first_row_only=first_row_only,
+        label_distance_kwargs=label_distance_kwargs, name=name)
+    dy = kops.stop_gradient(kops.cast(dy, embeddings.dtype))
+    return embeddings, dy
+
+
+class ContinuousLoss(MetricLoss):
+    """A loss on embeddings ``y_pred`` [B, D] with continuous labels ``y_true``.
+
+    ``y_true`` are label vectors [B, L] (or maps, caption embeddings:
+    whatever ``label_distance`` reads), or with
+    ``label_distance="precomputed"`` a [B, B] label-distance matrix (with
+    ``anchors="first"`` also the [B] row D_y(0, i)). ``call`` turns them into
+    the label distances D_y (``continuous_inputs``: checked finite and
+    >= 0, no gradient) and returns ``loss_from_distances(embeddings, D_y)``,
+    the subclass's functional core. A callable ``label_distance`` goes
+    through Keras (de)serialisation in the config.
+
+    Args:
+      label_distance: a ``kd.label_distances`` name ("squared_l2", "l1",
+        "one_minus_miou", "caption_set"), "precomputed", or a callable
+        ``fn(y1, y2=None)``.
+      label_distance_kwargs: keyword arguments of the named label distance
+        (e.g. ``{"num_classes": 5}`` for "one_minus_miou").
+    """
+
+    continuous_labels = True
+
+    def __init__(self, label_distance: LabelDistance = "squared_l2",
+                 label_distance_kwargs: Optional[Dict[str, Any]] = None,
+                 name: Optional[str] = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_label_distance(label_distance)
+        self.label_distance = label_distance
+        self.label_distance_kwargs = label_distance_kwargs
+
+    @property
+    def first_row_only(self) -> bool:
+        """Only anchor 0's label distances are read (``anchors="first"``)."""
+        return getattr(self, "anchors", "all") == "first"
+
+    def loss_from_distances(self, embeddings, label_dist):
+        """The loss of embeddings [B, D] and label distances [B, B] ([1, B]
+        when ``first_row_only``)."""
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        embeddings, dy = continuous_inputs(
+            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
+            first_row_only=self.first_row_only, name=type(self).__name__)
+        return self.loss_from_distances(embeddings, dy)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        if callable(config.get("label_distance")):
+            config["label_distance"] = keras.saving.serialize_keras_object(
+                config["label_distance"])
+        return config
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]):
+        if isinstance(config.get("label_distance"), dict):
+            config = dict(config)
+            config["label_distance"] = keras.saving.deserialize_keras_object(
+                config["label_distance"])
+        return cls(**config)

@@ -9,13 +9,13 @@ negative).
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
-from keras_dml.losses.base import MetricLoss
-from keras_dml.losses.dense_triplet import (
-    _dim, _not_anchor, chunked_triplet_hinge, triplet_distances)
-from keras_dml.losses.log_ratio import (
-    _check_anchors, _check_label_distance, continuous_inputs,
-    deserialize_label_distance, serialize_label_distance)
+from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
+from keras_dml.losses.triplet_hinge import (
+    check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
 
 
 def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
@@ -31,8 +31,8 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
     """
     label_dist = kops.convert_to_tensor(label_dist)
     if anchors is None:
-        anchors = kops.arange(_dim(label_dist, 0), dtype="int32")
-    not_self = _not_anchor(anchors, _dim(label_dist, 1))
+        anchors = kops.arange(static_dim(label_dist, 0), dtype="int32")
+    not_self = not_anchor(anchors, static_dim(label_dist, 1))
     if threshold is None:
         # Rank of each sample in its row, ordered by (distance, position),
         # the anchor last: counted by comparison (exact, the same on every
@@ -40,7 +40,7 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
         # of the triplet block the loss builds from the same rows anyway.
         big = kops.full_like(label_dist, float("inf"))
         scores = kops.where(not_self, label_dist, big)
-        width = _dim(label_dist, 1)
+        width = static_dim(label_dist, 1)
         column = kops.arange(width, dtype="int32")
         score_i = kops.expand_dims(scores, 2)          # [A, i, 1]
         score_k = kops.expand_dims(scores, 1)          # [A, 1, k]
@@ -57,9 +57,10 @@ def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
     return pos, neg
 
 
-def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
-                        threshold=None, squared=True, normalize=True,
-                        anchors="all", block_size=None):
+def binary_triplet_loss(embeddings: TensorLike, label_dist: TensorLike, positives: int = 5,
+                        margin: float = 0.2, threshold: Optional[float] = None,
+                        squared: bool = True, normalize: bool = True, anchors: str = "all",
+                        block_size: Optional[int] = None) -> Tensor:
     """Triplet loss over (anchor, positive, negative) of binarised labels.
 
         L = 1/|T| sum_{(a,p,n) in T} max(0, D(f_a, f_p) - D(f_a, f_n) + margin)
@@ -81,7 +82,7 @@ def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
     Returns:
       A scalar; 0 with a zero gradient when there is no triplet.
     """
-    _check_anchors(anchors)
+    check_anchors(anchors)
     embeddings = kops.convert_to_tensor(embeddings)
     first = anchors == "first"
     dist = triplet_distances(embeddings, squared, normalize, first)
@@ -97,7 +98,7 @@ def binary_triplet_loss(embeddings, label_dist, positives=5, margin=0.2,
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class BinaryTripletLoss(MetricLoss):
+class BinaryTripletLoss(ContinuousLoss):
     """The paper's "Binary Tri." baseline on embeddings ``y_pred`` [B, D].
 
     Label distances (``label_distance`` on ``y_true``, or a precomputed
@@ -110,40 +111,26 @@ class BinaryTripletLoss(MetricLoss):
     """
 
     short_name = "binary_triplet"
-    continuous_labels = True
 
-    def __init__(self, positives=5, margin=0.2, threshold=None, squared=True,
-                 normalize=True, anchors="all", label_distance="squared_l2",
-                 label_distance_kwargs=None, block_size=None,
-                 name="binary_triplet_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        _check_anchors(anchors)
-        _check_label_distance(label_distance)
+    def __init__(self, positives: int = 5, margin: float = 0.2, threshold: Optional[float] = None,
+                 squared: bool = True, normalize: bool = True, anchors: str = "all",
+                 label_distance: LabelDistance = "squared_l2",
+                 label_distance_kwargs: Optional[dict] = None, block_size: Optional[int] = None,
+                 name: str = "binary_triplet_loss", **kwargs):
+        super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
+        check_anchors(anchors)
         if threshold is None and (positives is None or int(positives) < 1):
             raise ValueError(f"positives must be >= 1; got {positives}.")
-        if block_size is not None and int(block_size) < 1:
-            raise ValueError(f"block_size must be >= 1; got {block_size}.")
+        check_block_size(block_size)
         self.positives = positives
         self.margin = margin
         self.threshold = threshold
         self.squared = squared
         self.normalize = normalize
         self.anchors = anchors
-        self.label_distance = label_distance
-        self.label_distance_kwargs = label_distance_kwargs
         self.block_size = block_size
 
-    def call(self, y_true, y_pred):
-        embeddings, dy = continuous_inputs(
-            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
-            first_row_only=self.anchors == "first", name=type(self).__name__)
+    def loss_from_distances(self, embeddings, label_dist):
         return binary_triplet_loss(
-            embeddings, dy, self.positives, self.margin, self.threshold,
+            embeddings, label_dist, self.positives, self.margin, self.threshold,
             self.squared, self.normalize, self.anchors, self.block_size)
-
-    def get_config(self):
-        return serialize_label_distance(super().get_config())
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**deserialize_label_distance(config))

@@ -3,11 +3,13 @@
 import keras
 from keras import ops as kops
 
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 
 
-def lifted_structure_loss(labels, embeddings, neg_margin=1.0, pos_margin=0.0):
+def lifted_structure_loss(labels: TensorLike, embeddings: TensorLike, neg_margin: float = 1.0,
+                          pos_margin: float = 0.0) -> Tensor:
     """Lifted structured loss as pytorch-metric-learning computes it.
 
     With d the Euclidean distance between L2-normalised embeddings and
@@ -64,8 +66,8 @@ class LiftedStructureLoss(MetricLoss):
 
     short_name = "lifted_structure"
 
-    def __init__(self, neg_margin=1.0, pos_margin=0.0,
-                 name="lifted_structure_loss", **kwargs):
+    def __init__(self, neg_margin: float = 1.0, pos_margin: float = 0.0,
+                 name: str = "lifted_structure_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin

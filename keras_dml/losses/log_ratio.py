@@ -8,41 +8,19 @@ every triplet (a, i, j) of the minibatch (dense triplet mining).
 import keras
 from keras import ops as kops
 
+from typing import Optional, Union
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend
-from keras_dml import label_distances as ld
 from keras_dml import ops
-from keras_dml.losses.base import MetricLoss, check_embeddings
+from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 
-ANCHORS = ("all", "first")
 RATIOS = ("log", "plain")
-
-
-def _check_anchors(anchors):
-    if anchors not in ANCHORS:
-        raise ValueError(f"anchors must be one of {ANCHORS}; got {anchors!r}.")
 
 
 def _check_ratio(ratio):
     if ratio not in RATIOS:
         raise ValueError(f"ratio must be one of {RATIOS}; got {ratio!r}.")
-
-
-def continuous_inputs(y_true, y_pred, label_distance, label_distance_kwargs,
-                      first_row_only, name):
-    """Validate (labels, embeddings) of a continuous-label loss.
-
-    Returns the embeddings [B, D] (checked finite) and the label distances
-    [B, B] (or [1, B] for ``first_row_only``), checked finite and >= 0, with
-    no gradient.
-    """
-    embeddings = check_embeddings(y_pred)
-    _backend.check_finite(embeddings, f"{name}: y_pred (embeddings)")
-    dy = ld.batch_label_distances(
-        y_true, label_distance, batch_size=kops.shape(embeddings)[0],
-        first_row_only=first_row_only,
-        label_distance_kwargs=label_distance_kwargs, name=name)
-    dy = kops.stop_gradient(kops.cast(dy, embeddings.dtype))
-    return embeddings, dy
 
 
 def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
@@ -64,8 +42,9 @@ def _embedding_distances(embeddings, squared, distance_epsilon, first_only):
     return sq if squared else ops.safe_sqrt(sq)
 
 
-def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
-                   epsilon=1e-6, distance_epsilon="auto", ratio="log"):
+def log_ratio_loss(embeddings: TensorLike, label_dist: TensorLike, anchors: str = "all",
+                   squared: bool = True, epsilon: float = 1e-6,
+                   distance_epsilon: Union[str, float] = "auto", ratio: str = "log") -> Tensor:
     """Log-ratio loss from embeddings and label distances, O(B^2).
 
     For an anchor a and the n = B - 1 other samples, with
@@ -111,7 +90,7 @@ def log_ratio_loss(embeddings, label_dist, anchors="all", squared=True,
     Returns:
       A scalar; 0 (with a zero gradient) when B < 3.
     """
-    _check_anchors(anchors)
+    check_anchors(anchors)
     _check_ratio(ratio)
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
@@ -185,7 +164,7 @@ def _plain_ratio_rows(x, y, others, batch):
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class LogRatioLoss(MetricLoss):
+class LogRatioLoss(ContinuousLoss):
     """Log-ratio loss with dense triplet mining, on embeddings ``y_pred`` [B, D].
 
     ``y_true`` are continuous labels [B, L] (or maps / caption embeddings,
@@ -215,62 +194,27 @@ class LogRatioLoss(MetricLoss):
     """
 
     short_name = "log_ratio"
-    continuous_labels = True
 
-    def __init__(self, anchors="all", squared=True, epsilon=1e-6,
-                 label_distance="squared_l2", distance_epsilon="auto",
-                 label_distance_kwargs=None, ratio="log", name="log_ratio_loss",
+    def __init__(self, anchors: str = "all", squared: bool = True, epsilon: float = 1e-6,
+                 label_distance: LabelDistance = "squared_l2",
+                 distance_epsilon: Union[str, float] = "auto",
+                 label_distance_kwargs: Optional[dict] = None, ratio: str = "log",
+                 name: str = "log_ratio_loss",
                  **kwargs):
-        super().__init__(name=name, **kwargs)
-        _check_anchors(anchors)
+        super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
+        check_anchors(anchors)
         _check_ratio(ratio)
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0 (it keeps log(0) away); got {epsilon}.")
         if distance_epsilon != "auto" and not distance_epsilon >= 0:
             raise ValueError(
                 f"distance_epsilon must be 'auto' or >= 0; got {distance_epsilon!r}.")
-        _check_label_distance(label_distance)
         self.anchors = anchors
         self.squared = squared
         self.epsilon = epsilon
-        self.label_distance = label_distance
         self.distance_epsilon = distance_epsilon
-        self.label_distance_kwargs = label_distance_kwargs
         self.ratio = ratio
 
-    def call(self, y_true, y_pred):
-        embeddings, dy = continuous_inputs(
-            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
-            first_row_only=self.anchors == "first", name=type(self).__name__)
-        return log_ratio_loss(embeddings, dy, self.anchors, self.squared,
+    def loss_from_distances(self, embeddings, label_dist):
+        return log_ratio_loss(embeddings, label_dist, self.anchors, self.squared,
                               self.epsilon, self.distance_epsilon, self.ratio)
-
-    def get_config(self):
-        return serialize_label_distance(super().get_config())
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**deserialize_label_distance(config))
-
-
-def _check_label_distance(label_distance):
-    if label_distance == "precomputed" or callable(label_distance):
-        return
-    ld.get(label_distance)    # raises on an unknown name
-
-
-def serialize_label_distance(config):
-    """Callables in ``label_distance`` go through Keras (de)serialisation."""
-    if callable(config.get("label_distance")):
-        config = dict(config)
-        config["label_distance"] = keras.saving.serialize_keras_object(
-            config["label_distance"])
-    return config
-
-
-def deserialize_label_distance(config):
-    if isinstance(config.get("label_distance"), dict):
-        config = dict(config)
-        config["label_distance"] = keras.saving.deserialize_keras_object(
-            config["label_distance"])
-    return config

@@ -3,11 +3,12 @@
 import keras
 from keras import ops as kops
 
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 
 
-def npair_loss(labels, embeddings):
+def npair_loss(labels: TensorLike, embeddings: TensorLike) -> Tensor:
     """N-pair loss over one anchor-positive pair per class.
 
     Each class with at least two samples in the batch gives one pair: the
@@ -59,7 +60,7 @@ class NPairLoss(MetricLoss):
 
     short_name = "npair"
 
-    def __init__(self, name="npair_loss", **kwargs):
+    def __init__(self, name: str = "npair_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):

@@ -3,11 +3,15 @@
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 
-def proxy_anchor_loss(labels, cosines, alpha=32.0, margin=0.1):
+def proxy_anchor_loss(labels: TensorLike, cosines: TensorLike, alpha: float = 32.0,
+                      margin: float = 0.1) -> Tensor:
     """Proxy Anchor loss from cosine similarities to the class proxies.
 
         l = 1/|P+| sum_{p in P+} log(1 + sum_{i in B_p+} exp(-alpha (s(i,p) - margin)))
@@ -54,8 +58,8 @@ class ProxyAnchorLoss(MetricLoss):
     short_name = "proxy_anchor"
     takes_proxies = True
 
-    def __init__(self, alpha=32.0, margin=0.1, num_classes=None,
-                 name="proxy_anchor_loss", **kwargs):
+    def __init__(self, alpha: float = 32.0, margin: float = 0.1,
+                 num_classes: Optional[int] = None, name: str = "proxy_anchor_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.alpha = alpha
         self.margin = margin

@@ -3,6 +3,9 @@
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
@@ -21,7 +24,7 @@ def sparse_cross_entropy(labels, logits):
                              kops.cast(kops.shape(per_sample)[0], logits.dtype))
 
 
-def proxy_nca_loss(labels, cosines, scale=32.0):
+def proxy_nca_loss(labels: TensorLike, cosines: TensorLike, scale: float = 32.0) -> Tensor:
     """Proxy-NCA from cosine similarities to the class proxies [B, C].
 
         l = mean_i -log softmax_c( -scale * ||f_i/|f_i| - p_c/|p_c| ||^2 )[y_i]
@@ -46,8 +49,8 @@ class ProxyNCALoss(MetricLoss):
     short_name = "proxy_nca"
     takes_proxies = True
 
-    def __init__(self, scale=32.0, num_classes=None, name="proxy_nca_loss",
-                 **kwargs):
+    def __init__(self, scale: float = 32.0, num_classes: Optional[int] = None,
+                 name: str = "proxy_nca_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.scale = scale
         self.num_classes = num_classes

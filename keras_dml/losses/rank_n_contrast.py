@@ -9,11 +9,12 @@ the ranking of the label distances.
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend, ops
-from keras_dml.losses.base import MetricLoss
-from keras_dml.losses.log_ratio import (
-    _check_label_distance, continuous_inputs,
-    deserialize_label_distance, serialize_label_distance)
+from keras_dml.losses.base import (
+    ContinuousLoss, LabelDistance, check_label_distance, continuous_inputs)
 
 
 def _check_temperature(temperature):
@@ -21,7 +22,8 @@ def _check_temperature(temperature):
         raise ValueError(f"temperature must be > 0; got {temperature!r}.")
 
 
-def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
+def rank_n_contrast_from_distances(embeddings: TensorLike, label_dist: TensorLike,
+                                   temperature: float = 2.0) -> Tensor:
     """Rank-N-Contrast loss from embeddings [B, D] and label distances [B, B].
 
     With s(i, j) = -||f_i - f_j||_2 / temperature and d(i, j) the label
@@ -104,8 +106,9 @@ def rank_n_contrast_from_distances(embeddings, label_dist, temperature=2.0):
     return kops.cast(loss, dtype)
 
 
-def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
-                         label_distance="l1", label_distance_kwargs=None):
+def rank_n_contrast_loss(labels: TensorLike, embeddings: TensorLike, temperature: float = 2.0,
+                         label_distance: LabelDistance = "l1",
+                         label_distance_kwargs: Optional[dict] = None) -> Tensor:
     """Rank-N-Contrast loss of embeddings [B, D] with continuous labels.
 
         L = 1 / (B (B - 1)) * sum_i sum_{j != i}
@@ -132,7 +135,7 @@ def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
       A scalar; 0 (zero gradient) when B < 2.
     """
     _check_temperature(temperature)
-    _check_label_distance(label_distance)
+    check_label_distance(label_distance)
     embeddings, dy = continuous_inputs(
         labels, embeddings, label_distance, label_distance_kwargs,
         first_row_only=False, name="rank_n_contrast_loss")
@@ -140,7 +143,7 @@ def rank_n_contrast_loss(labels, embeddings, temperature=2.0,
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
-class RankNContrastLoss(MetricLoss):
+class RankNContrastLoss(ContinuousLoss):
     """Rank-N-Contrast loss (Zha et al., NeurIPS 2023) on embeddings [B, D].
 
     ``y_true``: continuous labels [B, L] read by ``label_distance`` (as in
@@ -167,27 +170,14 @@ class RankNContrastLoss(MetricLoss):
     """
 
     short_name = "rank_n_contrast"
-    continuous_labels = True
 
-    def __init__(self, temperature=2.0, label_distance="l1",
-                 label_distance_kwargs=None, name="rank_n_contrast_loss",
+    def __init__(self, temperature: float = 2.0, label_distance: LabelDistance = "l1",
+                 label_distance_kwargs: Optional[dict] = None,
+                 name: str = "rank_n_contrast_loss",
                  **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         _check_temperature(temperature)
-        _check_label_distance(label_distance)
         self.temperature = temperature
-        self.label_distance = label_distance
-        self.label_distance_kwargs = label_distance_kwargs
 
-    def call(self, y_true, y_pred):
-        embeddings, dy = continuous_inputs(
-            y_true, y_pred, self.label_distance, self.label_distance_kwargs,
-            first_row_only=False, name=type(self).__name__)
-        return rank_n_contrast_from_distances(embeddings, dy, self.temperature)
-
-    def get_config(self):
-        return serialize_label_distance(super().get_config())
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**deserialize_label_distance(config))
+    def loss_from_distances(self, embeddings, label_dist):
+        return rank_n_contrast_from_distances(embeddings, label_dist, self.temperature)

@@ -3,13 +3,16 @@
 import keras
 from keras import ops as kops
 
+from typing import Optional
+
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 from keras_dml.losses.proxy_nca import sparse_cross_entropy
 
 
-def soft_triple_loss(labels, cosines, centers_per_class=10, la=20.0, gamma=0.1,
-                     margin=0.01):
+def soft_triple_loss(labels: TensorLike, cosines: TensorLike, centers_per_class: int = 10,
+                     la: float = 20.0, gamma: float = 0.1, margin: float = 0.01) -> Tensor:
     """SoftTriple from cosines to K centres per class, [B, C*K] class-major.
 
         S'_{i,c} = sum_k softmax_k(s_{i,c,k} / gamma) s_{i,c,k}
@@ -47,8 +50,9 @@ class SoftTripleLoss(MetricLoss):
     def proxies_per_class(self):
         return self.centers_per_class
 
-    def __init__(self, centers_per_class=10, la=20.0, gamma=0.1, margin=0.01,
-                 num_classes=None, name="soft_triple_loss", **kwargs):
+    def __init__(self, centers_per_class: int = 10, la: float = 20.0, gamma: float = 0.1,
+                 margin: float = 0.01, num_classes: Optional[int] = None,
+                 name: str = "soft_triple_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if int(centers_per_class) < 1:
             raise ValueError("centers_per_class must be >= 1.")

@@ -5,7 +5,7 @@ from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.dense_triplet import chunked_triplet_hinge
+from keras_dml.losses.triplet_hinge import chunked_triplet_hinge
 
 from keras_dml.losses import pairs  # noqa: E402  (the shared pair masks)
 

@@ -7,13 +7,10 @@
                   warmup_epochs=1, clip_value=10.)
 
 The parameter-group optimiser and the schedules live in
-``keras_dml.optimizers``; ``step_decay``, ``ScaledSchedule`` and ``GROUPS``
-are re-exported here for code written before the move.
+``keras_dml.optimizers``.
 """
 
 from keras_dml.models.embedder import Embedder, build_embedder
 from keras_dml.models.metric_model import MetricModel, WarmupSwitch
-from keras_dml.optimizers import GROUPS, ScaledSchedule, step_decay
 
-__all__ = ["Embedder", "build_embedder", "MetricModel", "WarmupSwitch",
-           "ScaledSchedule", "step_decay", "GROUPS"]
+__all__ = ["Embedder", "build_embedder", "MetricModel", "WarmupSwitch"]

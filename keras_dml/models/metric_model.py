@@ -6,6 +6,7 @@ import inspect
 import keras
 from keras import ops
 
+from keras_dml import _backend
 from keras_dml import _keras_hooks
 from keras_dml.layers.memory import CrossBatchMemory
 from keras_dml.losses.base import MetricLoss
@@ -415,7 +416,7 @@ class MetricModel(keras.Model):
 
 def _steps():
     """The module with this backend's train/test steps."""
-    backend = keras.backend.backend()
+    backend = _backend.name()
     if backend not in ("tensorflow", "jax", "torch"):
         raise NotImplementedError(
             f"MetricModel trains under the tensorflow, jax and torch Keras "

@@ -133,7 +133,7 @@ def export_model(model, paths: RunPaths, recipe: Recipe, data, pipes) -> Dict[st
     """``saved_model/`` (images -> embeddings, the eval transform inside);
     off TensorFlow, ``final.weights.h5`` and a warning saying why."""
     from keras_dml import export
-    if _backend.name() != "tensorflow":
+    if not _backend.is_tensorflow():
         # The SavedModel's serving functions trace the model with
         # TensorFlow; a JAX/PyTorch model's weights are backend-neutral.
         model.save_weights(paths.final_weights)

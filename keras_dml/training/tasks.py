@@ -9,6 +9,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from keras_dml.registry import Registry
+
 
 def _pose_transforms(recipe):
     from keras_dml.data import mpii
@@ -66,20 +68,17 @@ class Task:
         return neighbours
 
 
-TASKS: Dict[str, Task] = {
+# By ``data.label_type``.
+TASKS: Registry[Task] = Registry("task (label_type)", {
     "class": Task(),
     # Class labels (CJK characters, kd.data.load_glyphs) with the glyph transforms.
     "glyph": Task(transforms=_glyph_transforms),
     "pose": Task(True, "squared_l2", transforms=_pose_transforms),
     "layout": Task(True, "one_minus_miou", {"num_classes": 5}, transforms=_whole_frame),
     "caption": Task(True, "caption_set"),
-}
+}, hint="; pass task=Task(...) for another")
 
 
 def task_for(data) -> Task:
     """The :class:`Task` of ``data.label_type`` (see ``TASKS``)."""
-    try:
-        return TASKS[data.label_type]
-    except KeyError:
-        raise ValueError(f"no task for label_type {data.label_type!r}; pass task=Task(...) "
-                         f"(known: {sorted(TASKS)}).") from None
+    return TASKS.get(data.label_type)
