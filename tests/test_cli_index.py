@@ -3,6 +3,7 @@ model's fingerprint; a killed run resumes from its last checkpoint."""
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,8 +47,26 @@ def test_folder_gallery_labels_metadata_and_fingerprint(model, tmp_path):
         else:
             assert m["class_name"] == os.path.basename(os.path.dirname(m["path"]))
             assert names[label] == m["class_name"]
-    assert kd.serving.recorded_model(path) == kd.serving.model_fingerprint(model)
+    # The manifest records the SavedModel's fingerprint (kd.export's).
+    assert index.model_fingerprint is not None
+    assert index.model_fingerprint == kd.retrieval.model_fingerprint(model)
     assert not os.path.exists(path + ".partial")
+    assert not os.path.exists(os.path.join(path, "model.json"))
+
+
+def test_model_without_fingerprint_gives_an_unchecked_index_with_a_warning(
+        model, tmp_path, capsys):
+    import keras_dml as kd
+    bare = str(tmp_path / "bare_model")
+    shutil.copytree(model, bare)
+    os.remove(os.path.join(bare, "assets.extra", "keras_dml.json"))
+    gallery = st.write_gallery(str(tmp_path / "g"), per_class=1)
+    out = str(tmp_path / "idx")
+    assert cli_index.main(["--model", bare, "--images", gallery, "--index", out,
+                           "--verbose", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: cannot check" in err and "the model records no model fingerprint" in err
+    assert kd.retrieval.Index.load(out).model_fingerprint is None
 
 
 def test_csv_gallery_faiss_and_unreadable_images(model, tmp_path, capsys):

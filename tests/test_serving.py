@@ -207,13 +207,29 @@ def test_a_request_is_answered_while_another_is_still_uploading(server, pair):
 def test_mismatched_model_is_refused(pair, tmp_path, capsys):
     from keras_dml.cli import serve
     import keras_dml as kd
+    # The index records the model that made it (Index.model_fingerprint, in
+    # its manifest), the same fingerprint kd.export wrote into the SavedModel.
+    recorded = kd.retrieval.Index.load(pair[1]).model_fingerprint
+    assert recorded is not None and recorded == kd.retrieval.model_fingerprint(pair[0])
+    assert kd.retrieval.check_model_matches(pair[0], pair[1]) is None
     other = st.export_tiny_model(str(tmp_path / "other_model"), seed=1)
-    with pytest.raises(kd.serving.ModelMismatchError, match="another model"):
+    assert kd.retrieval.model_fingerprint(other) not in (None, recorded)
+    assert kd.serving.ModelMismatchError is kd.retrieval.ModelMismatchError
+    with pytest.raises(kd.serving.ModelMismatchError, match="another model") as refused:
         kd.serving.create_app(other, pair[1])
+    assert repr(other) in str(refused.value) and repr(pair[1]) in str(refused.value)
     assert serve.main([f"--model={other}", f"--index={pair[1]}"]) == 2
-    assert "another model" in capsys.readouterr().err
-    # The index records the model that made it.
-    assert kd.serving.recorded_model(pair[1]) == kd.serving.model_fingerprint(pair[0])
+    err = capsys.readouterr().err
+    assert "another model" in err and other in err and pair[1] in err
+    # Either side without a fingerprint: no refusal, a warning naming the side.
+    unrecorded = kd.retrieval.Index.load(pair[1])
+    unrecorded.model_fingerprint = None
+    warning = kd.retrieval.check_model_matches(other, unrecorded)
+    assert "cannot check" in warning and "the index records no model fingerprint" in warning
+    os.remove(os.path.join(other, "assets.extra", "keras_dml.json"))
+    assert kd.retrieval.model_fingerprint(other) is None
+    warning = kd.retrieval.check_model_matches(other, pair[1])
+    assert "the model records no model fingerprint" in warning and repr(other) in warning
 
 
 def test_batcher_batches_and_isolates_errors():

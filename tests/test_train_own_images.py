@@ -59,8 +59,10 @@ def test_train_writes_run_and_named_index(tmp_path):
     for label, m in zip(index.labels.tolist(), index.metadata):
         assert by_label.setdefault(label, m["class_name"]) == m["class_name"]
     saved = os.path.join(out, "saved_model")
-    assert kd.serving.recorded_model(index_dir := os.path.join(out, "index")) == \
-        kd.serving.model_fingerprint(saved)
+    index_dir = os.path.join(out, "index")
+    assert index.model_fingerprint is not None
+    assert index.model_fingerprint == kd.retrieval.model_fingerprint(saved)
+    assert kd.retrieval.check_model_matches(saved, index_dir) is None
     # The pair serves (fingerprint and width check pass).
     app = kd.serving.create_app(saved, index_dir)
     assert len(app.state.searcher.index) == 18

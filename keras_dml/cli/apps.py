@@ -23,8 +23,6 @@ class App:
       data_dir: what ``--data_dir`` must point to when it is required (None:
         optional, e.g. a TFDS data_dir).
       define_flags: defines the app's own data flags (or None).
-      after_run: ``(FLAGS, kd.training.RunResult) -> None`` run after a
-        successful run (or None).
       data_dir_help: the help of an optional ``--data_dir`` (default: a TFDS
         data_dir).
     """
@@ -34,7 +32,6 @@ class App:
     load: Callable
     data_dir: Optional[str] = None
     define_flags: Optional[Callable] = None
-    after_run: Optional[Callable] = None
     data_dir_help: str = "TFDS data_dir."
 
 
@@ -162,13 +159,6 @@ def _own_images(F):
     return kd.data.load_image_folder(F.data_dir, **common)
 
 
-def _record_model(F, result):
-    """The test gallery index records the exported model that made it."""
-    if "index" in result.paths and "saved_model" in result.paths:
-        from keras_dml.serving import fingerprint
-        fingerprint.record_model(result.paths["index"], result.paths["saved_model"])
-
-
 APPS = {
     "train": App(
         "Your own images: train on a folder (ROOT/<class>/<images>, or ROOT/train|test/...) "
@@ -176,7 +166,7 @@ APPS = {
         "proxy_anchor", _own_images,
         data_dir="a folder of class folders (ROOT/<class>/<images> or "
                  "ROOT/train|test/<class>/...) or a CSV file (path,label[,split] columns)",
-        define_flags=_own_images_flags, after_run=_record_model),
+        define_flags=_own_images_flags),
     "fashion_mnist": App(
         "Offline demo: Proxy Anchor on Fashion-MNIST, train on classes 0-4, test on the "
         "unseen 5-9 (Debian dataset-fashion-mnist, or TFDS).",

@@ -169,8 +169,6 @@ def define_app(name, argv, prog=None):
                 raise
             print(f"{prog}: error: {line}", file=sys.stderr)
             return 2
-        if spec.after_run:
-            spec.after_run(FLAGS, result)
         logging.info("wrote %s", ", ".join(sorted(result.paths)))
         return 0
 

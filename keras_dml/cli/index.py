@@ -10,8 +10,11 @@ non-image files are skipped as by ``kd.data.load_image_folder``. The index
 (``kd.retrieval.Index``, cosine) holds one item per readable image: label =
 the class's position in the sorted class names (-1 without a class) and
 metadata ``{"path": absolute path, "class_name": ...}``. It records the
-model's fingerprint (``kd.serving.fingerprint``): ``serve`` refuses another
-model.
+model's fingerprint (``Index.model_fingerprint``: the
+``kd.retrieval.model_fingerprint`` that ``kd.export`` wrote into the
+SavedModel) in its manifest, so that ``search`` and ``serve`` refuse
+another model (``kd.retrieval.check_model_matches``); a SavedModel without
+one gives an index without one, with a warning.
 
 The images are read and checked in a thread pool and embedded in batches
 of ``--batch_size`` through the SavedModel's bytes signature (the same
@@ -24,8 +27,9 @@ checkpointed every ``--checkpoint_every`` images into ``OUT.partial/``
 likewise: a kill at any moment leaves a consistent checkpoint). Rerunning
 the same command continues after the last checkpoint; a checkpoint made by
 another model or for another image list is refused (``--restart`` discards
-it). The finished index is saved atomically to ``OUT`` and the checkpoint
-removed.
+it; the checkpoint names the model by its fingerprint, or by its absolute
+path when it has none). The finished index is saved atomically to ``OUT``
+and the checkpoint removed.
 """
 
 import argparse
@@ -220,7 +224,7 @@ def build(args):
     """Run the command; returns (index path, items indexed, unreadable list)."""
     from keras_dml import retrieval
     from keras_dml.cli import search as cli_search
-    from keras_dml.serving import fingerprint, app as serving_app
+    from keras_dml.serving import app as serving_app
     import keras
 
     if args.batch_size < 1 or args.checkpoint_every < 1:
@@ -230,9 +234,12 @@ def build(args):
         raise IndexCommandError(f"--index {out!r} exists; pass --overwrite to replace it.")
     try:
         cli_search.check_model_dir(args.model)
-        model_fp = fingerprint.model_fingerprint(args.model)
-    except (cli_search.SearchError, FileNotFoundError) as e:
+    except cli_search.SearchError as e:
         raise IndexCommandError(str(e)) from None
+    model_fp = retrieval.model_fingerprint(args.model)
+    # The checkpoint's model identity: the fingerprint, else (a SavedModel
+    # not written by kd.export) the model's absolute path.
+    model_id = model_fp or "path:" + os.path.abspath(args.model)
     items = list_gallery(args.images, args)
     digest = listing_digest(items)
     chunk = max(args.batch_size, args.checkpoint_every // args.batch_size * args.batch_size)
@@ -241,20 +248,29 @@ def build(args):
     if state is not None and args.restart:
         shutil.rmtree(ckpt.dir)
         state = None
-    if state is not None and (state["model"] != model_fp or state["listing"] != digest
+    if state is not None and (state["model"] != model_id or state["listing"] != digest
                               or state["chunk"] != chunk):
         raise IndexCommandError(
             f"{ckpt.dir} holds a checkpoint of another run (another model, image list or "
             "--checkpoint_every); pass --restart to discard it.")
     if state is None:
         os.makedirs(ckpt.dir, exist_ok=True)
-        state = {"model": model_fp, "listing": digest, "chunk": chunk, "chunks": 0,
+        state = {"model": model_id, "listing": digest, "chunk": chunk, "chunks": 0,
                  "done": 0, "total": len(items)}
     try:
         embed = cli_search.embedding_function(args.model)
     except cli_search.SearchError as e:
         raise IndexCommandError(str(e)) from None
     dim = int(embed([serving_app._tiny_png()]).shape[1])
+    params = {"faiss_factory": args.faiss_factory} if args.backend == "faiss" else {}
+    index = retrieval.Index(dim, metric="cosine", backend=args.backend, **params)
+    index.model_fingerprint = model_fp        # saved in the manifest by Index.save
+    # Before hours of embedding: a model without a fingerprint makes an index
+    # that search / serve cannot check (the same check, and warning, as theirs).
+    warning = retrieval.check_model_matches(args.model, index, model_name=repr(args.model),
+                                            index_name=repr(out))
+    if warning:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     done = state["done"]
     bar = keras.utils.Progbar(len(items), unit_name="image") if args.verbose else None
     if bar and done:
@@ -291,11 +307,8 @@ def build(args):
     kept = [item for item, good in zip(items, ok) if good]
     labels = np.asarray([ids[n] if n is not None else -1 for _, n in kept], np.int64)
     metadata = [{"path": p, **({"class_name": n} if n is not None else {})} for p, n in kept]
-    params = {"faiss_factory": args.faiss_factory} if args.backend == "faiss" else {}
-    index = retrieval.Index(dim, metric="cosine", backend=args.backend, **params)
     index.add(emb, labels=labels, metadata=metadata)
     path = index.save(out)
-    fingerprint.record_model(path, args.model, model_fp)
     shutil.rmtree(ckpt.dir)
     bad = [p for (p, _), good in zip(items, ok) if not good]
     return path, len(kept), bad

@@ -151,20 +151,16 @@ def default_output(image, index):
     return os.path.join(parent, f"search_{stem}.png")
 
 
-def check_same_model(model, idx):
-    """Refuse an index whose recorded model is not the SavedModel's. Returns
-    a warning (None if none) when either records no fingerprint."""
-    from keras_dml.retrieval import model_fingerprint
-    ours, theirs = model_fingerprint(model), idx.model_fingerprint
-    if ours and theirs and ours != theirs:
-        raise SearchError(
-            f"the index was built with another model ({theirs}) than --model ({ours}): "
-            "they come from different runs. Use the SavedModel and the index of one run.")
-    if ours and theirs:
-        return None
-    return (f"cannot check that the index was built with this model "
-            f"({'the index' if not theirs else 'the SavedModel'} records no model "
-            "fingerprint).")
+def check_same_model(model, idx, index_path=None):
+    """Refuse an index whose recorded model is not the SavedModel's
+    (``kd.retrieval.check_model_matches``). Returns a warning (None if none)
+    when either records no fingerprint."""
+    from keras_dml.retrieval import ModelMismatchError, check_model_matches
+    try:
+        return check_model_matches(model, idx, index_name=None if index_path is None
+                                   else repr(os.fspath(index_path)))
+    except ModelMismatchError as e:
+        raise SearchError(str(e)) from None
 
 
 def check_label(label, idx):
@@ -189,7 +185,7 @@ def search(model, index, image, k=5, output=None, label=None):
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(idx):
         raise SearchError(f"--k must be between 1 and the index size {len(idx)}; got {k}.")
     check_label(label, idx)
-    warning = check_same_model(model, idx)
+    warning = check_same_model(model, idx, index)
     data, picture = read_image(image)
     output = os.path.abspath(output) if output else default_output(image, index)
     if os.path.isdir(output):

@@ -55,7 +55,7 @@ def main(argv):
               f"'keras_dml[serve]' ({e}).", file=sys.stderr)
         return 2
     from keras_dml.cli.search import SearchError
-    from keras_dml.serving.fingerprint import ModelMismatchError
+    from keras_dml.retrieval import ModelMismatchError
     try:
         app = create_app(args.model, args.index, threshold=args.threshold,
                          max_upload_bytes=int(args.max_upload_mb * 2 ** 20),

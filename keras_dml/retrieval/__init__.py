@@ -10,14 +10,16 @@ match decisions, and index persistence.
     decision = index.match(queries, threshold)   # .labels [N] (-1 = unknown), .scores [N], .ids [N]
     index = kd.retrieval.build_index(model, dataset)   # through kd.evaluation.embed
     index.model_fingerprint                   # kd.retrieval.model_fingerprint(model), saved
+    kd.retrieval.check_model_matches(model_or_savedmodel_dir, index_or_dir)  # raises ModelMismatchError
 
 Serving: ``kd.export.export_retrieval_model(model, index, path, k=10, ...)``.
 """
 
 from keras_dml.retrieval.calibration import Calibration, calibrate
-from keras_dml.retrieval.index import (Index, MatchResult, SearchResult, build_index,
-                                       model_fingerprint)
+from keras_dml.retrieval.index import (Index, MatchResult, ModelMismatchError, SearchResult,
+                                       build_index, check_model_matches, model_fingerprint)
 from keras_dml.retrieval.storage import FORMAT_VERSION, IndexFormatError
 
 __all__ = ["Calibration", "FORMAT_VERSION", "Index", "IndexFormatError",
-           "MatchResult", "SearchResult", "build_index", "calibrate", "model_fingerprint"]
+           "MatchResult", "ModelMismatchError", "SearchResult", "build_index", "calibrate",
+           "check_model_matches", "model_fingerprint"]

@@ -450,6 +450,49 @@ def model_fingerprint(model):
     return "sha256:" + digest.hexdigest()[:32]
 
 
+class ModelMismatchError(ValueError):
+    """A model and an index that come from different models."""
+
+
+def check_model_matches(model, index, model_name=None, index_name=None):
+    """Refuse a model that did not make ``index``; the one check behind
+    ``keras-dml search``, ``keras-dml index`` and ``kd.serving.create_app`` /
+    ``keras-dml serve``.
+
+        ours = model_fingerprint(model); theirs = index.model_fingerprint
+        ours != theirs (both known)  -> raise ModelMismatchError
+        ours or theirs is None       -> return a warning (cannot check)
+        ours == theirs               -> return None
+
+    ``model``: a Keras model or a SavedModel directory (see
+    ``model_fingerprint``); ``index``: an ``Index`` or an index directory
+    (``Index.load``). ``model_name`` / ``index_name``: how the messages name
+    them (default: the paths given; none for objects). Returns
+    None when the fingerprints agree, else the warning text (the caller shows
+    it: ``search`` after its results, ``serve`` in its log).
+    """
+    if model_name is None and isinstance(model, (str, os.PathLike)):
+        model_name = repr(os.fspath(model))
+    if not isinstance(index, Index):
+        if index_name is None:
+            index_name = repr(os.fspath(index))
+        index = Index.load(index)
+    the_model = "the model" + (f" {model_name}" if model_name else "")
+    the_index = "the index" + (f" {index_name}" if index_name else "")
+    ours, theirs = model_fingerprint(model), index.model_fingerprint
+    if ours and theirs and ours != theirs:
+        raise ModelMismatchError(
+            f"{the_index} was built with another model ({theirs}) than {the_model} "
+            f"({ours}): they come from different runs and their embeddings are not "
+            "comparable. Use the SavedModel and the index of one run, or rebuild the "
+            "index with this model (keras-dml index).")
+    if ours and theirs:
+        return None
+    return (f"cannot check that {the_index} was built with {the_model} "
+            f"({'the model' if not ours else 'the index'} records no model fingerprint; "
+            "a SavedModel records one when written by kd.export).")
+
+
 def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
                 metadata=None, verbose=1, batch_size=256, **index_kwargs):
     """An ``Index`` of a model's embeddings of a data set.

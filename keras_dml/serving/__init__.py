@@ -6,12 +6,13 @@ run by uvicorn) with a JSON API and a web page. Needs the ``[serve]`` extra
     # mount it in a larger ASGI application, or: uvicorn.run(app, host="127.0.0.1")
 
 ``app.py``: endpoints, limits and errors; ``batching.py``: the request
-batcher; ``page.py``: the page at ``/``; ``fingerprint.py``: which model
-made an index.
+batcher; ``page.py``: the page at ``/``. Which model made an index is
+``kd.retrieval.model_fingerprint`` / ``Index.model_fingerprint``, checked by
+``kd.retrieval.check_model_matches`` (a mismatch raises
+``ModelMismatchError``, the same class as ``kd.retrieval.ModelMismatchError``).
 """
 
-from keras_dml.serving.fingerprint import (  # noqa: F401
-    ModelMismatchError, check_model, model_fingerprint, record_model, recorded_model)
+from keras_dml.retrieval.index import ModelMismatchError  # noqa: F401
 
 
 def create_app(model_dir, index_dir, **kwargs):

@@ -45,6 +45,7 @@ import os
 import warnings
 
 import numpy as np
+from absl import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -121,17 +122,21 @@ class Searcher:
     """The model and the index, used by the batching worker thread only."""
 
     def __init__(self, model_dir, index_dir, check_fingerprint=True):
+        from keras_dml import retrieval
         from keras_dml.cli import search as cli_search
-        from keras_dml.serving import fingerprint
         cli_search.check_model_dir(model_dir)
         self.index = cli_search.load_index(index_dir)
         self.index_dir = os.fspath(index_dir)
-        self.fingerprint = (fingerprint.check_model(model_dir, index_dir)
-                            if check_fingerprint else None)
+        if check_fingerprint:
+            warning = retrieval.check_model_matches(model_dir, self.index,
+                                                    model_name=repr(os.fspath(model_dir)),
+                                                    index_name=repr(self.index_dir))
+            if warning:
+                logging.warning("%s", warning)
         self._embed = cli_search.embedding_function(model_dir)
         probe = self._embed([_tiny_png()])
         if probe.shape[1] != self.index.dim:
-            raise fingerprint.ModelMismatchError(
+            raise retrieval.ModelMismatchError(
                 f"the model's embeddings have dimension {probe.shape[1]}, the index "
                 f"{index_dir!r} has {self.index.dim}: they come from different models.")
         self.dim = self.index.dim
