@@ -238,7 +238,10 @@ def _assemble(name, parts, all_names, on_corrupt, root):
     for split_name, split in parts.items():
         if on_corrupt is not None:
             split = _verify(split, on_corrupt)
-        # Renumber 0..C-1 within the split (relabel records the map).
+        # Labels index all_names here; relabel renumbers them 0..C-1 within the
+        # split and carries the class names along (and records the map).
+        split = split.with_labels(split.labels, name=split.name,
+                                  info={**split.info, "class_names": list(all_names)})
         split = _splits.relabel(split)
         out[split_name] = _named(split, all_names, split_name)
     train = out["train"]
