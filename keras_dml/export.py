@@ -13,7 +13,8 @@ Two signatures:
 * ``serving_default(images)``: uint8 ``[N, H, W, C]`` in the data set's
   native layout (``image_shape``; Fashion-MNIST ``[N, 28, 28, 1]``);
 * ``serving_bytes(image_bytes)``: string ``[N]`` of encoded JPEG or PNG
-  files (or one scalar string: one image, embeddings ``[1, D]``), decoded to C channels, resized to (H, W) if they are another size,
+  files (or one scalar string: one image, embeddings ``[1, D]``), decoded to
+  C channels, resized to (H, W) if they are another size,
   then the same path as ``serving_default``. Bytes that are not a JPEG or a
   PNG (or are truncated) fail with an ``InvalidArgumentError`` naming the
   problem.

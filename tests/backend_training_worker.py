@@ -46,7 +46,7 @@ def build(seed=0):
 def build_xbm(seed=0, memory_size=12):
     """A proxy-free model with a cross-batch memory of 12 (< 3 batches of 8:
     the queue wraps)."""
-    embedder = kd.models.build_embedder(conv_backbone(), embedding_dim=4)
+    embedder = kd.models.build_embedder(tiny_models.conv_backbone(), embedding_dim=4)
     model = kd.models.MetricModel(embedder, memory_size=memory_size)
     rng = np.random.default_rng(seed)
     for w in model.trainable_weights + [

@@ -108,7 +108,7 @@ def test_train_test_layout_used_as_given_and_nested(tmp_path):
     assert any("deeper" in n for n in data.train.names)
     for split in (data.train, data.test, data.info["val"]):
         names = split.info["class_names"]
-        for (img, label), path in zip(split.dataset(), split.names):
+        for (_, label), path in zip(split.dataset(), split.names):
             assert names[int(label)] in path
 
 

@@ -174,7 +174,7 @@ def test_concurrent_requests_share_model_calls(server, pair):
         answers = list(pool.map(one, data))
     assert all(a.status_code == 200 for a in answers)
     # Each request got its own answer: the query finds itself first.
-    for blob, a in zip(data, answers):
+    for _blob, a in zip(data, answers):
         assert a.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
     after = _healthy(server)
     calls = after["model_calls"] - before["model_calls"]

@@ -54,7 +54,6 @@ import tensorflow as tf
 from keras_dml.image_layers import (  # noqa: F401
     Compose, GrayscaleToRGB, RandomResizedCrop, ResizeShorterSide, StrokeWidthJitter)
 
-from keras_dml import _backend
 from keras_dml.backbones import preprocessing as _preprocessing
 
 # The authors' resize for each crop size (code/dataset/utils.py comment).

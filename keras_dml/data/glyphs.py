@@ -174,7 +174,8 @@ def read_faces(path, min_ideographs=MIN_IDEOGRAPHS):
         else:
             fonts = [TTFont(path, lazy=True)]
     except (TTLibError, OSError, ValueError, AssertionError) as err:
-        warnings.warn(f"keras_dml.data.glyphs: skipping unreadable font {path}: {err}")
+        warnings.warn(f"keras_dml.data.glyphs: skipping unreadable font {path}: {err}",
+                      stacklevel=2)
         return []
     faces = []
     for index, font in enumerate(fonts):
@@ -182,7 +183,8 @@ def read_faces(path, min_ideographs=MIN_IDEOGRAPHS):
             cmap = font.getBestCmap() or {}
             name = _face_name(font)
         except Exception as err:  # a broken table in one face: skip that face
-            warnings.warn(f"keras_dml.data.glyphs: skipping face {index} of {path}: {err}")
+            warnings.warn(f"keras_dml.data.glyphs: skipping face {index} of {path}: {err}",
+                          stacklevel=2)
             continue
         cps = np.fromiter((c for c in cmap if CJK_FIRST <= c <= CJK_LAST), np.uint32)
         if len(cps) >= min_ideographs:
@@ -461,7 +463,7 @@ def build_catalogue(paths, min_ideographs=MIN_IDEOGRAPHS, threshold=MERGE_THRESH
         for f in np.flatnonzero(~drawn):
             warnings.warn(f"keras_dml.data.glyphs: ignoring face {faces[f].name!r} "
                           f"({faces[f].path}): it draws {have[f].sum()} of the "
-                          f"{mapped[f].sum()} probe characters it maps.")
+                          f"{mapped[f].sum()} probe characters it maps.", stacklevel=2)
         faces = [f for f, k in zip(faces, drawn) if k]
         dist = design_distances(renders[drawn], have[drawn])
         off = np.cumsum([0] + [len(f.codepoints) for f in faces])
