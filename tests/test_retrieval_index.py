@@ -338,11 +338,14 @@ def test_duplicate_and_missing_ids(rng):
     index.add(rng.normal(size=(3, 2)), ids=[5, 6, 7])
     with pytest.raises(ValueError, match=r"duplicate ids in this add: \[9\]"):
         index.add(rng.normal(size=(3, 2)), ids=[9, 9, 10])
-    with pytest.raises(ValueError, match=r"ids already in the index: \[6\]"):
-        index.add(rng.normal(size=(2, 2)), ids=[6, 11])
     with pytest.raises(KeyError, match=r"ids not in the index: \[8\]"):
         index.remove([5, 8])
     assert len(index) == 3 and index.ids.tolist() == [5, 6, 7]
+    # an existing id is replaced (upsert): removed, then added last
+    index.add(np.ones((2, 2)), ids=[6, 11], labels=[4, 4])
+    assert index.ids.tolist() == [5, 7, 6, 11]
+    np.testing.assert_array_equal(index.labels, [-1, -1, 4, 4])
+    np.testing.assert_array_equal(index.embeddings[2], [1.0, 1.0])
 
 
 def _saved(tmp_path, rng):
