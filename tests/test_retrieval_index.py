@@ -89,6 +89,22 @@ def test_ids_across_adds_and_removes(rng):
     np.testing.assert_array_equal(index.search(x[[8]], 6).ids.shape, (1, 6))
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_filtered_search(rng, metric):
+    g, q = tied_data(rng)
+    labels = np.arange(120) % 6
+    index = Index(12, metric=metric)
+    index.add(g, labels=labels)
+    allowed = np.isin(labels, [1, 4])
+    order, scores = brute_force(q, g[allowed], 12, metric)
+    r = index.search(q, 12, labels=[4, 1])
+    np.testing.assert_array_equal(r.ids, np.flatnonzero(allowed)[order])
+    np.testing.assert_allclose(r.scores, scores, rtol=1e-5, atol=1e-4)
+    assert np.isin(r.labels, [1, 4]).all()
+    r = index.search(q, 30, labels=[2])          # 20 items labelled 2
+    assert (r.ids[:, 20:] == -1).all() and np.isneginf(r.scores[:, 20:]).all()
+
+
 def test_metadata_and_match(rng):
     g = rng.normal(size=(6, 3)).astype(np.float32)
     index = Index(3)
@@ -419,5 +435,5 @@ def test_search_params_change_without_rebuilding(rng, tmp_path):
     assert Index.load(tmp_path / "ivf").params["nprobe"] == 32
     with pytest.raises(ValueError, match="nprobe must be a positive integer"):
         index.set_search_params(nprobe=0)
-    with pytest.raises(ValueError, match="backend='faiss' only"):
+    with pytest.raises(ValueError, match="backend='faiss' or 'milvus' only"):
         exact.set_search_params(nprobe=4)
