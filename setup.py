@@ -19,6 +19,9 @@ EXTRAS = {
     # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
     # jaxlib; the minor version CI tests).
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
+    # kd.data.load_glyphs: font character maps (fontTools) and rendering (Pillow); the
+    # fonts themselves are Debian packages (scripts/setup.sh).
+    "glyphs": ["fonttools>=4.40,<5", "pillow>=10"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
@@ -26,7 +29,7 @@ EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
-                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"]]
 
 setup(
     name="keras_dml",

@@ -10,7 +10,7 @@ from keras_dml.cli import apps, command as main, quiet
 
 def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
     assert set(apps.APPS) == {"fashion_mnist", "cub200", "cars196", "sop", "inshop", "pose",
-                              "layout", "captions"}
+                              "layout", "captions", "glyphs"}
     for name, spec in apps.APPS.items():
         recipe = kd.training.Recipe.from_flagfile(
             kd.training.recipe_path(spec.recipe, app=name))

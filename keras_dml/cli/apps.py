@@ -48,6 +48,27 @@ def _caption_flags():
     flags.DEFINE_integer("max_test_images", 2000, "Subset of val2014 images (test).")
 
 
+def _glyph_flags():
+    flags.DEFINE_integer("glyph_classes", 2400, "Characters (classes) of the glyph benchmark: "
+                         "half train (10% of those held out for validation), half unseen test.")
+    flags.DEFINE_integer("glyph_min_designs", 15, "Distinct font designs every character needs.")
+    flags.DEFINE_list("glyph_fonts", None, "Font files to draw with (default: every CJK font "
+                      "under /usr/share/fonts).")
+
+
+def _glyphs(F):
+    from absl import app as absl_app
+    import keras_dml as kd
+    try:
+        # Rendered at the training size: no resampling in the pipeline.
+        return kd.data.load_glyphs(image_size=F.image_size, seed=F.seed,
+                                   num_classes=F.glyph_classes,
+                                   min_designs=F.glyph_min_designs, fonts=F.glyph_fonts,
+                                   min_train_classes=0, min_test_classes=0, verbose=True)
+    except kd.data.DataNotFoundError as err:   # no fonts: say which packages, no traceback
+        raise absl_app.UsageError(str(err)) from None
+
+
 def _tfds(loader):
     def load(F):
         import keras_dml as kd
@@ -79,6 +100,10 @@ APPS = {
         "Offline demo: Proxy Anchor on Fashion-MNIST, train on classes 0-4, test on the "
         "unseen 5-9 (Debian dataset-fashion-mnist, or TFDS).",
         "proxy_anchor", _fashion_mnist, define_flags=_fashion_flags),
+    "glyphs": App(
+        "Offline many-class benchmark: CJK characters drawn in ~40 font designs (Debian font "
+        "packages, scripts/setup.sh); 1,200 training and 1,200 unseen test characters.",
+        "proxy_anchor", _glyphs, define_flags=_glyph_flags),
     "cub200": App("CUB-200-2011 (TFDS caltech_birds2011): train on classes 1-100, test on "
                   "101-200.", "proxy_anchor", _tfds("load_cub200"),
                   define_flags=_download_flag),
