@@ -41,7 +41,7 @@ import os
 import numpy as np
 
 from keras_dml.retrieval import storage
-from keras_dml.retrieval.backends import l2_normalized, pad_hits
+from keras_dml.retrieval.backends import l2_normalized
 from keras_dml.retrieval.memory import first_values
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "FLAT")
