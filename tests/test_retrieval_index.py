@@ -89,6 +89,22 @@ def test_ids_across_adds_and_removes(rng):
     np.testing.assert_array_equal(index.search(x[[8]], 6).ids.shape, (1, 6))
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_filtered_search(rng, metric):
+    g, q = tied_data(rng)
+    labels = np.arange(120) % 6
+    index = Index(12, metric=metric)
+    index.add(g, labels=labels)
+    allowed = np.isin(labels, [1, 4])
+    order, scores = brute_force(q, g[allowed], 12, metric)
+    r = index.search(q, 12, labels=[4, 1])
+    np.testing.assert_array_equal(r.ids, np.flatnonzero(allowed)[order])
+    np.testing.assert_allclose(r.scores, scores, rtol=1e-5, atol=1e-4)
+    assert np.isin(r.labels, [1, 4]).all()
+    r = index.search(q, 30, labels=[2])          # 20 items labelled 2
+    assert (r.ids[:, 20:] == -1).all() and np.isneginf(r.scores[:, 20:]).all()
+
+
 def test_metadata_and_match(rng):
     g = rng.normal(size=(6, 3)).astype(np.float32)
     index = Index(3)
@@ -337,11 +353,14 @@ def test_duplicate_and_missing_ids(rng):
     index.add(rng.normal(size=(3, 2)), ids=[5, 6, 7])
     with pytest.raises(ValueError, match=r"duplicate ids in this add: \[9\]"):
         index.add(rng.normal(size=(3, 2)), ids=[9, 9, 10])
-    with pytest.raises(ValueError, match=r"ids already in the index: \[6\]"):
-        index.add(rng.normal(size=(2, 2)), ids=[6, 11])
     with pytest.raises(KeyError, match=r"ids not in the index: \[8\]"):
         index.remove([5, 8])
     assert len(index) == 3 and index.ids.tolist() == [5, 6, 7]
+    # an existing id is replaced (upsert): removed, then added last
+    index.add(np.ones((2, 2)), ids=[6, 11], labels=[4, 4])
+    assert index.ids.tolist() == [5, 7, 6, 11]
+    np.testing.assert_array_equal(index.labels, [-1, -1, 4, 4])
+    np.testing.assert_array_equal(index.embeddings[2], [1.0, 1.0])
 
 
 def _saved(tmp_path, rng):
@@ -415,5 +434,5 @@ def test_search_params_change_without_rebuilding(rng, tmp_path):
     assert Index.load(tmp_path / "ivf").params["nprobe"] == 32
     with pytest.raises(ValueError, match="nprobe must be a positive integer"):
         index.set_search_params(nprobe=0)
-    with pytest.raises(ValueError, match="backend='faiss' only"):
+    with pytest.raises(ValueError, match="backend='faiss' or 'milvus' only"):
         exact.set_search_params(nprobe=4)

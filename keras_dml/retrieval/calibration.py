@@ -93,10 +93,9 @@ def calibrate(index, embeddings, labels, target_precision=0.9):
     if n == 0:
         raise ValueError("calibrate needs at least one labelled query.")
     labels = _as_int64(labels, "labels", n)
-    if np.all(index.labels < 0):
+    if not index._store.any_label():
         raise ValueError("the index has no labels to calibrate against.")
-    known_labels = np.unique(index.labels[index.labels >= 0])
-    known = int(np.isin(labels, known_labels).sum())
+    known = int(np.sum(index.has_labels(labels) & (labels >= 0)))
     if known == 0:
         raise ValueError("no calibration query has a class present in the index.")
     correct = (result.labels[:, 0] == labels) & (labels >= 0)

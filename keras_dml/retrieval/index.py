@@ -1,26 +1,42 @@
-"""``kd.retrieval.Index``: labelled, id'd embeddings with exact or faiss search.
+"""``kd.retrieval.Index``: labelled, id'd embeddings with exact, faiss or
+Milvus search.
 
     index = kd.retrieval.Index(128)                       # exact, cosine
     index.add(gallery_emb, labels=gallery_labels, metadata=[{"path": p} for p in paths])
     result = index.search(query_emb, k=10)    # .ids, .scores, .labels  [N, k]
+    result = index.search(query_emb, k=10, labels=[3, 7])   # only items labelled 3 or 7
     index.save("out/index"); index = kd.retrieval.Index.load("out/index")
     decision = index.match(query_emb, threshold)  # .labels [N] (-1 unknown), .scores, .ids
+    with kd.retrieval.Index(128, backend="milvus", uri="out/gallery.db") as index: ...
 
-Semantics:
+The ``Index`` is a front (argument checks, default ids, search results,
+match, save/load dispatch) over a store: ``memory.MemoryStore`` (backends
+"exact" and "faiss": arrays in this process) or ``milvus.MilvusStore``
+(backend "milvus": a Milvus collection; nothing that grows with N stays
+here).
+
+Semantics (every backend):
 
 * ids are int64 user ids, unique in the index; by default an ``add`` of N
   vectors takes ``next_id .. next_id + N - 1``, where ``next_id`` starts at 0
   and is always one more than the largest id ever added (so ids continue
-  across adds and are not reused after a removal).
+  across adds and are not reused after a removal). An ``add`` with ids
+  already in the index replaces those items (upsert).
 * labels are int64 class ids; -1 means "no label" (the default).
 * metadata is one JSON-serialisable value per item (e.g. ``{"path": ...}``).
 * scores are higher-is-closer: cosine similarity for ``metric="cosine"``,
   the negated squared distance ``-|q - g|^2`` for ``metric="euclidean"``.
 * ranking: decreasing score; equal scores by increasing insertion position
   (the item added first wins; with the default ids, the lower id). This is
-  ``kd.search``'s rule, whose engine the exact backend is.
+  ``kd.search``'s rule, whose engine the exact backend is. Milvus has no
+  insertion order: equal scores go to the lower id (``rerank=True`` makes
+  the scores exact first).
+* ``search(..., labels=[...])`` returns only items with those labels
+  (exact: only those rows are scored; faiss: an ID selector; milvus: a
+  filter expression), padded with id -1, score -inf where fewer match.
 * every argument is validated before anything changes, so a failed ``add``
-  or ``remove`` leaves the index as it was.
+  or ``remove`` leaves the index as it was (a milvus ``add`` killed midway
+  leaves each row fully written or absent; add again to finish: upsert).
 """
 
 import dataclasses
@@ -30,10 +46,11 @@ import os
 
 import numpy as np
 
-from keras_dml.search import as_embeddings
 from keras_dml.retrieval import storage
-from keras_dml.retrieval.backends import (BACKENDS, METRICS, ExactBackend,
-                                          FaissBackend)
+from keras_dml.retrieval.backends import BACKENDS, METRICS
+from keras_dml.retrieval.memory import MemoryStore, first_values
+from keras_dml.retrieval.milvus import DEFAULT_TIMEOUT, MAX_LIMIT, MilvusStore
+from keras_dml.search import as_embeddings
 
 
 @dataclasses.dataclass
@@ -89,34 +106,56 @@ def _check_metadata(metadata, n):
     return metadata
 
 
-def _first(values, n=10):
-    values = np.asarray(values).tolist()
-    return str(values[:n])[:-1] + (", ...]" if len(values) > n else "]")
+_first = first_values
 
 
 class Index:
     """Embeddings with ids, labels and metadata, searchable by nearest
-    neighbour.
+    neighbour: a front (checks, ids, search, match, results) over a store.
+
+    Stores: "exact" and "faiss" keep everything in this process
+    (``kd.retrieval.memory``); "milvus" keeps it in a Milvus collection
+    (``kd.retrieval.milvus``), so the ``Index`` object holds nothing that
+    grows with the gallery.
 
     Args:
         dim: embedding dimension D.
         metric: "cosine" (vectors are compared after L2 normalisation) or
             "euclidean".
-        backend: "exact" (``kd.search``, ``keras.ops`` on the
-            Keras backend in use) or "faiss"
-            (approximate or exact, ``faiss_factory``; needs faiss-cpu).
+        backend: "exact" (``kd.search``, ``keras.ops`` on the Keras backend
+            in use), "faiss" (approximate or exact, ``faiss_factory``; needs
+            faiss-cpu) or "milvus" (``uri``, ``collection``; needs pymilvus,
+            and milvus-lite for a local .db).
         faiss_factory: a ``faiss.index_factory`` string, e.g. "Flat",
             "IVF1024,Flat", "HNSW32", "IVF4096,PQ32".
-        nprobe: IVF lists visited per query (faiss default 1).
-        ef_search: HNSW search breadth efSearch (faiss default 16).
+        nprobe: IVF lists visited per query (faiss default 1; Milvus's
+            default for IVF_FLAT).
+        ef_search: HNSW search breadth (faiss efSearch, default 16; Milvus
+            ef, default 64, raised to the number of hits asked for).
         train_size: vectors sampled to train IVF/PQ (see ``FaissBackend``).
         chunk_size: exact backend: queries per chunk (None: from a memory
             budget).
+        uri: milvus: a Milvus Lite path ending in ".db" (embedded, in this
+            process) or "http://host:19530" (a server or cluster).
+        collection: milvus: the collection name (created if missing; an
+            existing one must have this dim and metric).
+        index_type: milvus: "HNSW" (default), "IVF_FLAT" or "FLAT".
+        index_params: milvus: build parameters, Milvus's names: {"M",
+            "efConstruction"} for HNSW (16, 128), {"nlist"} for IVF_FLAT (128).
+        rerank: milvus: re-score 2k candidates exactly and rank them with
+            the tie rule (the default for ``search(rerank=None)``).
+        timeout: milvus: seconds for connecting and for every request.
+        token: milvus: credentials ("user:password" or an API key); not saved.
+        model_fingerprint: free-form JSON value naming the model whose
+            embeddings these are; kept through ``save``/``load``.
     """
 
     def __init__(self, dim, metric="cosine", backend="exact", faiss_factory="Flat",
-                 nprobe=None, ef_search=None, train_size=None, chunk_size=None):
-        if int(dim) != dim or dim < 1:
+                 nprobe=None, ef_search=None, train_size=None, chunk_size=None,
+                 *, uri=None, collection="gallery", index_type=None,
+                 index_params=None, rerank=False, timeout=None, token=None,
+                 model_fingerprint=None):
+        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer; got {dim!r}.")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}.")
@@ -124,115 +163,140 @@ class Index:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
         for name, v in (("nprobe", nprobe), ("ef_search", ef_search),
                         ("train_size", train_size)):
-            if v is not None and (int(v) != v or v < 1):
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                 raise ValueError(f"{name} must be a positive integer; got {v!r}.")
+        _check_fingerprint(model_fingerprint)
         self.dim = int(dim)
         self.metric = metric
         self.backend = backend
-        if backend == "exact":
-            self._backend = ExactBackend(self.dim, metric, chunk_size)
+        self.model_fingerprint = model_fingerprint
+        milvus_args = {"uri": uri, "index_type": index_type,
+                       "index_params": index_params, "timeout": timeout,
+                       "token": token}
+        if backend == "milvus":
+            if uri is None:
+                raise ValueError("backend='milvus' needs uri= (a path ending in "
+                                 "'.db' for embedded Milvus Lite, or "
+                                 "'http://host:19530').")
+            self._store = MilvusStore(
+                self.dim, metric, uri, collection, index_type, index_params,
+                nprobe, ef_search, rerank,
+                DEFAULT_TIMEOUT if timeout is None else timeout, token)
         else:
-            self._backend = FaissBackend(self.dim, metric, faiss_factory, nprobe,
-                                         ef_search, train_size)
-        self._vectors = np.zeros((0, self.dim), np.float32)
-        self._ids = np.zeros(0, np.int64)
-        self._labels = np.zeros(0, np.int64)
-        self._seq = np.zeros(0, np.int64)
-        self._metadata = []
-        self._next_id = 0
-        self._next_seq = 0
-        self._by_id = None        # (sorted ids, their positions), lazily
-        # model_fingerprint() of the model whose embeddings these are (None:
-        # unknown); saved in the manifest, checked by `keras-dml search`.
-        self.model_fingerprint = None
+            given = [n for n, v in milvus_args.items() if v is not None]
+            if rerank:
+                given.append("rerank")
+            if given:
+                raise ValueError(f"{given} apply to backend='milvus' only.")
+            self._store = MemoryStore(self.dim, metric, backend, faiss_factory,
+                                      nprobe, ef_search, train_size, chunk_size)
 
     # ----------------------------------------------------------------- state
     def __len__(self):
-        return int(self._ids.shape[0])
+        return self._store.count()
 
     def __repr__(self):
-        extra = ""
-        if self.backend == "faiss":
-            extra = f", faiss_factory={self._backend.factory!r}"
+        size = "closed" if getattr(self._store, "closed", False) else len(self)
         return (f"Index(dim={self.dim}, metric={self.metric!r}, "
-                f"backend={self.backend!r}{extra}, size={len(self)})")
+                f"backend={self.backend!r}{self._store.describe()}, size={size})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Release the store: a milvus index disconnects (and stops an
+        embedded Milvus Lite it started), after which
+        ``pymilvus.MilvusClient(uri)`` elsewhere opens the same data. The
+        in-process backends have nothing to release."""
+        self._store.close()
 
     @property
     def ids(self):
-        """int64 [N] ids in insertion order (a copy)."""
-        return self._ids.copy()
+        """int64 [N] ids, in insertion order (milvus: in id order); a copy.
+        milvus reads them from the collection."""
+        return self._store.read(["ids"])["ids"]
 
     @property
     def labels(self):
-        """int64 [N] labels in insertion order (-1: none; a copy)."""
-        return self._labels.copy()
+        """int64 [N] labels, in the order of ``ids`` (-1: none; a copy)."""
+        return self._store.read(["labels"])["labels"]
 
     @property
     def embeddings(self):
-        """float32 [N, D] vectors as added, in insertion order (read-only view)."""
-        v = self._vectors.view()
-        v.flags.writeable = False
-        return v
+        """float32 [N, D] vectors as added, in the order of ``ids``
+        (read-only view; milvus: read from the collection, N * D * 4 bytes)."""
+        return self._store.read(["embeddings"])["embeddings"]
 
     @property
     def metadata(self):
-        """The metadata list in insertion order (a shallow copy)."""
-        return list(self._metadata)
+        """The metadata list in the order of ``ids`` (a shallow copy)."""
+        return self._store.read(["metadata"])["metadata"]
+
+    def read(self, fields=("ids", "labels", "embeddings", "metadata")):
+        """Several of ``ids``, ``labels``, ``embeddings``, ``metadata`` in one
+        pass, in the same order: a dict."""
+        fields = list(fields)
+        bad = set(fields) - {"ids", "labels", "embeddings", "metadata"}
+        if bad:
+            raise ValueError(f"unknown fields {sorted(bad)}.")
+        return self._store.read(fields)
 
     @property
     def params(self):
         """The backend's construction parameters (saved in the manifest)."""
-        return self._backend.params()
-
-    def _lookup(self):
-        if self._by_id is None:
-            order = np.argsort(self._ids, kind="stable")
-            self._by_id = (self._ids[order], order)
-        return self._by_id
+        return self._store.params()
 
     def positions(self, ids):
-        """Storage positions of ``ids`` (KeyError naming any missing id)."""
+        """Storage positions of ``ids`` (KeyError naming any missing id); the
+        in-process backends only (a Milvus collection has no positions)."""
+        if self.backend == "milvus":
+            raise ValueError("a milvus index has no storage positions.")
         ids = np.asarray(ids)
-        shape = ids.shape
-        ids = _as_int64(ids.reshape(-1), "ids", ids.size)
-        sorted_ids, order = self._lookup()
-        at = np.searchsorted(sorted_ids, ids)
-        found = at < len(sorted_ids)
-        found[found] = sorted_ids[at[found]] == ids[found]
-        if not np.all(found):
-            raise KeyError(f"ids not in the index: {_first(ids[~found])}")
-        return order[at].reshape(shape)
+        flat = _as_int64(ids.reshape(-1), "ids", ids.size)
+        return self._store.positions(flat).reshape(ids.shape)
 
     def get_metadata(self, ids):
         """Metadata of ``ids`` (any shape; -1 -> None), as nested lists."""
         ids = np.asarray(ids)
-        flat = ids.reshape(-1)
-        pos = np.full(flat.shape, -1, np.int64)
+        flat = _as_int64(ids.reshape(-1), "ids", ids.size)
         valid = flat >= 0
-        pos[valid] = self.positions(flat[valid])
         out = np.empty(flat.shape, object)
-        for i, p in enumerate(pos.tolist()):
-            out[i] = self._metadata[p] if p >= 0 else None
+        out[:] = None
+        if np.any(valid):
+            wanted = np.unique(flat[valid])
+            values = dict(zip(wanted.tolist(), self._store.get_metadata(wanted)))
+            for i in np.flatnonzero(valid).tolist():
+                out[i] = values[int(flat[i])]
         return out.reshape(ids.shape).tolist()
 
+    def has_labels(self, values):
+        """bool [N]: whether some item of the index has each label."""
+        values = np.asarray(values)
+        flat = _as_int64(values.reshape(-1), "values", values.size)
+        return self._store.has_labels(flat).reshape(values.shape)
+
     def set_search_params(self, nprobe=None, ef_search=None):
-        """Change the faiss search parameters (IVF ``nprobe``, HNSW
-        ``ef_search``) without rebuilding; None keeps a value. They are saved
-        with the index."""
-        if self.backend != "faiss":
-            raise ValueError("search parameters apply to backend='faiss' only.")
+        """Change the search parameters (IVF ``nprobe``, HNSW ``ef_search``)
+        of a faiss or milvus index without rebuilding; None keeps a value.
+        They are saved with the index."""
+        if self.backend == "exact":
+            raise ValueError("search parameters apply to backend='faiss' or "
+                             "'milvus' only.")
         for name, v in (("nprobe", nprobe), ("ef_search", ef_search)):
             if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                 raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-        if nprobe is not None:
-            self._backend.nprobe = int(nprobe)
-        if ef_search is not None:
-            self._backend.ef_search = int(ef_search)
+        self._store.set_search_params(nprobe, ef_search)
 
     # --------------------------------------------------------------- changes
     def add(self, embeddings, labels=None, ids=None, metadata=None):
         """Add vectors [N, D] with optional labels [N], ids [N] and metadata
-        (a list of N JSON-serialisable values). Returns the ids (int64 [N])."""
+        (a list of N JSON-serialisable values). Ids already in the index are
+        replaced (upsert: the old item is removed, the new one added).
+        Returns the ids (int64 [N])."""
         x = as_embeddings(embeddings, "embeddings")
         n = x.shape[0]
         if x.shape[1] != self.dim:
@@ -242,52 +306,30 @@ class Index:
             raise ValueError("embeddings is empty: nothing to add.")
         labels = (np.full(n, -1, np.int64) if labels is None
                   else _as_int64(labels, "labels", n))
-        if ids is None:
-            ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        else:
+        explicit = ids is not None
+        if explicit:
             ids = _as_int64(ids, "ids", n)
             uniq, counts = np.unique(ids, return_counts=True)
             if np.any(counts > 1):
                 raise ValueError(f"duplicate ids in this add: "
                                  f"{_first(uniq[counts > 1])}")
-            if len(self):
-                sorted_ids, _ = self._lookup()
-                at = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
-                taken = sorted_ids[at] == ids
-                if np.any(taken):
-                    raise ValueError(f"ids already in the index: "
-                                     f"{_first(ids[taken])}")
         metadata = _check_metadata(metadata, n)
-        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-        all_vectors = np.concatenate([self._vectors, x])
-        all_seq = np.concatenate([self._seq, seq])
-        self._backend.add(x, seq, all_vectors, all_seq)   # may fail: nothing changed yet
-        self._vectors = all_vectors
-        self._seq = all_seq
-        self._ids = np.concatenate([self._ids, ids])
-        self._labels = np.concatenate([self._labels, labels])
-        self._metadata.extend(metadata)
-        self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._next_seq += n
-        self._by_id = None
+        if not explicit:
+            start = self._store.next_id
+            ids = np.arange(start, start + n, dtype=np.int64)
+        if self.backend == "milvus":
+            self._store.add(x, labels, ids, metadata, upsert=explicit)
+        else:
+            self._store.add(x, labels, ids, metadata)
         return ids
 
     def remove(self, ids):
-        """Remove the items with these ids (KeyError if any is missing)."""
-        ids = np.unique(np.asarray(ids).reshape(-1))
-        if ids.size == 0:
-            return
-        pos = self.positions(ids)
-        keep = np.ones(len(self), bool)
-        keep[pos] = False
-        removed_seq = self._seq[pos]
-        self._vectors = self._vectors[keep]
-        self._seq = self._seq[keep]
-        self._ids = self._ids[keep]
-        self._labels = self._labels[keep]
-        self._metadata = [m for m, k in zip(self._metadata, keep.tolist()) if k]
-        self._by_id = None
-        self._backend.remove(removed_seq, self._vectors, self._seq)
+        """Remove the items with these ids (KeyError if any is missing;
+        then nothing is removed)."""
+        ids = np.unique(_as_int64(np.asarray(ids).reshape(-1), "ids",
+                                  np.asarray(ids).size))
+        if ids.size:
+            self._store.remove(ids)
 
     # ---------------------------------------------------------------- search
     def _check_queries(self, queries):
@@ -295,34 +337,62 @@ class Index:
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {q.shape[1]}, the index "
                              f"has {self.dim}.")
-        if len(self) == 0:
-            raise ValueError("the index is empty: add vectors before searching.")
         return q
 
-    def search(self, queries, k=10):
-        """The k nearest items of each query [N, D]: a ``SearchResult``."""
-        q = self._check_queries(queries)
-        if isinstance(k, bool) or int(k) != k or k < 1 or k > len(self):
-            raise ValueError(f"k must be an integer in [1, {len(self)}] (the "
+    def _check_k(self, k, size):
+        if isinstance(k, bool) or int(k) != k or k < 1 or k > size:
+            raise ValueError(f"k must be an integer in [1, {size}] (the "
                              f"index size); got {k!r}.")
-        if q.shape[0] == 0:
-            empty = np.zeros((0, int(k)), np.int64)
-            return SearchResult(empty, empty.astype(np.float32), empty.copy())
-        positions, scores = self._backend.search(q, int(k))
-        missing = positions < 0
-        safe = np.where(missing, 0, positions)
-        ids = np.where(missing, -1, self._ids[safe])
-        labels = np.where(missing, -1, self._labels[safe])
-        return SearchResult(ids, scores.astype(np.float32), labels)
 
-    def match(self, queries, threshold):
+    def search(self, queries, k=10, labels=None, rerank=None):
+        """The k nearest items of each query [N, D]: a ``SearchResult``.
+
+        ``labels``: restrict the results to items with one of these labels
+        (padded with id -1 where fewer match). ``rerank`` (milvus): re-score
+        the candidates exactly (None: the index's setting)."""
+        q = self._check_queries(queries)
+        if labels is not None:
+            labels = np.unique(_as_int64(np.asarray(labels).reshape(-1),
+                                         "labels", np.asarray(labels).size))
+            if labels.size == 0:
+                raise ValueError("labels is empty: no item could match.")
+        if rerank is not None and self.backend != "milvus":
+            raise ValueError("rerank applies to backend='milvus' only (the "
+                             "other backends rank exactly or by faiss).")
+        if self.backend == "milvus":
+            # Milvus is asked directly; its count only when hits run short.
+            if isinstance(k, bool) or int(k) != k or k < 1 or k > MAX_LIMIT:
+                self._check_k(k, min(len(self), MAX_LIMIT))
+            k = int(k)
+            if q.shape[0] == 0:
+                return _empty(k)
+            ids, scores, labs = self._store.search(q, k, labels, rerank)
+            if labels is None and np.any(ids < 0):
+                size = len(self)
+                if size == 0:
+                    raise ValueError("the index is empty: add vectors before "
+                                     "searching.")
+                self._check_k(k, size)
+        else:
+            size = len(self)
+            if size == 0:
+                raise ValueError("the index is empty: add vectors before searching.")
+            self._check_k(k, size)
+            k = int(k)
+            if q.shape[0] == 0:
+                return _empty(k)
+            ids, scores, labs = self._store.search(q, k, labels)
+        return SearchResult(ids, scores, labs)
+
+    def match(self, queries, threshold, labels=None):
         """Nearest-neighbour decisions: the nearest item's label where its
         score >= ``threshold`` (a float or ``kd.retrieval.calibrate``'s
-        result), else -1 (unknown). A ``MatchResult``."""
+        result), else -1 (unknown). A ``MatchResult``. ``labels``: only
+        items with these labels can match."""
         threshold = float(threshold)
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite; got {threshold}.")
-        r = self.search(queries, 1)
+        r = self.search(queries, 1, labels=labels)
         scores, ids, labels = r.scores[:, 0], r.ids[:, 0], r.labels[:, 0]
         accepted = (scores >= threshold) & (ids >= 0)
         return MatchResult(np.where(accepted, labels, -1).astype(np.int64),
@@ -330,85 +400,83 @@ class Index:
 
     # ----------------------------------------------------------- persistence
     def save(self, directory):
-        """Write the index to ``directory`` atomically (see
-        ``kd.retrieval.storage``): a crash mid-save leaves any index already
-        there intact. Returns the absolute path."""
+        """Save to ``directory``. In-process backends write their files
+        atomically (see ``kd.retrieval.storage``: a crash mid-save leaves any
+        index already there intact); milvus flushes the collection and
+        writes only the manifest (URI, collection, index parameters), next
+        to an embedded .db created inside the directory, which then moves
+        with it. Returns the absolute path."""
         from keras_dml import __version__
-
-        def write(w):
-            w.array("embeddings.npy", self._vectors)
-            w.array("ids.npy", self._ids)
-            w.array("labels.npy", self._labels)
-            w.array("seq.npy", self._seq)
-            w.jsonl("metadata.jsonl", self._metadata)
-            blob = self._backend.serialize()
-            if blob is not None:
-                w.raw("faiss.index", blob)
-            return {"format": storage.FORMAT,
-                    "format_version": storage.FORMAT_VERSION,
-                    "keras_dml_version": __version__,
-                    "dim": self.dim, "metric": self.metric,
-                    "backend": self.backend, "params": self.params,
-                    "size": len(self), "next_id": self._next_id,
-                    "next_seq": self._next_seq,
-                    "model_fingerprint": self.model_fingerprint}
-        return storage.write_atomically(directory, write)
+        header = {"format": storage.FORMAT,
+                  "format_version": storage.FORMAT_VERSION,
+                  "keras_dml_version": __version__,
+                  "dim": self.dim, "metric": self.metric,
+                  "backend": self.backend,
+                  "model_fingerprint": self.model_fingerprint}
+        return self._store.save(directory, header)
 
     @classmethod
-    def load(cls, directory, verify=True):
+    def load(cls, directory, verify=True, *, uri=None, token=None, timeout=None):
         """An index saved by ``save``, with its backend (a faiss index is
-        deserialised, not rebuilt). ``verify=False`` skips the SHA-256 check
-        (sizes are always checked). Raises ``IndexFormatError`` (a
-        ValueError) for a missing, foreign, newer-format, truncated or
-        corrupt directory."""
+        deserialised, not rebuilt; a milvus index reconnects to its
+        collection, which must still exist). ``verify=False`` skips the
+        SHA-256 check (sizes are always checked). ``uri``/``token``/
+        ``timeout``: milvus: connect elsewhere than the saved URI (e.g. the
+        same collection through a cluster), with credentials. Raises
+        ``IndexFormatError`` (a ValueError) for a missing, foreign,
+        newer-format, truncated or corrupt directory, or a Milvus collection
+        that is gone."""
         directory = os.fspath(directory)
         m = storage.read_manifest(directory)
-        try:
-            dim, size = int(m["dim"]), int(m["size"])
-            metric, backend, params = m["metric"], m["backend"], dict(m["params"])
-            next_id, next_seq = int(m["next_id"]), int(m["next_seq"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise storage.IndexFormatError(
-                f"{directory!r}: manifest entry missing or bad: {e}") from None
+        metric, backend = m.get("metric"), m.get("backend")
         if metric not in METRICS or backend not in BACKENDS:
             raise storage.IndexFormatError(
                 f"{directory!r}: unknown metric {metric!r} or backend {backend!r}.")
-        needed = {"embeddings.npy", "ids.npy", "labels.npy", "seq.npy",
-                  "metadata.jsonl"} | ({"faiss.index"} if backend == "faiss" else set())
-        if not needed <= set(m["files"]):
-            raise storage.IndexFormatError(
-                f"{directory!r}: the manifest does not list "
-                f"{sorted(needed - set(m['files']))}.")
-        storage.check_files(directory, m, verify)
-        vectors = storage.load_array(directory, "embeddings.npy", np.float32, (size, dim))
-        ids = storage.load_array(directory, "ids.npy", np.int64, (size,))
-        labels = storage.load_array(directory, "labels.npy", np.int64, (size,))
-        seq = storage.load_array(directory, "seq.npy", np.int64, (size,))
-        metadata = storage.load_jsonl(directory, "metadata.jsonl", size)
-        index = cls.__new__(cls)
-        index.dim, index.metric, index.backend = dim, metric, backend
-        if backend == "exact":
-            index._backend = ExactBackend(dim, metric)
-            index._backend.reset(vectors, seq)
-        else:
-            with open(os.path.join(directory, "faiss.index"), "rb") as f:
-                blob = f.read()
-            index._backend = FaissBackend(
-                dim, metric, params.get("faiss_factory", "Flat"),
-                params.get("nprobe"), params.get("ef_search"),
-                params.get("train_size"), blob=blob)
-            if index._backend.index.ntotal != size:
-                raise storage.IndexFormatError(
-                    f"{directory!r}: the faiss index holds "
-                    f"{index._backend.index.ntotal} vectors, the manifest {size}.")
-            index._backend.attach(seq)
-        index._vectors, index._ids, index._labels, index._seq = vectors, ids, labels, seq
-        index._metadata = metadata
-        index._next_id, index._next_seq = next_id, next_seq
-        index._by_id = None
         fingerprint = m.get("model_fingerprint")
-        index.model_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        if backend == "milvus":
+            store = MilvusStore.load(directory, m, uri=uri, token=token,
+                                     timeout=timeout)
+        else:
+            if uri is not None or token is not None or timeout is not None:
+                raise ValueError("uri, token and timeout apply to milvus indexes.")
+            store = MemoryStore.load(directory, m, verify)
+        index = cls.__new__(cls)
+        index.dim, index.metric, index.backend = store.dim, metric, backend
+        index.model_fingerprint = fingerprint
+        index._store = store
         return index
+
+
+def _empty(k):
+    empty = np.zeros((0, k), np.int64)
+    return SearchResult(empty, empty.astype(np.float32), empty.copy())
+
+
+def _check_fingerprint(value):
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model_fingerprint must be JSON-serialisable: {e}") from None
+
+
+def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
+                metadata=None, verbose=1, batch_size=256, **index_kwargs):
+    """An ``Index`` of a model's embeddings of a data set.
+
+    The data set is embedded with ``kd.evaluation.embed`` (progress bar with
+    ``verbose=1``); its labels, when it has them (``(x, y)`` elements, y
+    class ids [B] or [B, 1]), become the items' labels. ``ids``/``metadata``
+    as in ``Index.add``, in the data set's order; ``index_kwargs`` go to
+    ``Index`` (e.g. ``faiss_factory="HNSW32"``).
+    """
+    from keras_dml.evaluation.embed import embed
+    embeddings, labels = embed(model, dataset, verbose=verbose,
+                               batch_size=batch_size)
+    index = Index(embeddings.shape[1], metric=metric, backend=backend,
+                  **index_kwargs)
+    index.add(embeddings, labels=labels, ids=ids, metadata=metadata)
+    index.model_fingerprint = model_fingerprint(model)
+    return index
 
 
 def model_fingerprint(model):
@@ -491,23 +559,3 @@ def check_model_matches(model, index, model_name=None, index_name=None):
     return (f"cannot check that {the_index} was built with {the_model} "
             f"({'the model' if not ours else 'the index'} records no model fingerprint; "
             "a SavedModel records one when written by kd.export).")
-
-
-def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
-                metadata=None, verbose=1, batch_size=256, **index_kwargs):
-    """An ``Index`` of a model's embeddings of a data set.
-
-    The data set is embedded with ``kd.evaluation.embed`` (progress bar with
-    ``verbose=1``); its labels, when it has them (``(x, y)`` elements, y
-    class ids [B] or [B, 1]), become the items' labels. ``ids``/``metadata``
-    as in ``Index.add``, in the data set's order; ``index_kwargs`` go to
-    ``Index`` (e.g. ``faiss_factory="HNSW32"``).
-    """
-    from keras_dml.evaluation.embed import embed
-    embeddings, labels = embed(model, dataset, verbose=verbose,
-                               batch_size=batch_size)
-    index = Index(embeddings.shape[1], metric=metric, backend=backend,
-                  **index_kwargs)
-    index.add(embeddings, labels=labels, ids=ids, metadata=metadata)
-    index.model_fingerprint = model_fingerprint(model)
-    return index

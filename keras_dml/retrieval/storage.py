@@ -13,6 +13,12 @@ A saved index is one directory:
     DIR/metadata.jsonl   N lines, one JSON value each (null = none)
     DIR/faiss.index      faiss backend only: ``faiss.serialize_index`` bytes
 
+A ``backend="milvus"`` index keeps its data in Milvus: its directory holds
+only ``manifest.json`` (``files`` empty; ``params`` with the URI, collection
+and index parameters), written by ``write_manifest``, and, when it was
+created there, the embedded Milvus Lite database (``params["uri"]`` is then
+relative to DIR, so the directory can be moved).
+
 Plain ``.npy`` and JSON lines, so an app (or a person with numpy) can read
 an index without keras_dml; ``metadata.jsonl`` is where an app puts the
 image path of every gallery item.
@@ -159,6 +165,17 @@ def _check_replaceable(directory):
         raise IndexFormatError(
             f"{directory!r} is a non-empty directory without {MANIFEST} (not "
             "a keras_dml index); refusing to replace it.")
+    try:
+        with open(os.path.join(directory, MANIFEST)) as f:
+            params = json.load(f).get("params") or {}
+    except (OSError, ValueError, AttributeError):
+        params = {}
+    uri = params.get("uri") if isinstance(params, dict) else None
+    if (isinstance(uri, str) and not os.path.isabs(uri)
+            and os.path.exists(os.path.join(directory, uri))):
+        raise IndexFormatError(
+            f"{directory!r} holds the Milvus Lite database {uri!r} of a milvus "
+            "index; refusing to replace it (save elsewhere, or delete it first).")
 
 
 def _new_directory(parent, prefix):
@@ -291,3 +308,51 @@ def load_jsonl(directory, name, n):
         return [json.loads(line) for line in lines]
     except ValueError as e:
         raise IndexFormatError(f"index file {path} is damaged: {e}") from None
+
+
+def write_manifest(directory, manifest, keep=None):
+    """Write ``DIR/manifest.json`` alone, atomically (a temporary file,
+    fsync'ed, renamed over the old one), for an index whose data lives
+    elsewhere (a Milvus collection). ``keep``: a relative path inside DIR
+    that belongs to the index (an embedded Milvus Lite database), allowed in
+    a directory that has no manifest yet. Files listed by a previous
+    manifest of an in-process index are deleted after the new manifest is
+    in place."""
+    directory = os.path.abspath(os.fspath(directory))
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, MANIFEST)
+    old_files = {}
+    if os.path.isfile(path):
+        try:
+            old_files = read_manifest(directory)["files"]
+        except IndexFormatError:
+            old_files = {}
+    else:
+        top = keep.split(os.sep)[0] if keep else None
+        others = [n for n in os.listdir(directory) if n != top]
+        if others:
+            raise IndexFormatError(
+                f"{directory!r} is a non-empty directory without {MANIFEST} "
+                f"(not a keras_dml index; it holds {sorted(others)[:5]}); "
+                "refusing to write an index manifest there.")
+    manifest = dict(manifest)
+    manifest.setdefault("files", {})
+    tmp = os.path.join(directory, f".{MANIFEST}.{os.urandom(6).hex()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    for name in old_files:
+        if os.path.basename(name) == name and name not in manifest["files"]:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+    return directory
