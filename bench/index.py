@@ -44,6 +44,7 @@ batch q/s at 1M.
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +52,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from harness import ChildFailed, mib, rss_bytes, run_child  # noqa: E402  (bench/)
+from harness import ChildFailed, mib, peak_rss_bytes, rss_bytes, run_child  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_QUERIES = 1000
@@ -84,20 +85,6 @@ def real(path, seed=0):
     order = rng.permutation(len(x))
     nq = min(NUM_QUERIES, len(x) // 10)
     return x[order[nq:]], x[order[:nq]]
-
-
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM), MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def process_peak_mb(pid):
@@ -194,7 +181,7 @@ def run_one(spec):
         single = done / (time.perf_counter() - t)
         np.save(spec["ids_out"] + f".{i}.npy", ids)
         out.append({"build": build, "memory": memory, "batch": batch,
-                    "single": single, "peak": peak_rss_mb()})
+                    "single": single, "peak": mib(peak_rss_bytes())})
     if milvus:
         index.close()
     return out
@@ -232,7 +219,8 @@ def bench(data, n, workdir, label, only=None, server=None):
 
 
 def table(rows):
-    lines = ["| data | index | build s | index MB | client peak RSS MB | batch q/s | single q/s | recall@10 | batch speed-up vs exact-TF |",
+    lines = ["| data | index | build s | index MB | client peak RSS MB | batch q/s | single q/s "
+             "| recall@10 | batch speed-up vs exact-TF |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     exact = {label: r["batch"] for label, name, r in rows if name == "exact-TF"}
     notes = []
