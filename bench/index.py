@@ -16,7 +16,7 @@ configuration is built in a fresh subprocess and measured:
   single q/s   searches of one query each (200, or as many as fit in 10 s)
   recall@10    mean |top-10 ∩ exact top-10| / 10, against the exact backend
 
-Configurations: exact-TF (kd.evaluation.search's engine), faiss Flat (exact
+Configurations: exact-TF (kd.search's engine), faiss Flat (exact
 brute force), IVF (nlist 1024 at 100k, 4096 at 1M; nprobe 16, 64, 128),
 HNSW32 (efSearch 32 to 256). The data is hard on purpose (overlapping
 clusters with a 32-d intrinsic spread): with well separated clusters every

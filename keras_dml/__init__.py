@@ -26,7 +26,7 @@ from keras_dml import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots",
+_LAZY = ("models", "backbones", "data", "evaluation", "export", "plots", "search",
          "training", "retrieval")
 
 

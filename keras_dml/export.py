@@ -360,7 +360,7 @@ def export_retrieval_model(model, index, path, k=10, image_shape=None,
 
     The image signatures are ``export_saved_model``'s (same decoding,
     resizing, preprocessing, L2 normalisation). The search is
-    ``kd.evaluation.search``'s exact engine in plain TF ops (matmul, gather,
+    ``kd.search``'s exact engine in plain TF ops (matmul, gather,
     top-k; no custom op, so TF Serving loads it as it is), over chunks of
     queries of at most ``memory_budget`` bytes of scores. ``ids``, ``scores``
     and ``labels`` equal ``index.search(embeddings, k)`` of an exact index
@@ -389,7 +389,7 @@ def export_retrieval_model(model, index, path, k=10, image_shape=None,
         ``path``.
     """
     require_tensorflow_backend()
-    from keras_dml.evaluation import search
+    from keras_dml import search
 
     if image_shape is None:
         raise ValueError("export_retrieval_model needs image_shape=(H, W, C).")

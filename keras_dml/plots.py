@@ -4,7 +4,7 @@ Uses matplotlib's Agg canvas directly (no pyplot, no change of the global
 backend), so it works headless and does not disturb a notebook.
 
     kd.plots.recall_curve(history, "recall.png")
-    idx = kd.plots.top_k_neighbours(query_emb, gallery_emb, k=5)
+    idx = kd.evaluation.top_k_neighbours(query_emb, gallery_emb, k=5)
     kd.plots.retrieval_grid(q_images, g_images, q_labels, g_labels, idx, "grid.png")
 """
 
@@ -12,9 +12,7 @@ import re
 
 import numpy as np
 
-from keras_dml.evaluation.search import top_k_neighbours
-
-__all__ = ["recall_curve", "retrieval_grid", "top_k_neighbours",
+__all__ = ["recall_curve", "retrieval_grid",
            "QUERY_COLOUR", "CORRECT_COLOUR", "WRONG_COLOUR", "NEUTRAL_COLOUR"]
 
 QUERY_COLOUR = (0.20, 0.40, 0.90)

@@ -179,7 +179,7 @@ def run_grid(configs, base_recipe, data, output_dir, *, task=None, extra=None,
             row.update(loss=recipe.loss, dim=recipe.embedding_dim,
                        params=_params(config.change_dict, recipe), recipe=recipe.to_dict())
             run_dir = os.path.join(output_dir, "runs", config.key)
-            resume = os.path.isdir(os.path.join(run_dir, "backup"))
+            resume = kd.training.RunPaths(run_dir).interrupted
             if os.path.isdir(run_dir) and not resume:
                 shutil.rmtree(run_dir)          # finished but unrecorded: run again
             result = kd.training.run(recipe, data, run_dir, task=task, resume=resume,

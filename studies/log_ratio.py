@@ -243,13 +243,13 @@ def evaluate_split(model, split, recipe, data, ks):
     """Continuous metrics of ``model`` on ``split`` (self-retrieval)."""
     import keras_dml as kd
     tsk = task()
-    _, eval_tf, normalization = kd.training.runner.transforms(recipe, data, tsk)
+    _, eval_tf, normalization = kd.training.prepare.transforms(recipe, data, tsk)
     ds = kd.data.make_eval_pipeline(split, recipe.eval_batch_size, transform=eval_tf,
                                     normalize=normalization)
     emb, _ = kd.evaluation.embed(model, ds, verbose=0)
     return {k: float(v) for k, v in kd.evaluation.continuous_metrics(
         emb, split.labels, ks=ks, label_distance=tsk.label_distance,
-        embedding_distance=tsk.embedding_distance).items()}
+        metric=tsk.metric).items()}
 
 
 def imagenet_features(recipe, data, unseen):

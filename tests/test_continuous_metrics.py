@@ -12,7 +12,7 @@ pytestmark = pytest.mark.backends
 
 
 def reference(q, yq, g=None, yg=None, ks=(1, 5), label_fn=None,
-              embedding_distance="euclidean"):
+              metric="euclidean"):
     """Loops from the definitions, float64, ties by lower index."""
     self_mode = g is None
     if self_mode:
@@ -26,7 +26,7 @@ def reference(q, yq, g=None, yg=None, ks=(1, 5), label_fn=None,
     out.update({f"ndcg@{k}": [] for k in ks})
     for i in range(len(q)):
         cand = [j for j in range(len(g)) if not (self_mode and j == i)]
-        if embedding_distance == "cosine":
+        if metric == "cosine":
             qn = q[i] / np.linalg.norm(q[i])
             dist = {j: -float(qn @ (g[j] / np.linalg.norm(g[j]))) for j in cand}
         else:
@@ -81,11 +81,11 @@ def test_self_retrieval_matches_reference(rng, chunk_size):
     assert 0.0 < ours["ndcg@5"] < 1.0
 
 
-def test_cosine_embedding_distance(rng):
+def test_cosine_metric(rng):
     x, y = data(rng, 40)
-    ours = continuous_metrics(x, y, ks=(1, 3), embedding_distance="cosine")
-    assert_close(ours, reference(x, y, ks=(1, 3), embedding_distance="cosine"))
-    squared = continuous_metrics(x, y, ks=(1, 3), embedding_distance="squared_euclidean")
+    ours = continuous_metrics(x, y, ks=(1, 3), metric="cosine")
+    assert_close(ours, reference(x, y, ks=(1, 3), metric="cosine"))
+    squared = continuous_metrics(x, y, ks=(1, 3), metric="squared_euclidean")
     assert_close(squared, continuous_metrics(x, y, ks=(1, 3)))
 
 
@@ -187,7 +187,7 @@ def test_bad_input(rng):
         continuous_metrics(x, None, ks=(1,), label_distance=np.ones((6, 5)))
     with pytest.raises(ValueError, match="needed"):
         continuous_metrics(x, None, ks=(1,))
-    with pytest.raises(ValueError, match="embedding_distance"):
-        continuous_metrics(x, y, embedding_distance="manhattan")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        continuous_metrics(x, y, metric="manhattan")
     with pytest.raises(ValueError, match="metrics"):
         continuous_metrics(x, y, ks=(1,), metrics=("recall",))

@@ -89,7 +89,7 @@ def test_retrieval_grid_size_and_borders(tmp_path):
 def test_retrieval_grid_with_correct_matrix_and_top_k(tmp_path):
     rng = np.random.default_rng(2)
     emb = rng.standard_normal((10, 4)).astype(np.float32)
-    idx = plots.top_k_neighbours(emb, None, k=4)
+    idx = kd.evaluation.top_k_neighbours(emb, None, k=4)
     assert idx.shape == (10, 4)
     assert not np.any(idx == np.arange(10)[:, None])      # self excluded
     images = rng.uniform(0, 1, size=(10, 8, 8, 1))

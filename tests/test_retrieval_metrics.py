@@ -184,6 +184,9 @@ def test_map_at_r_hand_computed():
     ours = retrieval_metrics(query, [7], gallery, labels, ks=(1, 2))
     assert ours["map@r"] == pytest.approx((1 / 1 + 2 / 3) / 3)
     assert ours["r_precision"] == pytest.approx(2 / 3)
+    # A metric is named by its key too: "map@r" is "map_at_r".
+    assert retrieval_metrics(query, [7], gallery, labels, metrics=("map@r",)) == \
+        {"map@r": ours["map@r"]}
     assert ours["recall@1"] == 1.0
     # Second query: ranking 5 (neg), 10 (pos), 50 (pos); R = 2, top 2 = 0, 1.
     query2 = np.array([at(0)], np.float32)

@@ -86,7 +86,7 @@ def test_resume_sums_the_run_time_over_processes(rng, tmp_path):
     with open(out / "run_time.json") as f:
         first = json.load(f)["seconds"]
     assert first >= 1.0
-    with pytest.raises(kd.training.runner.OutputDirError, match="interrupted run.*--resume"):
+    with pytest.raises(kd.training.OutputDirError, match="interrupted run.*--resume"):
         kd.training.run(recipe, data, out, verbose=0)
     started = time.monotonic()
     result = kd.training.run(recipe, data, out, resume=True, verbose=0)
@@ -143,11 +143,11 @@ def test_sampler_option_picks_label_space_or_random_batches(rng):
     data = pose_data(rng, n_train=40)
     task = kd.training.task_for(data)
     recipe = Recipe(**TINY, loss="log_ratio", val_fraction=0.0)
-    loss = kd.training.runner.build_loss(recipe, task)
-    tf_, _, norm = kd.training.runner.transforms(recipe, data, task)
+    loss = kd.training.build.build_loss(recipe, task)
+    tf_, _, norm = kd.training.prepare.transforms(recipe, data, task)
 
     def steps(r):
-        ds = kd.training.runner.train_pipeline(r, task, loss, data.train, tf_, norm)
+        ds = kd.training.prepare.train_pipeline(r, task, loss, data.train, tf_, norm)
         return int(ds.cardinality().numpy())
 
     assert steps(recipe) == 40 == steps(recipe.replace(sampler="label_space"))  # 1 per anchor
@@ -155,23 +155,23 @@ def test_sampler_option_picks_label_space_or_random_batches(rng):
     # Random batches for a pair loss on classes too (no P x M sampler).
     cdata = class_data(rng)
     crecipe = Recipe(**TINY, loss="triplet", sampler="random", val_fraction=0.0)
-    closs = kd.training.runner.build_loss(crecipe, kd.training.task_for(cdata))
-    ds = kd.training.runner.train_pipeline(crecipe, kd.training.task_for(cdata), closs,
+    closs = kd.training.build.build_loss(crecipe, kd.training.task_for(cdata))
+    ds = kd.training.prepare.train_pipeline(crecipe, kd.training.task_for(cdata), closs,
                                            cdata.train, tf_, norm)
     assert int(ds.cardinality().numpy()) == 36 // 12
     with pytest.raises(RecipeError, match="label_space' needs continuous labels"):
-        kd.training.runner.train_pipeline(crecipe.replace(sampler="label_space"),
+        kd.training.prepare.train_pipeline(crecipe.replace(sampler="label_space"),
                                           kd.training.task_for(cdata), closs, cdata.train,
                                           tf_, norm)
 
 
 def test_loss_kwargs_reach_the_loss(rng, tmp_path):
     task = kd.training.task_for(class_data(rng))
-    loss = kd.training.runner.build_loss(
+    loss = kd.training.build.build_loss(
         Recipe(**TINY, loss_kwargs="alpha=16,margin=0.2"), task)
     assert (loss.alpha, loss.margin) == (16, 0.2)
     ptask = kd.training.task_for(pose_data(rng))
-    loss = kd.training.runner.build_loss(
+    loss = kd.training.build.build_loss(
         Recipe(**TINY, loss="log_ratio", loss_kwargs="anchors=first,squared=false,"
                "ratio=plain"), ptask)
     assert (loss.anchors, loss.squared, loss.ratio, loss.label_distance) == \

@@ -114,7 +114,7 @@ def define_app(name, argv):
             result = training.run(recipe, spec.load(FLAGS), FLAGS.output_dir,
                                   resume=FLAGS.resume, export=FLAGS.export,
                                   index=FLAGS.index, verbose=FLAGS.verbose)
-        except (recipes.RecipeError, training.runner.OutputDirError) as err:
+        except (recipes.RecipeError, training.OutputDirError) as err:
             # A recipe or run directory that cannot run: say why, no traceback.
             raise absl_app.UsageError(str(err)) from None
         logging.info("wrote %s", ", ".join(sorted(result.paths)))

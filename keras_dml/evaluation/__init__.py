@@ -14,7 +14,7 @@ from keras_dml.evaluation.callbacks import (ContinuousRetrievalCallback,
 from keras_dml.evaluation.continuous import continuous_metrics
 from keras_dml.evaluation.embed import embed
 from keras_dml.evaluation.retrieval import retrieval_metrics
-from keras_dml.evaluation.search import top_k_neighbours
+from keras_dml.search import top_k_neighbours
 from keras_dml.evaluation.verification import verification_metrics
 
 __all__ = ["ContinuousRetrievalCallback", "RetrievalCallback",

@@ -134,7 +134,7 @@ class ContinuousRetrievalCallback(_EvaluationCallback):
     Args:
         data: a batched ``tf.data.Dataset`` of ``(x, label_vectors)`` or an
             ``(x, y)`` numpy tuple (queries; all of it if no ``gallery``).
-        ks, label_distance, embedding_distance, metrics: see
+        ks, label_distance, metric, metrics: see
             ``continuous_metrics`` (a precomputed ``label_distance`` matrix
             must match the query x gallery sizes; the labels are then unused).
         every, prefix, gallery, batch_size, verbose: as ``RetrievalCallback``.
@@ -144,7 +144,7 @@ class ContinuousRetrievalCallback(_EvaluationCallback):
     """
 
     def __init__(self, data, ks=(1, 5, 10, 20), every=1,
-                 label_distance="squared_l2", embedding_distance="euclidean",
+                 label_distance="squared_l2", metric="euclidean",
                  metrics=("mean_label_distance", "ndcg"), prefix="val_",
                  gallery=None, batch_size=256, verbose=0, monitor=None,
                  **metric_kwargs):
@@ -156,12 +156,12 @@ class ContinuousRetrievalCallback(_EvaluationCallback):
                          batch_size=batch_size, verbose=verbose,
                          monitor=monitor or f"{default}@{self.ks[0]}")
         self.label_distance = label_distance
-        self.embedding_distance = embedding_distance
+        self.metric = metric
         self.metrics = metrics
         self.metric_kwargs = metric_kwargs
 
     def _compute(self, q, ql, g, gl):
         return continuous_metrics(
             q, ql, g, gl, ks=self.ks, label_distance=self.label_distance,
-            embedding_distance=self.embedding_distance, metrics=self.metrics,
+            metric=self.metric, metrics=self.metrics,
             **self.metric_kwargs)

@@ -30,11 +30,12 @@ it was given precomputed.
 import numpy as np
 from keras import ops
 
-from keras_dml.evaluation import search
+from keras_dml import search
 
 METRICS = ("mean_label_distance", "ndcg")
-_EMBEDDING_DISTANCES = {"euclidean": "euclidean", "squared_euclidean": "euclidean",
-                        "cosine": "cosine"}
+# Embedding metrics: squared euclidean ranks as euclidean does.
+_SEARCH_METRICS = {"euclidean": "euclidean", "squared_euclidean": "euclidean",
+                   "cosine": "cosine"}
 
 
 def _length(labels):
@@ -109,7 +110,7 @@ def _checked_distances(d, shape):
 def continuous_metrics(query_emb, query_labels, gallery_emb=None,
                        gallery_labels=None, ks=(1, 5, 10, 20),
                        label_distance="squared_l2",
-                       embedding_distance="euclidean",
+                       metric="euclidean",
                        metrics=METRICS, chunk_size=None,
                        label_distance_kwargs=None):
     """Mean label distance of the top K and nDCG@K (see module docstring).
@@ -123,8 +124,8 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
         label_distance: "squared_l2", another ``keras_dml.label_distances``
             name, a callable ``(labels_a, labels_b) -> [Na, Nb]``, or a
             precomputed [Nq, Ng] matrix.
-        embedding_distance: "euclidean" (= "squared_euclidean", same ranking)
-            or "cosine".
+        metric: how embeddings are compared: "euclidean" (=
+            "squared_euclidean", same ranking) or "cosine" (``kd.search``).
         metrics: any of "mean_label_distance", "ndcg".
         chunk_size: queries per chunk (None: from a 512 MB budget).
         label_distance_kwargs: keyword arguments bound into a named or callable
@@ -137,31 +138,12 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
     if not metrics or set(metrics) - set(METRICS):
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}; "
                          f"got {metrics!r}.")
-    if embedding_distance not in _EMBEDDING_DISTANCES:
-        raise ValueError(f"embedding_distance must be one of "
-                         f"{tuple(_EMBEDDING_DISTANCES)}; got {embedding_distance!r}.")
-    if isinstance(ks, (int, np.integer)):
-        ks = (ks,)
-    ks = tuple(ks)
-    if not ks or any(int(k) != k or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers; got {ks!r}.")
-    ks = tuple(int(k) for k in ks)
-
-    q = search.as_embeddings(query_emb, "query_emb")
-    self_retrieval = gallery_emb is None
-    if self_retrieval:
-        if gallery_labels is not None:
-            raise ValueError("gallery_labels given without gallery_emb.")
-        g, gl = q, query_labels
-    else:
-        g = search.as_embeddings(gallery_emb, "gallery_emb")
-        gl = gallery_labels
-        if g.shape[1] != q.shape[1]:
-            raise ValueError(f"query_emb has dimension {q.shape[1]} but "
-                             f"gallery_emb has {g.shape[1]}.")
+    if metric not in _SEARCH_METRICS:
+        raise ValueError(f"metric must be one of {tuple(_SEARCH_METRICS)}; got {metric!r}.")
+    ks = search.check_ks(ks)
+    q, g, self_retrieval = search.query_gallery(query_emb, gallery_emb, gallery_labels)
+    gl = query_labels if self_retrieval else gallery_labels
     nq, ng = q.shape[0], g.shape[0]
-    if nq == 0:
-        raise ValueError("the query set must not be empty.")
 
     kwargs = dict(label_distance_kwargs or {})
     precomputed = None
@@ -191,7 +173,7 @@ def continuous_metrics(query_emb, query_labels, gallery_emb=None,
                          "items a query can retrieve; use K < "
                          f"{available}.")
 
-    gallery = search.Gallery(g, _EMBEDDING_DISTANCES[embedding_distance])
+    gallery = search.Gallery(g, _SEARCH_METRICS[metric])
     chunk = search.check_chunk_size(chunk_size, nq, ng, k_max, bytes_per_entry=32)
     retrieved = np.empty((nq, k_max))
     ideal = np.empty((nq, k_max))

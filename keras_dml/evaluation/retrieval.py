@@ -51,9 +51,11 @@ defaults to 512 MB / (16 bytes * Ng) rows.
 import numpy as np
 from keras import ops
 
-from keras_dml.evaluation import search
+from keras_dml import search
 
 METRICS = ("recall", "map_at_r", "r_precision", "nmi")
+# The keys of the result name the metrics too: metrics=("map@r",) is "map_at_r".
+METRIC_ALIASES = {"map@r": "map_at_r"}
 LONE_QUERY_POLICIES = ("exclude", "count")
 
 
@@ -72,15 +74,6 @@ def _as_labels(labels, name, n):
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
         raise ValueError(f"{name} contains NaN or infinite values.")
     return labels
-
-
-def _check_ks(ks):
-    if isinstance(ks, (int, np.integer)):
-        ks = (ks,)
-    ks = tuple(ks)
-    if not ks or any(int(k) != k or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers; got {ks!r}.")
-    return tuple(int(k) for k in ks)
 
 
 # Recall@K for K up to this many comes from top_k; larger K (SOP's 1000) from
@@ -205,7 +198,8 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
             is excluded from its own results by index.
         ks: the K of Recall@K; each must be below the number of items a query
             can retrieve (Ng, or N - 1 in self-retrieval), else ValueError.
-        metrics: any of "recall", "map_at_r", "r_precision", "nmi".
+        metrics: any of "recall", "map_at_r" (or its key "map@r"),
+            "r_precision", "nmi".
         lone_queries: "exclude" (PML's behaviour) or "count"; see module doc.
         chunk_size: queries per chunk (None: from a 512 MB budget).
         seed: k-means seed for NMI.
@@ -215,6 +209,7 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
         "nmi" (those requested).
     """
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    metrics = tuple(METRIC_ALIASES.get(m, m) for m in metrics)
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}; "
@@ -222,24 +217,12 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None,
     if lone_queries not in LONE_QUERY_POLICIES:
         raise ValueError(f"lone_queries must be one of {LONE_QUERY_POLICIES}; "
                          f"got {lone_queries!r}.")
-    ks = _check_ks(ks)
-    q = search.as_embeddings(query_emb, "query_emb")
+    ks = search.check_ks(ks)
+    if gallery_emb is not None and gallery_labels is None:
+        raise ValueError("gallery_emb given without gallery_labels.")
+    q, g, self_retrieval = search.query_gallery(query_emb, gallery_emb, gallery_labels)
     ql = _as_labels(query_labels, "query_labels", q.shape[0])
-    self_retrieval = gallery_emb is None
-    if self_retrieval:
-        if gallery_labels is not None:
-            raise ValueError("gallery_labels given without gallery_emb.")
-        g, gl = q, ql
-    else:
-        if gallery_labels is None:
-            raise ValueError("gallery_emb given without gallery_labels.")
-        g = search.as_embeddings(gallery_emb, "gallery_emb")
-        gl = _as_labels(gallery_labels, "gallery_labels", g.shape[0])
-        if g.shape[1] != q.shape[1]:
-            raise ValueError(f"query_emb has dimension {q.shape[1]} but "
-                             f"gallery_emb has {g.shape[1]}.")
-    if q.shape[0] == 0 or g.shape[0] == 0:
-        raise ValueError("query and gallery sets must not be empty.")
+    gl = ql if self_retrieval else _as_labels(gallery_labels, "gallery_labels", g.shape[0])
     available = g.shape[0] - int(self_retrieval)
     if "recall" in metrics and max(ks) >= available:
         # Recall@K with K >= the retrievable items is 1 for every query with

@@ -29,7 +29,7 @@ fewer it is the TAR at FAR = 0.
 
 import numpy as np
 
-from keras_dml.evaluation.search import as_embeddings
+from keras_dml.search import as_embeddings
 
 FARS = (1e-2, 1e-3, 1e-4)
 

@@ -17,7 +17,7 @@ removal).
 
 import numpy as np
 
-from keras_dml.evaluation import search as _search
+from keras_dml import search as _search
 
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("exact", "faiss")
@@ -45,7 +45,7 @@ EXACT_MEMORY_BUDGET = 1 << 30
 
 
 class ExactBackend:
-    """Exact search with ``kd.evaluation.search`` (chunked matmul + blocked
+    """Exact search with ``kd.search`` (chunked matmul + blocked
     top-k): the same engine, scores and tie rule as the retrieval metrics.
     Working memory per chunk of queries is about ``chunk * Ng * 8`` bytes
     (the scores and their padded copy); the chunk is sized to

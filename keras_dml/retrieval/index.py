@@ -18,7 +18,7 @@ Semantics:
   the negated squared distance ``-|q - g|^2`` for ``metric="euclidean"``.
 * ranking: decreasing score; equal scores by increasing insertion position
   (the item added first wins; with the default ids, the lower id). This is
-  ``kd.evaluation.search``'s rule, whose engine the exact backend is.
+  ``kd.search``'s rule, whose engine the exact backend is.
 * every argument is validated before anything changes, so a failed ``add``
   or ``remove`` leaves the index as it was.
 """
@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from keras_dml.evaluation.search import as_embeddings
+from keras_dml.search import as_embeddings
 from keras_dml.retrieval import storage
 from keras_dml.retrieval.backends import (BACKENDS, METRICS, ExactBackend,
                                           FaissBackend)
@@ -101,7 +101,7 @@ class Index:
         dim: embedding dimension D.
         metric: "cosine" (vectors are compared after L2 normalisation) or
             "euclidean".
-        backend: "exact" (``kd.evaluation.search``, ``keras.ops`` on the
+        backend: "exact" (``kd.search``, ``keras.ops`` on the
             Keras backend in use) or "faiss"
             (approximate or exact, ``faiss_factory``; needs faiss-cpu).
         faiss_factory: a ``faiss.index_factory`` string, e.g. "Flat",

@@ -32,8 +32,8 @@ import os
 import numpy as np
 
 from keras_dml.evaluation import projector
+from keras_dml.training.rundir import RunPaths
 
-INDEX_DIR = "index"
 THUMBNAILS_FILE = "thumbnails.npy"
 PROJECTOR_RUN = "projector"
 THUMBNAIL_SIZE = 64
@@ -99,7 +99,7 @@ def write_index(output_dir, split, embeddings, labels, thumbs=None):
     emb = np.asarray(embeddings, np.float32)
     index = retrieval.Index(emb.shape[1], metric="cosine")
     index.add(emb, labels=np.asarray(labels, np.int64).reshape(-1), metadata=metadata)
-    path = index.save(os.path.join(os.fspath(output_dir), INDEX_DIR))
+    path = index.save(RunPaths(output_dir).index)
     # After the save: the atomic save replaces the whole directory.
     tmp = os.path.join(path, f".{THUMBNAILS_FILE}.tmp")
     with open(tmp, "wb") as f:

@@ -1,11 +1,11 @@
-"""keras_dml.evaluation.search: exact ties, exclusion by index, brute force."""
+"""keras_dml.search (the exact engine): exact ties, exclusion by index, brute force."""
 
 import numpy as np
 import pytest
 
 from backend_tools import compiled, tensor, to_numpy
-from keras_dml.evaluation import search
-from keras_dml.evaluation.search import top_k_neighbours
+from keras_dml import search
+from keras_dml.search import top_k_neighbours
 
 # Backend-neutral: CI runs this module under tensorflow, jax and torch.
 pytestmark = pytest.mark.backends
@@ -47,15 +47,15 @@ def test_unique_rows_survives_hash_collisions(rng, monkeypatch):
     assert len(first) == 5
 
 
-@pytest.mark.parametrize("score", ["cosine", "euclidean"])
-def test_identical_gallery_rows_tie_exactly_and_lower_index_wins(rng, score):
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_identical_gallery_rows_tie_exactly_and_lower_index_wins(rng, metric):
     # Arbitrary (non-dyadic) values: identical rows at many positions, so a
     # matmul kernel's column blocking could round them differently.
     base = rng.normal(size=(7, 24)).astype(np.float32)
     rows = rng.integers(0, 7, 203)
     g = base[rows]
     q = rng.normal(size=(11, 24)).astype(np.float32)
-    idx, scores = top_k_neighbours(q, g, k=60, score=score, chunk_size=4,
+    idx, scores = top_k_neighbours(q, g, k=60, metric=metric, chunk_size=4,
                                    return_scores=True)
     for i in range(len(q)):
         for a in range(59):
@@ -64,7 +64,7 @@ def test_identical_gallery_rows_tie_exactly_and_lower_index_wins(rng, score):
                 assert scores[i, a] == scores[i, a + 1]      # bit for bit
                 assert ja < jb                               # tie rule
     # The whole ranking equals the brute force's, ties by index.
-    if score == "cosine":
+    if metric == "cosine":
         np.testing.assert_array_equal(idx, brute_force(q, g, 60, [-1] * 11))
 
 
@@ -148,7 +148,7 @@ def test_search_ranks_exact_ties_the_same_on_every_backend(rng):
     g = rng.choice([-1.0, 0.0, 1.0], size=(500, 4)).astype(np.float32)
     q = rng.choice([-1.0, 0.0, 1.0], size=(9, 4)).astype(np.float32)
     for score in ("cosine", "euclidean"):
-        idx, values = top_k_neighbours(q, g, k=50, score=score, chunk_size=4,
+        idx, values = top_k_neighbours(q, g, k=50, metric=score, chunk_size=4,
                                        return_scores=True)
         if score == "cosine":
             expected = brute_force(q, g, 50, [-1] * 9)

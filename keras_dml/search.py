@@ -1,5 +1,9 @@
 """Exact nearest-neighbour search in chunks of queries, with ``keras.ops``.
 
+The one search engine of keras_dml, at the bottom of the package: the
+retrieval and continuous metrics, ``kd.retrieval.Index``'s exact backend,
+the retrieval SavedModel export and the plots all rank with it.
+
 Every evaluation in keras_dml ranks a gallery for each query by a score
 (higher = closer) and never builds the full [Nq, Ng] matrix: queries are
 processed ``chunk_size`` rows at a time, so the working memory is
@@ -7,7 +11,7 @@ O(chunk_size * (Ng + k)) on top of the embeddings themselves. The matmul
 and the reductions run on the Keras backend's device (TensorFlow, JAX or
 PyTorch; a GPU if there is one).
 
-Scores:
+Scores (``metric=``, the same name as ``kd.retrieval.Index(metric=...)``):
     "cosine":    s(q, g) = <q / |q|, g / |g|>            (zero vectors stay zero)
     "euclidean": s(q, g) = 2 <q, g> - |g|^2 = |q|^2 - |q - g|^2,
                  which orders the gallery exactly as -|q - g| does.
@@ -24,6 +28,8 @@ query i's own item gets the score -inf before ranking, i.e. it is excluded by
 index. Other items identical to the query (duplicates) are ranked normally.
 """
 
+from typing import Tuple
+
 import numpy as np
 from keras import ops
 
@@ -32,7 +38,7 @@ from keras_dml import ops as dml_ops
 
 DEFAULT_MEMORY_BUDGET = 512 * 1024 ** 2   # bytes per chunk's [chunk, Ng] work
 
-_SCORES = ("cosine", "euclidean")
+METRICS = ("cosine", "euclidean")
 
 
 def as_embeddings(x, name):
@@ -48,6 +54,40 @@ def as_embeddings(x, name):
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or infinite values.")
     return x
+
+
+def check_ks(ks) -> Tuple[int, ...]:
+    """The K of a metric as a non-empty tuple of positive ints (an int is one K)."""
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(ks)
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers; got {ks!r}.")
+    return tuple(int(k) for k in ks)
+
+
+def query_gallery(query_emb, gallery_emb=None, gallery_labels=None, allow_no_queries=False
+                  ) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """``(queries, gallery, self_retrieval)``: checked float32 [N, D]
+    embeddings (``as_embeddings``) of the same dimension, and whether the
+    queries search themselves (``gallery_emb`` None: the gallery is the
+    queries, and ``gallery_labels`` must be None too). Refuses an empty
+    gallery, and an empty query set unless ``allow_no_queries``."""
+    q = as_embeddings(query_emb, "query_emb")
+    if q.shape[0] == 0 and not allow_no_queries:
+        raise ValueError("the query set must not be empty.")
+    if gallery_emb is None:
+        if gallery_labels is not None:
+            raise ValueError("gallery_labels given without gallery_emb.")
+        g = q
+    else:
+        g = as_embeddings(gallery_emb, "gallery_emb")
+        if g.shape[1] != q.shape[1]:
+            raise ValueError(f"query_emb has dimension {q.shape[1]} but gallery_emb "
+                             f"has {g.shape[1]}.")
+    if g.shape[0] == 0:
+        raise ValueError("the gallery is empty.")
+    return q, g, gallery_emb is None
 
 
 def auto_chunk_size(num_queries, num_gallery, extra_columns=0,
@@ -123,13 +163,13 @@ class Gallery:
 
     Args:
         gallery: float array [Ng, D].
-        score: "cosine" or "euclidean" (see module docstring).
+        metric: "cosine" or "euclidean" (see module docstring).
     """
 
-    def __init__(self, gallery, score="cosine"):
-        if score not in _SCORES:
-            raise ValueError(f"score must be one of {_SCORES}; got {score!r}.")
-        self.score = score
+    def __init__(self, gallery, metric: str = "cosine"):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}.")
+        self.metric = metric
         # + 0 turns -0.0 into +0.0, so numerically equal rows hash alike.
         g = np.asarray(gallery, np.float32) + np.float32(0)
         self.size = int(g.shape[0])
@@ -140,12 +180,12 @@ class Gallery:
             rows, inverse = g[dedup[0]], dedup[1]
         self.has_duplicates = dedup is not None
         # What compiled code may depend on (shapes, which steps apply).
-        self.spec = (score, self.has_duplicates, self.size, int(rows.shape[0]),
+        self.spec = (metric, self.has_duplicates, self.size, int(rows.shape[0]),
                      int(rows.shape[1]))
         # Eager, never compiled: Grappler and XLA rewrite x / sqrt(y) into
         # x * rsqrt(y), whose rounding differs between CPUs (ops.l2_normalize).
         rows = ops.convert_to_tensor(rows, "float32")
-        if score == "cosine":
+        if metric == "cosine":
             self.embeddings = dml_ops.l2_normalize(rows)
             self.bias = ops.zeros_like(rows[:, 0])
         else:
@@ -153,7 +193,7 @@ class Gallery:
             self.bias = ops.sum(ops.square(rows), axis=1)
         self.inverse = ops.convert_to_tensor(inverse.astype(np.int32), "int32")
         # A power of two: multiplying the queries by it is exact.
-        self.scale_value = 1.0 if score == "cosine" else 2.0
+        self.scale_value = 1.0 if metric == "cosine" else 2.0
         self.scale = ops.convert_to_tensor(self.scale_value, "float32")
 
     @property
@@ -165,7 +205,7 @@ class Gallery:
     def prepare_queries(self, queries):
         """Queries as scored (cosine: L2-normalised), eagerly: see __init__."""
         q = ops.convert_to_tensor(queries, "float32")
-        return dml_ops.l2_normalize(q) if self.score == "cosine" else q
+        return dml_ops.l2_normalize(q) if self.metric == "cosine" else q
 
     @property
     def tensors(self):
@@ -180,7 +220,7 @@ class Gallery:
         cosine bias, and the copy when there are no duplicates. It closes
         over constants only, never the gallery, so a cached compiled function
         keeps no gallery alive."""
-        cosine = self.score == "cosine"
+        cosine = self.metric == "cosine"
         duplicates = self.has_duplicates
         scale = self.scale_value
 
@@ -195,15 +235,15 @@ class Gallery:
         return self.scorer()(self.tensors, self.prepare_queries(queries), exclude)
 
     def compiled(self, key, make):
-        """``_backend.function(make(self.score))``, built once per ``key``
+        """``_backend.function(make(self.metric))``, built once per ``key``
         and gallery ``spec`` in this process (a bounded cache: an evaluation
-        every epoch traces or compiles once). ``make(score)`` returns a
+        every epoch traces or compiles once). ``make(metric)`` returns a
         function that closes over constants only (``self.scorer()`` is one),
         usually called as ``fn(gallery.tensors, ...)``."""
         full_key = (_backend.name(), self.spec, key)
         fn = _COMPILED.pop(full_key, None)
         if fn is None:
-            fn = _backend.function(make(self.score))
+            fn = _backend.function(make(self.metric))
         _COMPILED[full_key] = fn                 # most recently used last
         while len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
@@ -218,7 +258,7 @@ class Gallery:
 
         scorer = self.scorer()
 
-        def make(score):
+        def make(metric):
             def fn(tensors, q, exclude):
                 return top_k_blocked(scorer(tensors, q, exclude), k, block)
             return fn
@@ -424,7 +464,7 @@ def search_gallery(gallery, queries, k, chunk_size=None, exclude_self=False,
 
 
 def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
-                     score="cosine", chunk_size=None, return_scores=False,
+                     metric="cosine", chunk_size=None, return_scores=False,
                      exclude_index=None):
     """Indices of the k nearest gallery items of every query, best first.
 
@@ -437,7 +477,8 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
             so duplicates of the query are still found). Defaults to True when
             ``gallery_emb`` is None and False otherwise; with a gallery it
             requires Nq <= Ng (query i is gallery item i).
-        score: "cosine" (L2-normalised dot product) or "euclidean".
+        metric: "cosine" (L2-normalised dot product) or "euclidean"
+            (``2 <q, g> - |g|^2``: the order of increasing distance).
         chunk_size: queries per chunk (None: from a 512 MB budget).
         return_scores: also return the [Nq, k] scores.
         exclude_index: optional int array [Nq]: the gallery index to leave
@@ -450,16 +491,7 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
         are broken by the lower gallery index; identical gallery rows tie
         exactly (see ``Gallery``).
     """
-    q = as_embeddings(query_emb, "query_emb")
-    if gallery_emb is None:
-        g = q
-        default_self = True
-    else:
-        g = as_embeddings(gallery_emb, "gallery_emb")
-        default_self = False
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"query_emb has dimension {q.shape[1]} but gallery_emb "
-                         f"has {g.shape[1]}.")
+    q, g, default_self = query_gallery(query_emb, gallery_emb, allow_no_queries=True)
     if exclude_index is not None:
         if exclude_self:
             raise ValueError("give exclude_self or exclude_index, not both.")
@@ -481,13 +513,11 @@ def top_k_neighbours(query_emb, gallery_emb=None, k=5, exclude_self=None,
                              f"i, but there are {q.shape[0]} queries and only "
                              f"{g.shape[0]} gallery items.")
         excluded = exclude_self
-    if g.shape[0] == 0:
-        raise ValueError("the gallery is empty.")
     available = g.shape[0] - int(excluded)
     if int(k) != k or k < 1 or k > available:
         raise ValueError(f"k must be an integer in [1, {available}] (the items a "
                          f"query can retrieve); got {k!r}.")
     k = int(k)
-    indices, values = search_gallery(Gallery(g, score), q, k, chunk_size,
+    indices, values = search_gallery(Gallery(g, metric), q, k, chunk_size,
                                      exclude_self, exclude_index)
     return (indices, values) if return_scores else indices
