@@ -221,12 +221,14 @@ def authors_log_ratio(embeddings, label_dist, eps=1e-6):
     import torch
     b = embeddings.shape[0]
     m = b - 1
-    idx = torch.arange(m)
-    upper = (idx[:, None] < idx[None, :]).float()
+    device = embeddings.device
+    idx = torch.arange(m, device=device)
+    upper = (idx[:, None] < idx[None, :]).to(embeddings.dtype)
     weight = upper / upper.sum()
     losses = []
     for a in range(b):                      # one forward per anchor
-        others = torch.cat([torch.arange(a), torch.arange(a + 1, b)])
+        others = torch.cat([torch.arange(a, device=device),
+                            torch.arange(a + 1, b, device=device)])
         dist = torch.sum((embeddings[others] - embeddings[a]) ** 2, 1)
         log_dist = torch.log(dist + eps)
         log_gt = torch.log(label_dist[a, others] + eps)
@@ -346,7 +348,9 @@ def train_inputs(b, size, c, seed=0):
     return images, (np.arange(b) % c).astype(np.int64)
 
 
-def peer_train_step(size, warmup, repeats, weights_path):
+def peer_train_step(size, warmup, repeats, weights_path, device="cpu", sync=None):
+    """The PyTorch + PML step (on ``device``; ``sync()`` after each step on
+    an accelerator); saves its initial weights to ``weights_path``."""
     import torch
     import torch.nn.functional as F
     from pytorch_metric_learning import losses
@@ -361,8 +365,9 @@ def peer_train_step(size, warmup, repeats, weights_path):
     state["proxies"] = loss_fn.proxies.detach().numpy().copy()
     np.savez(weights_path, **state)
     images, labels = train_inputs(b, px, c)
-    x = torch.tensor(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor(labels)
+    net.to(device), head.to(device), loss_fn.to(device)
+    x = torch.tensor(images).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.tensor(labels).to(device)
     params = list(net.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW([{"params": params, "lr": 1e-4},
                              {"params": [loss_fn.proxies], "lr": 1e-2}],
@@ -378,6 +383,8 @@ def peer_train_step(size, warmup, repeats, weights_path):
         loss.backward()
         torch.nn.utils.clip_grad_value_(params + [loss_fn.proxies], 10.0)
         opt.step()
+        if sync is not None:
+            sync()
         return float(loss.detach())
     base = rss_mb()
     first = step()

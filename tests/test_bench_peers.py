@@ -35,28 +35,42 @@ def table_rows(stdout):
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
-def test_tiny_run_has_every_row_checked_and_timed(peers, capsys):
-    status = peers.main(["--tiny", "--inline"])
+LIGHT = ("proxy_anchor", "multi_similarity", "retrieval", "log_ratio", "index")
+
+
+def check_table(peers, capsys, rows_arg, labels):
+    status = peers.main(["--tiny", "--inline", "--rows", ",".join(rows_arg)])
     out = capsys.readouterr().out
     assert status == 0, out
     rows = table_rows(out)
     assert rows[0] == ["work", "size", "keras_dml", "peer", "peer time",
                        "ratio (ours/peer)", "keras_dml extra MB", "peer extra MB"]
-    body = rows[2:]                      # after the |---| line
+    body = rows[1:]
     expected = [(label, size_label) for _, label, _, size_label, _
-                in peers.cases("tiny", peers.ROWS)]
+                in peers.cases("tiny", rows_arg)]
     assert [(r[0], r[1]) for r in body] == expected
-    assert {label for label, _ in expected} >= {
-        "Proxy Anchor fwd+bwd", "multi-similarity (+ miner) fwd+bwd",
-        "Recall@1/2/4/8, self-retrieval", "Log-ratio, every sample an anchor, fwd+bwd",
-        "exact index search, k=10", "ResNet-50 + Proxy Anchor train step"}
+    assert {label for label, _ in expected} == labels
     for work, size, ours, peer, theirs, ratio, ours_mb, peer_mb in body:
         assert "failed" not in ours, (work, ours)
         unit = r"[\d,]+ q/s" if work.startswith("exact index") else r"[\d.]+ (ms|s)"
         assert re.fullmatch(unit, ours) and re.fullmatch(unit, theirs), (work, ours, theirs)
         assert re.match(r"\d+\.\d\dx", ratio), (work, ratio)
         float(ours_mb), float(peer_mb)
-    assert re.search(r"6 rows, 0 failed", out)
+    assert re.search(rf"{len(expected)} rows, 0 failed", out)
+
+
+def test_tiny_run_has_every_loss_and_search_row_checked_and_timed(peers, capsys):
+    check_table(peers, capsys, LIGHT, {
+        "Proxy Anchor fwd+bwd", "multi-similarity (+ miner) fwd+bwd",
+        "Recall@1/2/4/8, self-retrieval", "Log-ratio, every sample an anchor, fwd+bwd",
+        "exact index search, k=10"})
+
+
+def test_tiny_train_step_row_same_first_loss_then_timed(peers, capsys):
+    """The ResNet-50 row: the torch network's weights copied into the Keras
+    model give the same first loss (checked by the bench), then both time."""
+    assert set(peers.ROWS) == set(LIGHT) | {"train_step"}
+    check_table(peers, capsys, ("train_step",), {"ResNet-50 + Proxy Anchor train step"})
 
 
 def test_a_disagreeing_side_fails_its_row(peers):
