@@ -613,6 +613,7 @@ def child(spec):
     row, side, size, mode = spec["row"], spec["side"], spec["size"], spec["mode"]
     size = tuple(size)
     warmup, repeats = SIZES[mode]["warmup"], SIZES[mode]["repeats"]
+    repeats = int(os.environ.get("PEERS_REPEATS", repeats))
     result_path = os.path.join(spec["workdir"], f"{spec['case']}.npz")
     weights_path = os.path.join(spec["workdir"], f"{spec['case']}.weights.npz")
     if side == "peer":
@@ -674,6 +675,12 @@ def main(argv=None):
                         help="comma-separated subset of " + ", ".join(ROWS))
     parser.add_argument("--timeout", type=float, default=600,
                         help="seconds per subprocess")
+    parser.add_argument("--max-n", type=int, default=None,
+                        help="leave out the retrieval and index rows with more "
+                             "items than this (a loaded machine)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats (default: the mode's; the retrieval "
+                             "and index rows take at most their own)")
     parser.add_argument("--inline", action="store_true",
                         help="run every row in this process (no per-row "
                              "memory figure; the smoke test)")
@@ -687,10 +694,14 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown --rows {sorted(unknown)}")
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.repeats:
+        os.environ["PEERS_REPEATS"] = str(args.repeats)
     start = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for i, (row, label, peer_name, size_label, size) in enumerate(cases(mode, rows)):
+        todo = [c for c in cases(mode, rows) if args.max_n is None
+                or c[0] not in ("retrieval", "index") or c[4][0] <= args.max_n]
+        for i, (row, label, peer_name, size_label, size) in enumerate(todo):
             if args.inline:
                 side = lambda s: run_inline(row, s, size, mode, workdir, i)  # noqa: E731
             else:

@@ -27,6 +27,9 @@ class MetricLoss(keras.losses.Loss):
       rather than class ids.
     * ``proxies_per_class``: proxy columns per class in ``y_pred`` (an
       instance property; 1 unless a loss has several centres per class).
+    * ``supports_xla``: ``MetricModel`` may compile the loss with XLA (every
+      keras_dml loss does; set False on a subclass with ops XLA cannot
+      compile, e.g. ``tf.py_function``).
 
     Bad input is never silently absorbed: a NaN or Inf in ``y_pred``, labels
     out of range or mismatched shapes raise (``ValueError`` eagerly on every
@@ -39,6 +42,7 @@ class MetricLoss(keras.losses.Loss):
     short_name = None
     takes_proxies = False
     continuous_labels = False
+    supports_xla = True
 
     @property
     def proxies_per_class(self):

@@ -60,14 +60,17 @@ def _metrics_result(model, y, outputs, start, local_size):
 
 def _head_and_loss(model, embeddings, y):
     """(head outputs, loss) of the global batch: one XLA-compiled function
-    (``compiled_loss``) when ``model._jit_loss``, built at trace time so
+    (``compiled_loss``) when ``model._jit_loss`` and no tf.distribute
+    strategy is in use, built at trace time so
     that no tf.function is tracked (and exported) with the model.
 
     XLA drops assertions, so the compiled function returns the results of
     the loss's input checks (``_backend.check``) and they are asserted here,
     in the step's graph: bad labels still raise ``InvalidArgumentError``
     instead of only making the loss NaN."""
-    if not getattr(model, "_jit_loss", False):
+    # Not under a tf.distribute strategy (Keras' "auto" makes the same
+    # choice for the whole step): replicas stay on TensorFlow's kernels.
+    if not getattr(model, "_jit_loss", False) or tf.distribute.has_strategy():
         HEAD_LOSS_FUNCTIONS[model] = None
         outputs = model._head_outputs(embeddings)
         return outputs, model._loss_of_outputs(y, outputs)

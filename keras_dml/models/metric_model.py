@@ -183,7 +183,8 @@ class MetricModel(keras.Model):
         (proxies, loss and their gradients) run as one XLA-compiled function
         (``compiled_loss``) inside the step unless ``jit_compile=False`` or
         ``run_eagerly=True`` is given or the loss says it cannot compile
-        (``MetricLoss.supports_xla``); Keras' own ``jit_compile="auto"``
+        (``MetricLoss.supports_xla``) or a tf.distribute strategy is in use
+        (as Keras' "auto" decides for the whole step); Keras' own ``jit_compile="auto"``
         leaves the whole step uncompiled on a CPU, where XLA's convolutions
         are slower than TensorFlow's. ``jit_compile=True`` compiles the whole
         step. Under JAX the step is ``jax.jit``-compiled anyway.
