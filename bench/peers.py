@@ -713,7 +713,7 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
     import torch
     print(f"keras_dml (TensorFlow) vs peers, {mode} sizes, {os.cpu_count()} CPU cores, "
-          f"median of {SIZES[mode]['repeats']} after {SIZES[mode]['warmup']} warm-up "
+          f"median of {os.environ.get('PEERS_REPEATS', SIZES[mode]['repeats'])} after {SIZES[mode]['warmup']} warm-up "
           f"(retrieval, index, train step: fewer, see SIZES), torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads)\n")
     print(table(results))
