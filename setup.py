@@ -15,14 +15,27 @@ EXTRAS = {
     # KERAS_BACKEND=jax: the numeric core, MetricModel, bench/device.py (CPU
     # jaxlib; the minor version CI tests).
     "jax": ["jax>=0.10.2,<0.11", "jaxlib>=0.10.2,<0.11"],
+    # keras-dml serve / kd.serving.create_app: an ASGI app (Starlette) under uvicorn;
+    # python-multipart parses the page's uploads (the minor versions tested).
+    # httptools / uvloop: uvicorn's fast HTTP parser and event loop (used when present).
+    "serve": ["starlette>=1.10,<1.11", "uvicorn>=0.55,<0.56", "python-multipart>=0.0.34,<0.1",
+              "httptools>=0.9,<0.10", "uvloop>=0.23,<0.24; sys_platform != 'win32'"],
+    # kd.data.load_glyphs: font character maps (fontTools) and rendering (Pillow); the
+    # fonts themselves are Debian packages (scripts/setup.sh).
+    "glyphs": ["fonttools>=4.40,<5", "pillow>=10"],
 }
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 # The TensorFlow pass of the tests. The JAX and PyTorch passes also need the
 # "jax" extra and torch (+ pytorch-metric-learning, the parity reference),
 # which scripts/setup.sh installs on their own so that a machine without them
 # warns instead of failing the whole install (under CI=true it fails).
+# The service tests talk HTTP (requests) to a real uvicorn process, and drive the
+# page in headless Chromium (selenium; the browser and its driver are Debian
+# packages, scripts/setup.sh).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-image>=0.22", "pillow>=10",
-                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"]]
+                  "requests>=2.31,<3", "selenium>=4.51,<5",
+                  *EXTRAS["tfds"], *EXTRAS["continuous"], *EXTRAS["nmi"], *EXTRAS["glyphs"],
+                  *EXTRAS["serve"]]
 
 setup(
     name="keras_dml",

@@ -27,7 +27,7 @@ from keras_dml import (  # noqa: E402
 __version__ = "0.1.0"
 
 _LAZY = ("models", "backbones", "data", "evaluation", "export", "plots", "search",
-         "training", "retrieval")
+         "training", "retrieval", "serving")
 
 
 def __getattr__(name):

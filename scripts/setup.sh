@@ -12,6 +12,29 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
 
+# CJK fonts for the many-class glyph benchmark (kd.data.load_glyphs, the
+# `keras-dml glyphs` app, studies/proxy_anchor.py --dataset=glyphs) and its
+# tests: 41 Debian font packages, about 150 CJK faces in 42 distinct designs
+# (~700 MB installed). Keep this list equal to keras_dml/data/glyphs.py PACKAGES.
+GLYPH_FONTS="fonts-ipafont-gothic fonts-ipafont-mincho fonts-ipaexfont-gothic
+  fonts-ipaexfont-mincho fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gkai00mp
+  fonts-arphic-bsmi00lp fonts-kouzan-mouhitsu fonts-aoyagi-soseki fonts-aoyagi-kouzan-t
+  fonts-seto fonts-klee fonts-lxgw-wenkai fonts-sawarabi-gothic fonts-sawarabi-mincho
+  fonts-horai-umefont fonts-cwtex-kai fonts-cwtex-ming fonts-cwtex-fs fonts-cwtex-heib
+  fonts-cwtex-yen fonts-hanazono fonts-kiloji fonts-noto-cjk fonts-wqy-zenhei
+  fonts-wqy-microhei fonts-motoya-l-cedar fonts-motoya-l-maruberi fonts-dejima-mincho
+  fonts-vlgothic fonts-mona fonts-misaki fonts-morisawa-bizud-gothic
+  fonts-morisawa-bizud-mincho fonts-oradano-mincho-gsrr fonts-smiley-sans
+  fonts-unfonts-core fonts-baekmuk fonts-mplus fonts-konatu"
+# shellcheck disable=SC2086
+if ! dpkg -s $GLYPH_FONTS >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $GLYPH_FONTS
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
@@ -57,6 +80,23 @@ if ! "$VPY" -c "import torch, pytorch_metric_learning" 2>/dev/null; then
          "(under CI=true they fail)." >&2
   fi
 fi
+# --- test part: headless Chromium and its WebDriver for the search page's
+# browser test (tests/test_serving_browser.py, driven by selenium from the
+# "test" extra). Debian packages; the test skips without them outside CI
+# and fails under CI=true.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && \
+         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "setup: ERROR: cannot install chromium chromium-driver (the browser test)." >&2
+      exit 1
+    fi
+    echo "setup: WARNING: no chromium / chromium-driver; the browser test will skip." >&2
+  fi
+fi
+# --- end of the browser test part
+
 echo "setup: done ($("$VPY" - <<'PY'
 import importlib.metadata as md
 found = []

@@ -371,10 +371,13 @@ def plot_heatmap(path, values, row_labels, col_labels, xlabel="", ylabel="", tit
 
 
 # --------------------------------------------------------------- command line
-def parse_args(argv, description):
+def parse_args(argv, description, add_arguments=None):
     """``--output_dir`` (required), ``--quick``; hidden ``--smoke`` (a tiny
-    configuration for the test suite) and ``--seeds`` (override)."""
+    configuration for the test suite) and ``--seeds`` (override);
+    ``add_arguments(parser)`` adds a study's own."""
     parser = argparse.ArgumentParser(description=description)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--output_dir", required=True,
                         help="Study directory: results.json, results.md, PNGs, runs/. "
                              "Re-running with the same directory resumes.")

@@ -9,8 +9,8 @@ from keras_dml.cli import apps, command as main, quiet
 
 
 def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
-    assert set(apps.APPS) == {"fashion_mnist", "cub200", "cars196", "sop", "inshop", "pose",
-                              "layout", "captions"}
+    assert set(apps.APPS) == {"train", "fashion_mnist", "cub200", "cars196", "sop", "inshop",
+                              "pose", "layout", "captions", "glyphs"}
     for name, spec in apps.APPS.items():
         recipe = kd.training.Recipe.from_flagfile(
             kd.training.recipe_path(spec.recipe, app=name))
@@ -18,7 +18,7 @@ def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):
     assert main.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in apps.APPS)
-    assert "commands:" in out and "  search " in out
+    assert "commands:" in out and all(f"  {c} " in out for c in ("search", "index", "serve"))
 
 
 def test_search_help_needs_no_tensorflow_search(capsys):

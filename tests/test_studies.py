@@ -119,3 +119,26 @@ def test_verdicts():
     assert verdict((0.9, 0.1, 3), (0.85, 0.1, 3)).startswith("inconclusive (± std")
     assert verdict((0.9, 0.0, 1), (0.8, 0.0, 3)) == "inconclusive (1 seed)"
     assert verdict((0.9, 0.01, 2), (0.5, 0.0, 1), theirs_exact=True) == "reproduced"
+
+
+def test_proxy_anchor_study_glyphs_smoke(tmp_path):
+    from keras_dml.data import glyphs
+    from references import unavailable
+    from studies import proxy_anchor
+    # The font catalogue and the rendered glyphs are cached in the user's cache
+    # (kd.data.glyphs.default_cache_dir()), as for real use: built once per machine.
+    try:
+        proxy_anchor.main([f"--output_dir={tmp_path / 'g'}", "--smoke", "--dataset=glyphs"],
+                          log=quiet)
+    except glyphs.DataNotFoundError as err:
+        unavailable(f"CJK fonts for the glyph benchmark missing: {err}")
+    rows = rows_of(tmp_path / "g")
+    assert len(rows) == 5 and {r["loss"] for r in rows} == {"proxy_anchor", "triplet"}
+    for row in rows:
+        assert 0 <= row["metrics"]["recall@1"] <= 1 and "map@r" in row["metrics"]
+        assert len(row["history"]["val_recall@1"]) == 2
+        # Sampling as the authors: random batches for proxies, P x 3 for pairs.
+        assert row["recipe"]["m_per_class"] == 0 and row["recipe"]["sampler"] == "auto"
+        assert row["recipe"]["val_split"] == "classes"
+    text = (tmp_path / "g" / "results.md").read_text()
+    assert "CJK glyphs" in text and "unseen characters" in text and "distinct designs" in text

@@ -22,6 +22,8 @@ class App:
       data_dir: what ``--data_dir`` must point to when it is required (None:
         optional, e.g. a TFDS data_dir).
       define_flags: defines the app's own data flags (or None).
+      after_run: ``(FLAGS, kd.training.RunResult) -> None`` run after a
+        successful run (or None).
     """
 
     summary: str
@@ -29,6 +31,7 @@ class App:
     load: Callable
     data_dir: Optional[str] = None
     define_flags: Optional[Callable] = None
+    after_run: Optional[Callable] = None
 
 
 def _download_flag():
@@ -46,6 +49,27 @@ def _fashion_flags():
 def _caption_flags():
     flags.DEFINE_integer("max_train_images", None, "Subset of train2014 images.")
     flags.DEFINE_integer("max_test_images", 2000, "Subset of val2014 images (test).")
+
+
+def _glyph_flags():
+    flags.DEFINE_integer("glyph_classes", 2400, "Characters (classes) of the glyph benchmark: "
+                         "half train (10% of those held out for validation), half unseen test.")
+    flags.DEFINE_integer("glyph_min_designs", 15, "Distinct font designs every character needs.")
+    flags.DEFINE_list("glyph_fonts", None, "Font files to draw with (default: every CJK font "
+                      "under /usr/share/fonts).")
+
+
+def _glyphs(F):
+    from absl import app as absl_app
+    import keras_dml as kd
+    try:
+        # Rendered at the training size: no resampling in the pipeline.
+        return kd.data.load_glyphs(image_size=F.image_size, seed=F.seed,
+                                   num_classes=F.glyph_classes,
+                                   min_designs=F.glyph_min_designs, fonts=F.glyph_fonts,
+                                   min_train_classes=0, min_test_classes=0, verbose=True)
+    except kd.data.DataNotFoundError as err:   # no fonts: say which packages, no traceback
+        raise absl_app.UsageError(str(err)) from None
 
 
 def _tfds(loader):
@@ -74,11 +98,60 @@ def _captions(F):
                                       max_test_images=F.max_test_images, seed=F.seed)
 
 
+def _own_images_flags():
+    flags.DEFINE_float("test_classes", 0.5, "Root/<class> layout: fraction of the classes "
+                       "held out as the class-disjoint test split.")
+    flags.DEFINE_enum("split", "classes", ["classes", "examples"],
+                      "Test split of a root/<class> layout: whole classes (the "
+                      "metric-learning protocol) or a fraction of every class's images.")
+    flags.DEFINE_float("test_examples", 0.5, "--split=examples: fraction of each class's "
+                       "images in test.")
+    flags.DEFINE_enum("on_corrupt", "pipeline", ["pipeline", "skip", "raise"],
+                      "Unreadable images: stop when training meets one (pipeline), or decode "
+                      "every image before training and drop (skip) or refuse (raise) them.")
+    flags.DEFINE_string("root", None, "CSV: folder relative paths are relative to "
+                        "(default the CSV's folder).")
+    flags.DEFINE_string("image_column", "path", "CSV column of the image paths.")
+    flags.DEFINE_string("label_column", "label", "CSV column of the class names.")
+    flags.DEFINE_string("split_column", None, "CSV column of train/test/val (optional).")
+
+
+def _own_images(F):
+    import os
+    import keras_dml as kd
+    common = dict(test_classes=F.test_classes, seed=F.seed, split=F.split,
+                  test_examples=F.test_examples,
+                  on_corrupt=None if F.on_corrupt == "pipeline" else F.on_corrupt)
+    if os.path.isfile(F.data_dir):
+        return kd.data.load_image_csv(F.data_dir, root=F.root, image_column=F.image_column,
+                                      label_column=F.label_column,
+                                      split_column=F.split_column, **common)
+    return kd.data.load_image_folder(F.data_dir, **common)
+
+
+def _record_model(F, result):
+    """The test gallery index records the exported model that made it."""
+    if "index" in result.paths and "saved_model" in result.paths:
+        from keras_dml.serving import fingerprint
+        fingerprint.record_model(result.paths["index"], result.paths["saved_model"])
+
+
 APPS = {
+    "train": App(
+        "Your own images: train on a folder (ROOT/<class>/<images>, or ROOT/train|test/...) "
+        "or a CSV (path,label[,split]); writes metrics, plots, saved_model/ and index/.",
+        "proxy_anchor", _own_images,
+        data_dir="a folder of class folders (ROOT/<class>/<images> or "
+                 "ROOT/train|test/<class>/...) or a CSV file (path,label[,split] columns)",
+        define_flags=_own_images_flags, after_run=_record_model),
     "fashion_mnist": App(
         "Offline demo: Proxy Anchor on Fashion-MNIST, train on classes 0-4, test on the "
         "unseen 5-9 (Debian dataset-fashion-mnist, or TFDS).",
         "proxy_anchor", _fashion_mnist, define_flags=_fashion_flags),
+    "glyphs": App(
+        "Offline many-class benchmark: CJK characters drawn in ~40 font designs (Debian font "
+        "packages, scripts/setup.sh); 1,200 training and 1,200 unseen test characters.",
+        "proxy_anchor", _glyphs, define_flags=_glyph_flags),
     "cub200": App("CUB-200-2011 (TFDS caltech_birds2011): train on classes 1-100, test on "
                   "101-200.", "proxy_anchor", _tfds("load_cub200"),
                   define_flags=_download_flag),

@@ -27,10 +27,26 @@ def _search(argv):
     return search.main(argv)
 
 
+def _index(argv):
+    from keras_dml.cli import index    # argparse; TensorFlow only when it embeds
+    return index.main(argv)
+
+
+def _serve(argv):
+    from keras_dml.cli import serve    # argparse; the [serve] extra when it serves
+    return serve.main(argv)
+
+
 # Other sub-commands: name -> (summary, main(argv) -> exit code).
-COMMANDS = {"search": ("Nearest neighbours of an image in a run's test gallery "
-                       "(--model=DIR/saved_model --index=DIR/index --image=PATH --k=5).",
-                       _search)}
+COMMANDS = {
+    "search": ("Nearest neighbours of an image in a run's test gallery "
+               "(--model=DIR/saved_model --index=DIR/index --image=PATH --k=5).", _search),
+    "index": ("Embed a gallery of images (a folder or a CSV) into an index, resumable "
+              "(--model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT "
+              "[--backend=exact|faiss]).", _index),
+    "serve": ("Serve image search over HTTP with a web page (--model=DIR/saved_model "
+              "--index=DIR/index [--host=127.0.0.1] [--port=8000] [--threshold=T]).", _serve),
+}
 HELP_FLAGS = {"-h", "-?", "--help", "--helpfull", "--helpshort", "--helpxml"}
 
 
@@ -117,6 +133,8 @@ def define_app(name, argv):
         except (recipes.RecipeError, training.OutputDirError) as err:
             # A recipe or run directory that cannot run: say why, no traceback.
             raise absl_app.UsageError(str(err)) from None
+        if spec.after_run:
+            spec.after_run(FLAGS, result)
         logging.info("wrote %s", ", ".join(sorted(result.paths)))
         return 0
 

@@ -4,7 +4,9 @@ Loaders (each returns a ``RetrievalData`` of ``Split`` objects whose
 ``dataset()`` yields ``(uint8 image [H, W, C], label)``):
 ``load_cub200``, ``load_cars196``, ``load_sop`` (TFDS), ``load_inshop``,
 ``load_mpii``, ``load_lsun_layout``, ``load_coco_captions``,
-``load_fashion_mnist``; ``load(name, ...)`` by name. Pipelines:
+``load_fashion_mnist``, ``load_glyphs`` (CJK characters x fonts); the user's own
+images: ``load_image_folder`` (``root/<class>/<images>``) and
+``load_image_csv``; ``load(name, ...)`` by name. Pipelines:
 ``make_train_pipeline`` / ``make_eval_pipeline``; transforms in
 ``keras_dml.data.augment``. Splitting (``keras_dml.data.splits``):
 ``hold_out_classes``, ``hold_out_examples``, ``random_subset``,
@@ -40,13 +42,16 @@ from keras_dml.data.fashion_mnist import load_fashion_mnist  # noqa: F401,E402
 from keras_dml.data.mpii import load_mpii  # noqa: F401,E402
 from keras_dml.data.lsun import load_lsun_layout  # noqa: F401,E402
 from keras_dml.data.coco import load_coco_captions  # noqa: F401,E402
+from keras_dml.data.glyphs import load_glyphs  # noqa: F401,E402
+from keras_dml.data.folders import (  # noqa: F401,E402
+    load_image_csv, load_image_folder)
 
 LOADERS = {
     "cub200": load_cub200, "cars196": load_cars196, "sop": load_sop,
     "inshop": load_inshop, "fashion_mnist": load_fashion_mnist,
     "pose": load_mpii, "mpii": load_mpii, "layout": load_lsun_layout,
     "lsun_layout": load_lsun_layout, "captions": load_coco_captions,
-    "coco_captions": load_coco_captions,
+    "coco_captions": load_coco_captions, "glyphs": load_glyphs,
 }
 
 

@@ -222,7 +222,55 @@ class GrayscaleToRGB(keras.layers.Layer):
         return (*input_shape[:-1], 3)
 
 
-_TF_LAYERS = (RandomResizedCrop, ResizeShorterSide, GrayscaleToRGB)
+@keras.saving.register_keras_serializable(package="keras_dml")
+class StrokeWidthJitter(keras.layers.Layer):
+    """Random stroke-width change of light-on-dark drawings (glyphs).
+
+    Per image ``a ~ U(-strength, strength)``; with ``dilate`` / ``erode``
+    the 3x3 grey-level maximum / minimum filters of the image ``x``::
+
+        out = x + a (dilate(x) - x)    (a >= 0: thicker strokes)
+        out = x - a (erode(x) - x)     (a < 0: thinner strokes)
+
+    so ``strength`` 1 is at most one pixel of dilation or erosion on each
+    side of a stroke, 0.5 about half a pixel. Input [H, W, C] or
+    [B, H, W, C]; output float32 in the input's range. Identity with
+    ``training=False``.
+    """
+
+    def __init__(self, strength=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1]; got {strength}.")
+        self.strength = float(strength)
+        self.seed = seed
+        self._allow_non_tensor_positional_args = True
+
+    def call(self, images, training=True):
+        x = tf.cast(tf.convert_to_tensor(images), tf.float32)
+        if not training or self.strength == 0.0:
+            return x
+        if x.shape.rank not in (3, 4):
+            raise ValueError("StrokeWidthJitter expects [H, W, C] or [B, H, W, C] images; "
+                             f"got shape {x.shape}.")
+        batch = x if x.shape.rank == 4 else x[None]
+        dilated = tf.nn.max_pool2d(batch, 3, 1, "SAME")
+        eroded = -tf.nn.max_pool2d(-batch, 3, 1, "SAME")
+        a = tf.random.uniform([tf.shape(batch)[0], 1, 1, 1], -self.strength,
+                              self.strength, seed=self.seed)
+        out = tf.where(a >= 0, batch + a * (dilated - batch), batch - a * (eroded - batch))
+        return out if x.shape.rank == 4 else out[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(strength=self.strength, seed=self.seed)
+        return config
+
+
+_TF_LAYERS = (RandomResizedCrop, ResizeShorterSide, GrayscaleToRGB, StrokeWidthJitter)
 
 
 class Compose:
@@ -247,7 +295,8 @@ class Compose:
                 # would convert a symbolic tf.Tensor to the backend's array.
                 # (Keras' own preprocessing layers switch to TF in tf.data.)
                 x = (step.call(x, training=self.training)
-                     if isinstance(step, RandomResizedCrop) else step.call(x))
+                     if isinstance(step, (RandomResizedCrop, StrokeWidthJitter))
+                     else step.call(x))
             elif isinstance(step, keras.layers.Layer):
                 # Keras drops `training` for layers whose call lacks it.
                 x = step(x, training=self.training)
@@ -316,6 +365,37 @@ def resize_transform(size, rgb=False):
     return Compose(steps, training=False)
 
 
+def glyph_train_transform(size, rotation=5.0, zoom=0.08, translation=0.05, stroke=0.5,
+                          rgb=False, seed=None):
+    """A light augmentation for drawn characters (``kd.data.load_glyphs``):
+    stroke-width jitter (:class:`StrokeWidthJitter`), then a small random
+    affine map: rotation up to ``rotation`` degrees, zoom by up to
+    ``zoom`` (fraction), translation by up to ``translation`` of the side;
+    the background (0) fills what moves in. No flip and no crop: a mirrored
+    or cut character may be another character.
+
+    Returns a callable ``image(s) uint8/float [0, 255] -> float32 [0, 255]``
+    of ``size`` (the image is resized first when it is not that size).
+    """
+    height, width = _pair(size)
+    steps = [keras.layers.Resizing(height, width)]
+    if stroke:
+        steps.append(StrokeWidthJitter(stroke, seed=seed))
+    if rotation:
+        steps.append(keras.layers.RandomRotation(rotation / 360.0, fill_mode="constant",
+                                                 fill_value=0.0, seed=seed))
+    if zoom:
+        steps.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="constant",
+                                             fill_value=0.0, seed=seed))
+    if translation:
+        steps.append(keras.layers.RandomTranslation(translation, translation,
+                                                    fill_mode="constant", fill_value=0.0,
+                                                    seed=seed))
+    if rgb:
+        steps.append(GrayscaleToRGB())
+    return Compose(steps, training=True)
+
+
 def get_normalization(normalization):
     """A normalisation callable from a name of
     ``keras_dml.backbones.preprocessing`` (``"bn_inception"``,
@@ -330,6 +410,7 @@ def get_normalization(normalization):
 
 __all__ = [
     "RandomResizedCrop", "ResizeShorterSide", "GrayscaleToRGB", "Compose",
-    "train_transform", "eval_transform", "resize_transform",
+    "StrokeWidthJitter", "train_transform", "eval_transform", "resize_transform",
+    "glyph_train_transform",
     "get_normalization", "default_resize", "AUTHORS_RESIZE",
 ]

@@ -309,9 +309,10 @@ class RetrievalData:
     ``train`` is always present. Class-disjoint benchmarks set ``test``
     (each test image queries the rest of the test set); In-Shop sets
     ``query`` and ``gallery`` instead. Labels are contiguous 0..C-1 within
-    each split for class benchmarks (``num_train_classes`` = C of train), and
-    label arrays for continuous tasks (``label_type`` "pose", "layout",
-    "caption"; ``num_train_classes`` None).
+    each split for class benchmarks (``num_train_classes`` = C of train;
+    ``label_type`` "class", or "glyph" for class labels that train with the
+    glyph transforms), and label arrays for continuous tasks (``label_type``
+    "pose", "layout", "caption"; ``num_train_classes`` None).
     """
 
     name: str

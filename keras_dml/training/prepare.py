@@ -60,6 +60,13 @@ def split_train(recipe, data, task):
     """(train, val or None): subset, then the validation hold-out."""
     from keras_dml.data import splits
     train_all = splits.random_subset(data.train, recipe.max_train_examples, recipe.seed)
+    given = data.info.get("val")
+    if given is not None:
+        # A validation split given by the data (an image folder's ROOT/val/):
+        # used as it is, instead of a hold-out (val_fraction / val_split unused).
+        if train_all is not data.train:
+            train_all = splits.relabel(train_all, "train")
+        return train_all, given
     how = recipe.val_split
     if how == "auto":
         how = "examples" if task.continuous else "classes"

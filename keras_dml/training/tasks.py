@@ -23,6 +23,13 @@ def _whole_frame(recipe):
     return whole, whole
 
 
+def _glyph_transforms(recipe):
+    # Drawn characters: stroke-width jitter and a small affine map; no flip or
+    # crop (a mirrored or cut character can be another one).
+    from keras_dml.data import glyphs
+    return glyphs.transforms(recipe.image_size, seed=recipe.seed)
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """What a data set's labels need beyond the recipe.
@@ -61,6 +68,8 @@ class Task:
 
 TASKS: Dict[str, Task] = {
     "class": Task(),
+    # Class labels (CJK characters, kd.data.load_glyphs) with the glyph transforms.
+    "glyph": Task(transforms=_glyph_transforms),
     "pose": Task(True, "squared_l2", transforms=_pose_transforms),
     "layout": Task(True, "one_minus_miou", {"num_classes": 5}, transforms=_whole_frame),
     "caption": Task(True, "caption_set"),
