@@ -21,6 +21,16 @@ Synthetic data throughout. Rows:
   PML            pytorch-metric-learning's ProxyAnchorLoss at the Proxy Anchor
                  sizes, on torch's device (whatever the Keras backend), eager.
 
+and bench/peers.py's rows at its sizes, each side on its device: multi-
+similarity (keras_dml and PML's miner + loss, B=180, D=512), the authors'
+per-anchor Log-ratio formula in torch (B=128 and 256, D=128; keras_dml's
+Log-ratio rows include those sizes), Recall@1/2/4/8 self-retrieval
+(kd.evaluation.retrieval_metrics, 40k x 256 and 60k x 512), exact index
+search (kd.retrieval.Index, 100k and 1M x 128, 1000 queries, k=10:
+queries/s) and the PyTorch + PML ResNet-50 train step (peers.py's network,
+at this script's train-step size). faiss has no GPU build here: compare
+the index rows with peers.py's faiss figures.
+
 Under JAX every step is ``jax.jit``-compiled (the train step too: Keras
 jit-compiles it under JAX). Under PyTorch the steps run eagerly, Keras'
 default for torch; ``--torch_compile`` compiles the keras_dml loss rows with
@@ -60,17 +70,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # (B, D, C) / (B, D) / (B, image size, C) per mode.
+# The peers rows (multi_similarity ... peer_train_step) are bench/peers.py's
+# at its sizes ("full" = peers.py's full sizes): the keras_dml side on the
+# backend's device, the peer in torch on torch's device (faiss: the CPU).
 SIZES = {
     "full": dict(proxy=[(180, 512, 100), (180, 512, 11318)],
-                 log_ratio=[(256, 512), (1024, 512)],
+                 log_ratio=[(128, 128), (256, 128), (256, 512), (1024, 512)],
+                 multi_similarity=[(180, 512)],
+                 authors_log_ratio=[(128, 128), (256, 128)],
+                 retrieval=[(40_000, 256), (60_000, 512)],
+                 index=[(100_000, 1000), (1_000_000, 1000)],
                  train=(180, 224, 100), warmup=3, repeats=30, train_repeats=10),
     "quick": dict(proxy=[(60, 128, 100), (60, 128, 2000)],
                   log_ratio=[(64, 128), (256, 128)],
+                  multi_similarity=[(60, 128)],
+                  authors_log_ratio=[(64, 128)],
+                  retrieval=[(5_000, 256)],
+                  index=[(50_000, 500)],
                   train=(4, 64, 10), warmup=2, repeats=10, train_repeats=3),
     "smoke": dict(proxy=[(8, 16, 4), (8, 16, 50)],
                   log_ratio=[(8, 16), (16, 16)],
+                  multi_similarity=[(12, 16)],
+                  authors_log_ratio=[(8, 16)],
+                  retrieval=[(300, 16)],
+                  index=[(2_000, 20)],
                   train=(2, 32, 4), warmup=1, repeats=2, train_repeats=1),
 }
+ALL_ROWS = ("proxy_anchor", "log_ratio", "train_step", "pml", "multi_similarity",
+            "authors_log_ratio", "retrieval", "index", "peer_train_step")
 LABEL_DIM = 8   # synthetic continuous labels of the Log-ratio rows
 
 
@@ -82,9 +109,8 @@ def parse_args(argv):
                    help="tiny sizes, one timed step (the tests; implies --quick)")
     p.add_argument("--dtype", default="auto",
                    choices=("auto", "float32", "bfloat16"))
-    p.add_argument("--rows", default="proxy_anchor,log_ratio,train_step,pml",
-                   help="comma-separated subset of proxy_anchor, log_ratio, "
-                        "train_step, pml")
+    p.add_argument("--rows", default=",".join(ALL_ROWS),
+                   help="comma-separated subset of " + ", ".join(ALL_ROWS))
     p.add_argument("--warmup", type=int, help="steps before timing")
     p.add_argument("--repeats", type=int,
                    help="timed steps (median), the train step's too")
@@ -102,7 +128,7 @@ def parse_args(argv):
                           else args.repeats)
     args.repeats = sizes["repeats"] if args.repeats is None else args.repeats
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = set(args.rows) - {"proxy_anchor", "log_ratio", "train_step", "pml"}
+    unknown = set(args.rows) - set(ALL_ROWS)
     if unknown:
         p.error(f"unknown --rows {sorted(unknown)}")
     return args
@@ -231,7 +257,7 @@ class Table:
 
 
 def run_row(table, name, backend_label, device, dtype, size, measure, peak_of,
-            images=None):
+            images=None, queries=None):
     """``measure()`` -> ms; the row's cells, or its n/a reason."""
     try:
         ms = measure()
@@ -241,6 +267,7 @@ def run_row(table, name, backend_label, device, dtype, size, measure, peak_of,
         table.add(name, backend_label, device, dtype, size, error=e)
         return
     per_s = (f"{images * 1e3 / ms:,.1f} images/s" if images
+             else f"{queries * 1e3 / ms:,.1f} queries/s" if queries
              else f"{1e3 / ms:,.1f} steps/s")
     table.add(name, backend_label, device, dtype, size, ms, per_s, mib(peak_of()))
 
@@ -353,6 +380,129 @@ def pml_rows(table, args, dtype, rng):
                 measure, tb.peak_bytes)
 
 
+# --- bench/peers.py's rows ----------------------------------------------------
+
+def _peers():
+    """bench/peers.py (its inputs and its torch / faiss peers; no TensorFlow)."""
+    import importlib.util
+    path = Path(__file__).resolve().parent / "peers.py"
+    spec = importlib.util.spec_from_file_location("bench_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def multi_similarity_rows(table, be, args, dtype, rng):
+    import keras
+    import keras_dml as kd
+    peers = _peers()
+    loss = kd.losses.MultiSimilarityLoss()
+    for b, d in SIZES[args.mode]["multi_similarity"]:
+        def measure(b=b, d=d):
+            emb, labels = peers.ms_inputs(b, d)
+            e = keras.ops.convert_to_tensor(emb, dtype)
+            y = keras.ops.convert_to_tensor(labels.astype("int32"))
+            step = be.value_and_grad(lambda e, y: loss(y, e), 1)
+            be.reset_peak()
+            return median_ms(lambda: step(e, y), be.sync, args.warmup, args.repeats)
+        run_row(table, "multi-similarity fwd+bwd (keras_dml)", f"{be.name} ({be.mode})",
+                be.describe(), dtype, f"B={b} D={d}", measure, be.peak_bytes)
+
+
+def retrieval_rows(table, be, args, rng):
+    import keras_dml as kd
+    peers = _peers()
+    for n, d in SIZES[args.mode]["retrieval"]:
+        def measure(n=n, d=d):
+            x, labels = peers.retrieval_inputs(n, d)
+            run = lambda: kd.evaluation.retrieval_metrics(  # noqa: E731
+                x, labels, ks=peers.RETRIEVAL_KS, metrics=("recall",))
+            be.reset_peak()
+            return median_ms(run, lambda out: None, 1, min(args.repeats, 3))
+        run_row(table, "Recall@1/2/4/8 self-retrieval (keras_dml)", f"{be.name} ({be.mode})",
+                be.describe(), "float32", f"{n:,} x {d}", measure, be.peak_bytes)
+
+
+def index_rows(table, be, args, rng):
+    import keras_dml as kd
+    peers = _peers()
+    for n, nq in SIZES[args.mode]["index"]:
+        def measure(n=n, nq=nq):
+            gallery, queries = peers.index_inputs(n, nq)
+            index = kd.retrieval.Index(peers.INDEX_DIM)
+            index.add(gallery)
+            be.reset_peak()
+            return median_ms(lambda: index.search(queries, peers.INDEX_K),
+                             lambda out: None, 1, min(args.repeats, 3))
+        run_row(table, "exact index search, k=10 (keras_dml)", f"{be.name} ({be.mode})",
+                be.describe(), "float32", f"{n:,} x 128", measure, be.peak_bytes,
+                queries=nq)
+
+
+def authors_log_ratio_rows(table, args, rng):
+    """The authors' per-anchor Log-ratio formula (bench/peers.py), in torch
+    on torch's device, fwd+bwd."""
+    import torch
+    peers = _peers()
+    tb = TorchBackend()
+    device = "cuda" if tb.accelerator else "cpu"
+    for b, d in SIZES[args.mode]["authors_log_ratio"]:
+        def measure(b=b, d=d):
+            emb, labels = peers.log_ratio_inputs(b, d)
+            y = torch.tensor(labels, device=device)
+            label_dist = torch.sum((y[:, None, :] - y[None, :, :]) ** 2, -1)
+            e = torch.tensor(emb, device=device)
+            step = lambda: peers.torch_value_and_grads(  # noqa: E731
+                lambda x: peers.authors_log_ratio(x, label_dist), [e])
+            tb.reset_peak()
+            return median_ms(step, tb.sync, args.warmup, args.repeats)
+        run_row(table, "Log-ratio per anchor, the authors' formula (torch)",
+                "torch (eager)", tb.describe(), "float32", f"B={b:,} D={d}",
+                measure, tb.peak_bytes)
+
+
+def pml_ms_rows(table, args, rng):
+    import torch
+    from pytorch_metric_learning import losses as pml_losses, miners
+    peers = _peers()
+    tb = TorchBackend()
+    device = "cuda" if tb.accelerator else "cpu"
+    for b, d in SIZES[args.mode]["multi_similarity"]:
+        def measure(b=b, d=d):
+            emb, labels = peers.ms_inputs(b, d)
+            loss = pml_losses.MultiSimilarityLoss(2, 50, 0.5)
+            miner = miners.MultiSimilarityMiner(0.1)
+            e = torch.tensor(emb, device=device)
+            y = torch.tensor(labels, device=device)
+            step = lambda: peers.torch_value_and_grads(  # noqa: E731
+                lambda x: loss(x, y, miner(x, y)), [e])
+            tb.reset_peak()
+            return median_ms(step, tb.sync, args.warmup, args.repeats)
+        run_row(table, "multi-similarity fwd+bwd (pytorch-metric-learning)",
+                "torch (eager)", tb.describe(), "float32", f"B={b} D={d}",
+                measure, tb.peak_bytes)
+
+
+def peer_train_step_row(table, args, rng):
+    """bench/peers.py's PyTorch + PML ResNet-50 train step, on torch's device."""
+    import tempfile
+    peers = _peers()
+    tb = TorchBackend()
+    device = "cuda" if tb.accelerator else "cpu"
+    b, size, c = SIZES[args.mode]["train"]
+
+    def measure():
+        with tempfile.TemporaryDirectory() as tmp:
+            tb.reset_peak()
+            ms, _, _ = peers.peer_train_step(
+                (b, size, c, args.train_repeats), args.warmup, args.train_repeats,
+                os.path.join(tmp, "w.npz"), device=device, sync=lambda: tb.sync(None))
+        return ms
+    run_row(table, "ResNet-50 + Proxy Anchor train step (PyTorch + PML)",
+            "torch (eager)", tb.describe(), "float32", f"B={b} {size}px C={c}",
+            measure, tb.peak_bytes, images=b)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     backend = os.environ.get("KERAS_BACKEND")
@@ -386,8 +536,19 @@ def main(argv=None):
         log_ratio_rows(table, be, args, dtype, rng)
     if "pml" in args.rows:
         pml_rows(table, args, dtype, rng)
+    if "multi_similarity" in args.rows:
+        multi_similarity_rows(table, be, args, dtype, rng)
+        pml_ms_rows(table, args, rng)
+    if "authors_log_ratio" in args.rows:
+        authors_log_ratio_rows(table, args, rng)
+    if "retrieval" in args.rows:
+        retrieval_rows(table, be, args, rng)
+    if "index" in args.rows:
+        index_rows(table, be, args, rng)
     if "train_step" in args.rows:
         train_step_row(table, be, args, dtype, rng)
+    if "peer_train_step" in args.rows:
+        peer_train_step_row(table, args, rng)
 
     print(table.markdown())
     # (sys.modules["tensorflow"] = None is how a caller blocks the import.)

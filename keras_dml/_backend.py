@@ -106,17 +106,28 @@ def read_bool(x):
     return True, bool(ops.convert_to_numpy(x))
 
 
+class Checks(list):
+    """The scalar booleans collected by :func:`collect_checks`, with the
+    ``messages`` of the checks alongside (to raise them outside a compiled
+    function that cannot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+
 @contextlib.contextmanager
 def collect_checks():
     """Collect the boolean results of the :func:`check` calls made inside.
 
     Yields a list; after the block it holds the scalar booleans of the checks
-    that could not raise (graph or ``jit``). ``all_ok(checks)`` folds them.
+    that could not raise (graph or ``jit``), also those of nested blocks;
+    ``all_ok(checks)`` folds them.
     """
     stack = getattr(_state, "stack", None)
     if stack is None:
         stack = _state.stack = []
-    checks = []
+    checks = Checks()
     stack.append(checks)
     try:
         yield checks
@@ -141,9 +152,11 @@ def check(condition, message, error=ValueError):
     if name() == "tensorflow":
         import tensorflow as tf
         tf.debugging.Assert(ok, [message])
-    stack = getattr(_state, "stack", None)
-    if stack:
-        stack[-1].append(ok)
+    # Every enclosing block records it: a block around a compiled function
+    # (MetricModel's XLA loss) sees the checks of the losses inside.
+    for checks in getattr(_state, "stack", None) or ():
+        checks.append(ok)
+        checks.messages.append(message)
     return ok
 
 

@@ -179,9 +179,10 @@ class Gallery:
         else:
             rows, inverse = g[dedup[0]], dedup[1]
         self.has_duplicates = dedup is not None
+        self.host_product = host_matmul()
         # What compiled code may depend on (shapes, which steps apply).
         self.spec = (metric, self.has_duplicates, self.size, int(rows.shape[0]),
-                     int(rows.shape[1]))
+                     int(rows.shape[1]), self.host_product)
         # Eager, never compiled: Grappler and XLA rewrite x / sqrt(y) into
         # x * rsqrt(y), whose rounding differs between CPUs (ops.l2_normalize).
         rows = ops.convert_to_tensor(rows, "float32")
@@ -195,6 +196,9 @@ class Gallery:
         # A power of two: multiplying the queries by it is exact.
         self.scale_value = 1.0 if metric == "cosine" else 2.0
         self.scale = ops.convert_to_tensor(self.scale_value, "float32")
+        # The rows as numpy for the host BLAS product (see host_matmul).
+        self.rows_t = (np.ascontiguousarray(ops.convert_to_numpy(self.embeddings).T)
+                       if self.host_product else None)
 
     @property
     def parts(self):
@@ -203,9 +207,18 @@ class Gallery:
         return self.embeddings, self.bias, self.inverse, self.scale
 
     def prepare_queries(self, queries):
-        """Queries as scored (cosine: L2-normalised), eagerly: see __init__."""
+        """Queries as the scorer takes them: L2-normalised for cosine,
+        eagerly (see __init__); where ``host_matmul()`` holds, already
+        multiplied by the distinct gallery rows (``scale * q @ rows^T``
+        [c, Ng distinct], numpy's BLAS)."""
         q = ops.convert_to_tensor(queries, "float32")
-        return dml_ops.l2_normalize(q) if self.metric == "cosine" else q
+        q = dml_ops.l2_normalize(q) if self.metric == "cosine" else q
+        if not self.host_product:
+            return q
+        q = ops.convert_to_numpy(q)
+        if self.scale_value != 1.0:
+            q = q * np.float32(self.scale_value)
+        return ops.convert_to_tensor(q @ self.rows_t, "float32")
 
     @property
     def tensors(self):
@@ -223,11 +236,13 @@ class Gallery:
         cosine = self.metric == "cosine"
         duplicates = self.has_duplicates
         scale = self.scale_value
+        product = self.host_product
 
         def fn(tensors, q, exclude=None):
             rows, bias, inverse = tensors
             return scores(q, rows, None if cosine else bias,
-                          inverse if duplicates else None, scale, exclude)
+                          inverse if duplicates else None, scale, exclude,
+                          product=product)
         return fn
 
     def scores(self, queries, exclude=None):
@@ -271,8 +286,31 @@ _COMPILED_MAX = 32
 
 
 
-def scores(q, rows, bias, inverse, scale, exclude):
+def host_matmul():
+    """True where the score matmul is faster through numpy's BLAS on the
+    host than through the backend: TensorFlow or JAX computing on the CPU.
+    Their CPU matmul (Eigen) ran at 0.45x OpenBLAS's speed on this
+    project's 2-core machine (800 x 256 by 256 x 20k, alternated), and the
+    retrieval metrics and exact search spend almost all their time in it.
+    PyTorch's CPU matmul is a BLAS already; on a GPU the product stays on
+    the device."""
+    backend = _backend.name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return not (tf.config.list_logical_devices("GPU")
+                    or tf.config.list_logical_devices("TPU"))
+    if backend == "jax":
+        import jax
+        return jax.default_backend() == "cpu"
+    return False
+
+
+def scores(q, rows, bias, inverse, scale, exclude, product=False):
     """[c, Ng] scores ``scale * <q, g> - bias`` of prepared queries ``q``.
+
+    With ``product=True``, ``q`` is already ``scale * q @ rows^T`` (the host
+    BLAS product of ``Gallery.prepare_queries``) and ``rows``/``scale`` are
+    not used.
 
     ``rows``/``bias`` hold the distinct gallery rows, ``inverse`` [Ng] maps each
     gallery item to its row, ``exclude`` [c] is one gallery index per query
@@ -284,10 +322,10 @@ def scores(q, rows, bias, inverse, scale, exclude):
     # scale (1 or 2, a power of two) multiplies the queries: bit for bit the
     # same as scaling the [c, Ng] product, at O(c * D) instead of a pass
     # over the scores.
-    s = ops.matmul(scale * q, ops.transpose(rows))
+    s = q if product else ops.matmul(scale * q, ops.transpose(rows))
     if bias is not None:
         s = s - ops.expand_dims(bias, 0)
-    if inverse is not None and rows.shape[0] != inverse.shape[0]:
+    if inverse is not None and s.shape[1] != inverse.shape[0]:
         s = ops.take(s, inverse, axis=1)       # duplicates copy their row's score
     if exclude is not None:
         n = s.shape[1]

@@ -33,7 +33,17 @@ ROWS = {
         "torch (eager)", ["B=8 D=16 C=4", "B=8 D=16 C=50"]),
     "ResNet-50 + EmbeddingHead + Proxies + Proxy Anchor train step": (
         "jax (jit)", ["B=2 32px C=4"]),
+    # bench/peers.py's rows
+    "multi-similarity fwd+bwd (keras_dml)": ("jax (jit)", ["B=12 D=16"]),
+    "multi-similarity fwd+bwd (pytorch-metric-learning)": ("torch (eager)", ["B=12 D=16"]),
+    "Log-ratio per anchor, the authors' formula (torch)": ("torch (eager)", ["B=8 D=16"]),
+    "Recall@1/2/4/8 self-retrieval (keras_dml)": ("jax (jit)", ["300 x 16"]),
+    "exact index search, k=10 (keras_dml)": ("jax (jit)", ["2,000 x 128"]),
+    "ResNet-50 + Proxy Anchor train step (PyTorch + PML)": ("torch (eager)", ["B=2 32px C=4"]),
 }
+JAX_LOSS_ROWS = ("Proxy Anchor fwd+bwd (keras_dml)", "Log-ratio fwd+bwd (keras_dml)",
+                 "Proxy Anchor fwd+bwd (pytorch-metric-learning)")
+QUERIES = {"2,000 x 128": 20}     # bench/device.py's smoke index: 20 queries
 
 
 def run_bench(*args, backend="jax"):
@@ -70,12 +80,14 @@ def check_table(proc, expected):
         assert backend == expected[row][0], (row, backend)
         assert device == "cpu" and dtype == "float32", (row, device, dtype)
         assert float(ms) > 0, (row, ms)
-        unit = "images/s" if "train step" in row else "steps/s"
+        unit = ("images/s" if "train step" in row
+                else "queries/s" if "index search" in row else "steps/s")
         assert re.fullmatch(rf"[\d,]+\.\d {unit}", rate), (row, rate)
-        # The rate is the ms cell's: B images (or 1 step) per ms / 1000,
-        # within the rounding of both cells.
+        # The rate is the ms cell's: B images (or 1 step, or the queries)
+        # per ms / 1000, within the rounding of both cells.
         per_step = (int(re.match(r"B=(\d+)", size).group(1))
-                    if "train step" in row else 1)
+                    if "train step" in row else QUERIES.get(size, 1)
+                    if "index search" in row else 1)
         implied = per_step * 1e3 / float(ms)
         half_unit = 0.5 * 10.0 ** -len(ms.partition(".")[2])
         assert abs(float(rate.split()[0].replace(",", "")) - implied) \
@@ -90,7 +102,7 @@ def test_loss_rows_under_jax_without_tensorflow():
     # gradient under XLA:CPU costs ~35 s of CPU (the JAX train step itself is
     # tested in test_backend_training.py).
     needs("jax", "torch", "pytorch_metric_learning")
-    expected = {row: sizes for row, sizes in ROWS.items() if "train step" not in row}
+    expected = {row: sizes for row, sizes in ROWS.items() if row in JAX_LOSS_ROWS}
     check_table(run_bench("--quick", "--smoke", "--strict",
                           "--rows=proxy_anchor,log_ratio,pml"), expected)
 

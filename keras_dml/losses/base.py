@@ -39,6 +39,9 @@ class MetricLoss(keras.losses.Loss):
       reference embeddings and labels (``loss(y_true, y_pred,
       references=keras_dml.losses.References(...))``, PML's
       ``ref_emb``/``ref_labels``), as cross-batch memory needs.
+    * ``supports_xla``: ``MetricModel`` may compile the loss with XLA (every
+      keras_dml loss does; set False on a subclass with ops XLA cannot
+      compile, e.g. ``tf.py_function``).
 
     Bad input is never silently absorbed: a NaN or Inf in ``y_pred``, labels
     out of range or mismatched shapes raise (``ValueError`` eagerly on every
@@ -52,6 +55,7 @@ class MetricLoss(keras.losses.Loss):
     takes_proxies = False
     continuous_labels = False
     supports_references = False
+    supports_xla = True
 
     @property
     def proxies_per_class(self):

@@ -6,7 +6,16 @@ share ``(L + Omega) / n``; the gradients are summed over replicas once,
 before clipping and the optimiser step (see ``MetricModel``'s docstring).
 """
 
+import weakref
+
 import tensorflow as tf
+
+from keras_dml import _backend
+from keras_dml.models.metric_model import compiled_loss
+
+# model -> the head + loss function its last traced step calls (the tests
+# check that it is the XLA-compiled one).
+HEAD_LOSS_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def _replica_context():
@@ -49,14 +58,51 @@ def _metrics_result(model, y, outputs, start, local_size):
     return logs
 
 
+def _head_and_loss(model, embeddings, y, training=False):
+    """(head outputs, loss) of the global batch: one XLA-compiled function
+    (``compiled_loss``) when ``model._jit_loss`` and no tf.distribute
+    strategy is in use, built at trace time so
+    that no tf.function is tracked (and exported) with the model.
+
+    XLA drops assertions, so the compiled function returns the results of
+    the loss's input checks (``_backend.check``) and they are asserted here,
+    in the step's graph: bad labels still raise ``InvalidArgumentError``
+    instead of only making the loss NaN."""
+    # Not under a tf.distribute strategy (Keras' "auto" makes the same
+    # choice for the whole step): replicas stay on TensorFlow's kernels. Nor
+    # for a training step that enqueues into a cross-batch memory: its state
+    # update stays in the step's own graph.
+    with_memory = training and getattr(model, "memory", None) is not None
+    if (not getattr(model, "_jit_loss", False) or tf.distribute.has_strategy()
+            or with_memory):
+        HEAD_LOSS_FUNCTIONS[model] = None
+        outputs = model._head_outputs(embeddings)
+        return outputs, model._loss_of_outputs(y, outputs, training=training)
+    messages = []
+
+    def fn(embeddings, y):
+        with _backend.collect_checks() as checks:
+            outputs = model._head_outputs(embeddings)
+            loss = model._loss_of_outputs(y, outputs)
+        messages[:] = checks.messages
+        ok = tf.stack([tf.reshape(c, []) for c in checks]) if checks else tf.ones([0], tf.bool)
+        return outputs, loss, ok
+    fn = compiled_loss(fn)
+    HEAD_LOSS_FUNCTIONS[model] = fn
+    outputs, loss, ok = fn(embeddings, y)
+    asserts = [tf.debugging.Assert(ok[i], [message])
+               for i, message in enumerate(messages)]
+    with tf.control_dependencies(asserts):
+        return outputs, tf.identity(loss)
+
+
 def train_step(model, data):
     x, y = model._unpack(data)
     ctx, replicas = _replica_context()
     with tf.GradientTape() as tape:
         embeddings = model._embed_for_training(x)
         all_embeddings, all_y, start = _gather(model, ctx, replicas, embeddings, y)
-        outputs = model._head_outputs(all_embeddings)
-        loss = model._loss_of_outputs(all_y, outputs, training=True)
+        outputs, loss = _head_and_loss(model, all_embeddings, all_y, training=True)
         # Each replica's share: the replicas' gradients are summed.
         objective = loss / tf.cast(replicas, loss.dtype)
         scaled = model.optimizer.scale_loss(objective)
@@ -85,8 +131,7 @@ def test_step(model, data):
     ctx, replicas = _replica_context()
     embeddings = model.embedder(x, training=False)
     all_embeddings, all_y, start = _gather(model, ctx, replicas, embeddings, y)
-    outputs = model._head_outputs(all_embeddings)
-    loss = model._loss_of_outputs(all_y, outputs)
+    outputs, loss = _head_and_loss(model, all_embeddings, all_y)
     local_size = tf.shape(embeddings)[0]
     model._global_loss_tracker.update_state(loss, sample_weight=local_size)
     return _metrics_result(model, y, outputs, start, local_size)
