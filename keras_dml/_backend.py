@@ -46,6 +46,24 @@ def is_tensorflow() -> bool:
     return name() == "tensorflow"
 
 
+def computes_on_cpu() -> bool:
+    """True when this backend has no accelerator to compute on (TensorFlow:
+    no GPU/TPU logical device; JAX: the default backend is the CPU; PyTorch:
+    no CUDA device)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return not (tf.config.list_logical_devices("GPU")
+                    or tf.config.list_logical_devices("TPU"))
+    if backend == "jax":
+        import jax
+        return jax.default_backend() == "cpu"
+    if backend == "torch":
+        import torch
+        return not torch.cuda.is_available()
+    return True
+
+
 def tf_of(x):
     """The ``tensorflow`` module when ``x`` is a TensorFlow tensor or
     variable (a ``tf.data`` batch, a SavedModel's input), else None. Never

@@ -294,15 +294,7 @@ def host_matmul():
     retrieval metrics and exact search spend almost all their time in it.
     PyTorch's CPU matmul is a BLAS already; on a GPU the product stays on
     the device."""
-    backend = _backend.name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return not (tf.config.list_logical_devices("GPU")
-                    or tf.config.list_logical_devices("TPU"))
-    if backend == "jax":
-        import jax
-        return jax.default_backend() == "cpu"
-    return False
+    return _backend.name() in ("tensorflow", "jax") and _backend.computes_on_cpu()
 
 
 def scores(q, rows, bias, inverse, scale, exclude, product=False):

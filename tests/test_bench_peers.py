@@ -50,7 +50,7 @@ def check_table(peers, capsys, rows_arg, labels):
                 in peers.cases("tiny", rows_arg)]
     assert [(r[0], r[1]) for r in body] == expected
     assert {label for label, _ in expected} == labels
-    for work, size, ours, peer, theirs, ratio, ours_mb, peer_mb in body:
+    for work, _size, ours, _peer, theirs, ratio, ours_mb, peer_mb in body:
         assert "failed" not in ours, (work, ours)
         unit = r"[\d,]+ q/s" if work.startswith("exact index") else r"[\d.]+ (ms|s)"
         assert re.fullmatch(unit, ours) and re.fullmatch(unit, theirs), (work, ours, theirs)

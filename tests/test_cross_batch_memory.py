@@ -32,10 +32,15 @@ TOL = (dict(rtol=1e-7, atol=1e-9) if BACKEND != "torch"
 
 @pytest.fixture
 def f64():
+    # The dtype policy too: a global policy set earlier in the process (an
+    # explicit "float32") would otherwise build the models in float32.
+    policy = keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     with float64():
         yield
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy(policy)
 
 
 def _pml(name):

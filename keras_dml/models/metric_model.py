@@ -435,7 +435,7 @@ def compiled_loss(fn, jit_compile=True):
     Proxy Anchor at C=11,318 takes ~0.7x the time of plain ``tf.function``),
     else ``fn`` itself (JAX's step is ``jax.jit``-compiled as a whole;
     PyTorch runs eagerly). ``jit_compile=False`` returns ``fn``."""
-    if not jit_compile or keras.backend.backend() != "tensorflow":
+    if not jit_compile or not _backend.is_tensorflow():
         return fn
     import tensorflow as tf
     return tf.function(fn, jit_compile=True, reduce_retracing=True)
