@@ -111,7 +111,7 @@ def test_refusals(model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("backend", ["exact", "milvus"])
-def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, capsys, backend):
+def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, backend):
     import keras_dml as kd
     if backend == "milvus":
         reference("milvus_lite", "Milvus Lite")
@@ -151,11 +151,16 @@ def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, capsys, backend
             json.dump(dict(state, chunks=1, done=8), f)
     # Another model's rerun is refused; the same command resumes.
     other = st.export_tiny_model(str(tmp_path / "other"), seed=3)
-    assert cli_index.main(["--model", other, *argv[2:], "--verbose", "0"]) == 2
-    assert "--restart" in capsys.readouterr().err
-    assert cli_index.main([*argv, "--verbose", "1"]) == 0
+    with pytest.raises(cli_index.IndexCommandError, match="--restart"):
+        cli_index.build(_args("--model", other, *argv[2:], "--verbose", "0"))
+    # The same command, run again (a process of its own, as a user would;
+    # pytest's output capture and in-process Milvus Lite do not mix).
+    rerun = subprocess.run([sys.executable, "-m", "keras_dml", "index", *argv, "--verbose", "1"],
+                           env={k: v for k, v in env.items() if k != cli_index._PAUSE_ENV},
+                           cwd=st.ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
     done = 16 if backend == "exact" else 8
-    assert f"resuming after {done} of 24 images" in capsys.readouterr().err
+    assert f"resuming after {done} of 24 images" in rerun.stderr
     fresh = kd.retrieval.Index.load(_build(model, gallery, str(tmp_path / "fresh"))[0])
     with kd.retrieval.Index.load(out) as resumed:
         assert resumed.backend == backend
@@ -174,16 +179,14 @@ def _query_image(gallery):
     return os.path.join(gallery, sorted(st.CLASSES)[1], "02.png")
 
 
-def test_milvus_index_is_self_contained_searched_and_served(model, tmp_path, capsys):
+def test_milvus_index_is_self_contained_searched_and_served(model, tmp_path):
     import requests
     import keras_dml as kd
     from keras_dml.cli import search as cli_search
     reference("milvus_lite", "Milvus Lite")
     gallery = st.write_gallery(str(tmp_path / "g"), per_class=3)
     built = str(tmp_path / "built")
-    assert cli_index.main(["--model", model, "--images", gallery, "--index", built,
-                           "--backend", "milvus", "--verbose", "0"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    assert _build(model, gallery, built, "--backend", "milvus")[1] == 12
     assert sorted(os.listdir(built)) == ["manifest.json", cli_index.MILVUS_FILE]
     out = str(tmp_path / "moved")
     shutil.move(built, out)                 # the directory holds its database
@@ -213,32 +216,29 @@ def test_milvus_index_is_self_contained_searched_and_served(model, tmp_path, cap
     np.testing.assert_allclose([r["score"] for r in body["results"]], expected["scores"],
                                atol=1e-4)
     # A rerun over a finished index is refused; --overwrite rebuilds it.
-    assert cli_index.main(["--model", model, "--images", gallery, "--index", out,
-                           "--backend", "milvus", "--verbose", "0"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    assert cli_index.main(["--model", model, "--images", gallery, "--index", out,
-                           "--backend", "milvus", "--overwrite", "--verbose", "0"]) == 0
+    with pytest.raises(cli_index.IndexCommandError, match="--overwrite"):
+        _build(model, gallery, out, "--backend", "milvus")
+    _build(model, gallery, out, "--backend", "milvus", "--overwrite")
     with kd.retrieval.Index.load(out) as index:
         assert len(index) == 12
 
 
-def test_milvus_server_uri(model, tmp_path, milvus_server, capsys):  # noqa: F811
+def test_milvus_server_uri(model, tmp_path, milvus_server):  # noqa: F811
     import keras_dml as kd
     gallery = st.write_gallery(str(tmp_path / "g"), per_class=2)
     out = str(tmp_path / "idx")
     name = collection_name("cli")
-    argv = ["--model", model, "--images", gallery, "--backend", "milvus",
-            "--uri", milvus_server, "--collection", name, "--verbose", "0"]
-    assert cli_index.main([*argv, "--index", out]) == 0
+    argv = ["--backend", "milvus", "--uri", milvus_server, "--collection", name]
+    assert _build(model, gallery, out, *argv)[1] == 8
     assert os.listdir(out) == ["manifest.json"]          # the data is in the server
     with kd.retrieval.Index.load(out) as index:
         assert len(index) == 8 and index.get_metadata([0])[0]["path"].startswith(gallery)
     # Another index into the same, non-empty collection needs --overwrite.
-    assert cli_index.main([*argv, "--index", str(tmp_path / "other")]) == 2
-    assert "already holds 8 items" in capsys.readouterr().err
-    assert cli_index.main([*argv, "--index", str(tmp_path / "other"), "--overwrite"]) == 0
+    with pytest.raises(cli_index.IndexCommandError, match="already holds 8 items"):
+        _build(model, gallery, str(tmp_path / "other"), *argv)
+    _build(model, gallery, str(tmp_path / "other"), *argv, "--overwrite")
     with kd.retrieval.Index.load(str(tmp_path / "other")) as index:
         assert len(index) == 8
     # --uri and --collection belong to --backend=milvus.
-    assert cli_index.main(["--model", model, "--images", gallery, "--index",
-                           str(tmp_path / "x"), "--uri", milvus_server]) == 2
+    with pytest.raises(cli_index.IndexCommandError, match="--backend=milvus only"):
+        _build(model, gallery, str(tmp_path / "x"), "--uri", milvus_server)
