@@ -2,6 +2,7 @@
 model's fingerprint; a killed run resumes from its last checkpoint."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ import pytest
 
 import serving_tools as st
 from keras_dml.cli import index as cli_index
+from milvus_fixtures import collection_name, milvus_server  # noqa: F401
+from references import reference
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +110,18 @@ def test_refusals(model, tmp_path, capsys):
     assert "not a SavedModel" in capsys.readouterr().err
 
 
-def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["exact", "milvus"])
+def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, backend):
     import keras_dml as kd
+    if backend == "milvus":
+        reference("milvus_lite", "Milvus Lite")
     gallery = st.write_gallery(str(tmp_path / "g"), per_class=6)       # 24 images
     out = str(tmp_path / "idx")
     marker = str(tmp_path / "paused")
     env = dict(os.environ, PYTHONPATH=st.ROOT, TF_CPP_MIN_LOG_LEVEL="2",
                **{cli_index._PAUSE_ENV: f"2:{marker}"})
     argv = ["--model", model, "--images", gallery, "--index", out, "--batch_size", "4",
-            "--checkpoint_every", "8"]
+            "--checkpoint_every", "8", "--backend", backend]
     proc = subprocess.Popen([sys.executable, "-m", "keras_dml", "index", *argv,
                              "--verbose", "0"], env=env, cwd=st.ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -128,19 +134,111 @@ def test_killed_run_resumes_from_its_checkpoint(model, tmp_path, capsys):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert not os.path.exists(out)                       # killed before the index
     partial = out + ".partial"
     assert sorted(f for f in os.listdir(partial) if f.endswith(".npz")) == \
         ["chunk_000000.npz", "chunk_000001.npz"]
+    if backend == "exact":
+        assert not os.path.exists(out)                   # killed before the index
+    else:
+        # Killed with 16 images in Milvus; no manifest yet. Roll the checkpoint
+        # back one chunk, as if killed after Milvus took chunk 2 but before its
+        # checkpoint: the rerun writes those 8 ids again (an upsert).
+        assert os.listdir(out) == [cli_index.MILVUS_FILE]
+        os.remove(os.path.join(partial, "chunk_000001.npz"))
+        with open(os.path.join(partial, cli_index.STATE_FILE)) as f:
+            state = json.load(f)
+        with open(os.path.join(partial, cli_index.STATE_FILE), "w") as f:
+            json.dump(dict(state, chunks=1, done=8), f)
     # Another model's rerun is refused; the same command resumes.
     other = st.export_tiny_model(str(tmp_path / "other"), seed=3)
-    assert cli_index.main(["--model", other, *argv[2:], "--verbose", "0"]) == 2
-    assert "--restart" in capsys.readouterr().err
-    assert cli_index.main([*argv, "--verbose", "1"]) == 0
-    assert "resuming after 16 of 24 images" in capsys.readouterr().err
-    resumed = kd.retrieval.Index.load(out)
+    with pytest.raises(cli_index.IndexCommandError, match="--restart"):
+        cli_index.build(_args("--model", other, *argv[2:], "--verbose", "0"))
+    # The same command, run again (a process of its own, as a user would;
+    # pytest's output capture and in-process Milvus Lite do not mix).
+    rerun = subprocess.run([sys.executable, "-m", "keras_dml", "index", *argv, "--verbose", "1"],
+                           env={k: v for k, v in env.items() if k != cli_index._PAUSE_ENV},
+                           cwd=st.ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    done = 16 if backend == "exact" else 8
+    assert f"resuming after {done} of 24 images" in rerun.stderr
     fresh = kd.retrieval.Index.load(_build(model, gallery, str(tmp_path / "fresh"))[0])
-    assert resumed.metadata == fresh.metadata
-    np.testing.assert_array_equal(resumed.labels, fresh.labels)
-    np.testing.assert_allclose(resumed.embeddings, fresh.embeddings, atol=1e-5)
+    with kd.retrieval.Index.load(out) as resumed:
+        assert resumed.backend == backend
+        # Every image once: 24 items, ids 0..23 (milvus: the listing
+        # positions), and Milvus's own count agrees.
+        assert len(resumed) == 24
+        np.testing.assert_array_equal(np.sort(resumed.ids), np.arange(24))
+        assert resumed.metadata == fresh.metadata
+        np.testing.assert_array_equal(resumed.labels, fresh.labels)
+        np.testing.assert_allclose(resumed.embeddings, fresh.embeddings, atol=1e-5)
+        assert resumed.model_fingerprint == fresh.model_fingerprint
     assert not os.path.exists(partial)
+
+
+def _query_image(gallery):
+    return os.path.join(gallery, sorted(st.CLASSES)[1], "02.png")
+
+
+def test_milvus_index_is_self_contained_searched_and_served(model, tmp_path):
+    import requests
+    import keras_dml as kd
+    from keras_dml.cli import search as cli_search
+    reference("milvus_lite", "Milvus Lite")
+    gallery = st.write_gallery(str(tmp_path / "g"), per_class=3)
+    built = str(tmp_path / "built")
+    assert _build(model, gallery, built, "--backend", "milvus")[1] == 12
+    assert sorted(os.listdir(built)) == ["manifest.json", cli_index.MILVUS_FILE]
+    out = str(tmp_path / "moved")
+    shutil.move(built, out)                 # the directory holds its database
+    with kd.retrieval.Index.load(out) as index:
+        assert index.backend == "milvus" and len(index) == 12
+        assert index.model_fingerprint == kd.retrieval.model_fingerprint(model)
+        names = sorted(st.CLASSES)
+        for label, m in zip(index.labels.tolist(), index.metadata):
+            assert names[label] == m["class_name"]
+    # The same tiny index built in memory: the same ranking.
+    exact_dir = _build(model, gallery, str(tmp_path / "exact"))[0]
+    query = _query_image(gallery)
+    found = cli_search.search(model, out, query, k=3, output=str(tmp_path / "q.png"))
+    expected = cli_search.search(model, exact_dir, query, k=3, output=str(tmp_path / "q2.png"))
+    assert found["size"] == 12 and found["warning"] is None
+    assert found["metadata"][0]["path"] == os.path.abspath(query)     # finds itself
+    np.testing.assert_allclose(found["scores"], expected["scores"], atol=1e-4)
+    # Served (keras-dml serve in its own process: the search above closed
+    # the embedded database, which one process opens at a time).
+    with open(query, "rb") as f:
+        data = f.read()
+    with st.running_server(model, out) as url:
+        health = requests.get(url + "/healthz", timeout=30).json()
+        assert health["items"] == 12
+        body = requests.post(url + "/search?k=3", data=data, timeout=60).json()
+    assert body["results"][0]["metadata"]["path"] == os.path.abspath(query)
+    np.testing.assert_allclose([r["score"] for r in body["results"]], expected["scores"],
+                               atol=1e-4)
+    # A rerun over a finished index is refused; --overwrite rebuilds it.
+    with pytest.raises(cli_index.IndexCommandError, match="--overwrite"):
+        _build(model, gallery, out, "--backend", "milvus")
+    _build(model, gallery, out, "--backend", "milvus", "--overwrite")
+    with kd.retrieval.Index.load(out) as index:
+        assert len(index) == 12
+
+
+def test_milvus_server_uri(model, tmp_path, milvus_server):  # noqa: F811
+    import keras_dml as kd
+    gallery = st.write_gallery(str(tmp_path / "g"), per_class=2)
+    out = str(tmp_path / "idx")
+    name = collection_name("cli")
+    argv = ["--backend", "milvus", "--uri", milvus_server, "--collection", name]
+    assert _build(model, gallery, out, *argv)[1] == 8
+    assert os.listdir(out) == ["manifest.json"]          # the data is in the server
+    with kd.retrieval.Index.load(out) as index:
+        assert len(index) == 8 and index.get_metadata([0])[0]["path"].startswith(gallery)
+    # Another index into the same, non-empty collection needs --overwrite.
+    with pytest.raises(cli_index.IndexCommandError, match="already holds 8 items"):
+        _build(model, gallery, str(tmp_path / "other"), *argv)
+    _build(model, gallery, str(tmp_path / "other"), *argv, "--overwrite")
+    with kd.retrieval.Index.load(str(tmp_path / "other")) as index:
+        assert len(index) == 8
+    # --uri and --collection belong to --backend=milvus.
+    with pytest.raises(cli_index.IndexCommandError, match="--backend=milvus only"):
+        _build(model, gallery, str(tmp_path / "x"), "--uri", milvus_server)

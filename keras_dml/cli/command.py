@@ -49,7 +49,7 @@ COMMANDS = {
                "(--model=DIR/saved_model --index=DIR/index --image=PATH --k=5).", _search),
     "index": ("Embed a gallery of images (a folder or a CSV) into an index, resumable "
               "(--model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT "
-              "[--backend=exact|faiss]).", _index),
+              "[--backend=exact|faiss|milvus [--uri=URI] [--collection=NAME]]).", _index),
     "serve": ("Serve image search over HTTP with a web page (--model=DIR/saved_model "
               "--index=DIR/index [--host=127.0.0.1] [--port=8000] [--threshold=T]).", _serve),
 }

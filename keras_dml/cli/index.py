@@ -1,6 +1,7 @@
 """``keras-dml index``: embed a gallery of images with an exported model.
 
-    keras-dml index --model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT [--backend=exact|faiss]
+    keras-dml index --model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT \
+        [--backend=exact|faiss|milvus [--uri=URI] [--collection=NAME]]
 
 ``--images`` is a folder (every image under it; an image inside
 ``ROOT/<class>/...``, or ``ROOT/train|test|val/<class>/...``, gets that
@@ -30,6 +31,23 @@ another model or for another image list is refused (``--restart`` discards
 it; the checkpoint names the model by its fingerprint, or by its absolute
 path when it has none). The finished index is saved atomically to ``OUT``
 and the checkpoint removed.
+
+Milvus (``--backend=milvus``). The items go into a Milvus collection
+(``--collection``, default "gallery") at ``--uri``: by default
+``OUT/milvus.db``, an embedded Milvus Lite database inside the index
+directory, so that the directory is self-contained and can be moved; or a
+server or cluster, ``--uri=http://host:19530``. Each chunk is written to
+Milvus as soon as it is embedded, with explicit ids (the image's position
+in the listing), before its checkpoint is recorded: a rerun after a kill
+re-embeds at most the chunk in flight and upserts it over whatever part of
+it reached Milvus, so no item is duplicated or lost, and the embeddings are
+never all held in memory. Labels are the positions of the class names of
+the whole listing (an in-process index numbers only the classes with a
+readable image; the two agree unless a whole class is unreadable). ``OUT``
+then holds only ``manifest.json`` (and the embedded database), written at
+the end. A fresh run refuses a collection that already has items unless
+``--overwrite`` is given, which drops it (for the default URI: removes
+``OUT`` first; unlike the in-process backends this is not atomic).
 """
 
 import argparse
@@ -45,8 +63,9 @@ import numpy as np
 
 PROG = "keras-dml index"
 SUMMARY = ("Embed a gallery of images with an exported model into an index: "
-           "--model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT [--backend=exact|faiss]; "
-           "resumable.")
+           "--model=DIR/saved_model --images=ROOT_OR_CSV --index=OUT "
+           "[--backend=exact|faiss|milvus [--uri=URI] [--collection=NAME]]; resumable.")
+MILVUS_FILE = "milvus.db"
 STATE_FILE = "state.json"
 # Tests: "N:marker" pauses the run after its N-th checkpoint (writes the
 # marker file, then sleeps until killed), to kill it there.
@@ -73,8 +92,13 @@ def parser():
     p.add_argument("--images", required=True,
                    help="A folder of images (ROOT/<class>/... gives classes) or a CSV file.")
     p.add_argument("--index", required=True, help="Output index directory.")
-    p.add_argument("--backend", default="exact", choices=("exact", "faiss"),
+    p.add_argument("--backend", default="exact", choices=("exact", "faiss", "milvus"),
                    help="Index backend (default exact).")
+    p.add_argument("--uri", default=None,
+                   help="--backend=milvus: a Milvus Lite path ending in .db or a server "
+                        f"URI http://host:19530 (default OUT/{MILVUS_FILE}, inside the index).")
+    p.add_argument("--collection", default="gallery",
+                   help="--backend=milvus: the collection name (default gallery).")
     p.add_argument("--faiss_factory", default="Flat",
                    help="faiss index_factory string for --backend=faiss (e.g. HNSW32).")
     p.add_argument("--batch_size", type=int, default=64, help="Images per model call.")
@@ -177,6 +201,9 @@ class Checkpoint:
     def save_chunk(self, number, embeddings, ok, state):
         self._atomic(f"chunk_{number:06d}.npz",
                      lambda f: np.savez(f, embeddings=embeddings, ok=ok))
+        self.save_state(state)
+
+    def save_state(self, state):
         self._atomic(STATE_FILE, lambda f: f.write(json.dumps(state).encode()))
 
     def chunks(self, count):
@@ -220,17 +247,54 @@ def _embed_batch(embed, blobs):
                 np.asarray(decoded))
 
 
+def _open_index(retrieval, dim, args, uri):
+    """The ``kd.retrieval.Index`` the command fills (cosine)."""
+    try:
+        if args.backend == "milvus":
+            return retrieval.Index(dim, metric="cosine", backend="milvus", uri=uri,
+                                   collection=args.collection)
+        params = {"faiss_factory": args.faiss_factory} if args.backend == "faiss" else {}
+        return retrieval.Index(dim, metric="cosine", backend=args.backend, **params)
+    except (ImportError, ValueError, ConnectionError) as e:
+        raise IndexCommandError(f"--backend={args.backend}: {e}") from None
+
+
+def _add_milvus_chunk(index, emb, ok, items, first, class_ids):
+    """Write one chunk's readable images to Milvus with explicit ids (their
+    positions in the listing): an upsert, so a chunk written again after a
+    kill replaces its rows instead of duplicating them."""
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return
+    chunk_items = [items[first + r] for r in rows]
+    labels = np.asarray([class_ids[n] if n is not None else -1 for _, n in chunk_items],
+                        np.int64)
+    metadata = [{"path": p, **({"class_name": n} if n is not None else {})}
+                for p, n in chunk_items]
+    index.add(emb[rows], labels=labels, ids=first + rows.astype(np.int64),
+              metadata=metadata)
+
+
 def build(args):
     """Run the command; returns (index path, items indexed, unreadable list)."""
     from keras_dml import retrieval
     from keras_dml.cli import search as cli_search
+    from keras_dml.retrieval.milvus import is_embedded
     from keras_dml.serving import app as serving_app
     import keras
 
     if args.batch_size < 1 or args.checkpoint_every < 1:
         raise IndexCommandError("--batch_size and --checkpoint_every must be >= 1.")
+    milvus = args.backend == "milvus"
+    if not milvus and (args.uri is not None or args.collection != "gallery"):
+        raise IndexCommandError("--uri and --collection apply to --backend=milvus only.")
     out = os.path.abspath(args.index)
-    if os.path.exists(out) and not args.overwrite:
+    ckpt = Checkpoint(out + ".partial")
+    # A milvus run fills OUT/milvus.db before it writes OUT/manifest.json: a
+    # directory without a manifest next to a checkpoint is that run's own.
+    resumable = (milvus and os.path.isfile(ckpt.state_path)
+                 and not os.path.isfile(os.path.join(out, "manifest.json")))
+    if os.path.exists(out) and not args.overwrite and not resumable:
         raise IndexCommandError(f"--index {out!r} exists; pass --overwrite to replace it.")
     try:
         cli_search.check_model_dir(args.model)
@@ -243,27 +307,56 @@ def build(args):
     items = list_gallery(args.images, args)
     digest = listing_digest(items)
     chunk = max(args.batch_size, args.checkpoint_every // args.batch_size * args.batch_size)
-    ckpt = Checkpoint(out + ".partial")
+    uri = args.uri if args.uri is not None else os.path.join(out, MILVUS_FILE)
+    if milvus and is_embedded(uri):
+        uri = os.path.abspath(uri)
+    # Where the items go as they are embedded (milvus), None: at the end.
+    target = {"uri": uri, "collection": args.collection} if milvus else None
     state = ckpt.load()
-    if state is not None and args.restart:
+    restarted = state is not None and args.restart
+    if restarted:
         shutil.rmtree(ckpt.dir)
         state = None
     if state is not None and (state["model"] != model_id or state["listing"] != digest
-                              or state["chunk"] != chunk):
+                              or state["chunk"] != chunk or state.get("milvus") != target):
         raise IndexCommandError(
-            f"{ckpt.dir} holds a checkpoint of another run (another model, image list or "
-            "--checkpoint_every); pass --restart to discard it.")
-    if state is None:
+            f"{ckpt.dir} holds a checkpoint of another run (another model, image list, "
+            "--checkpoint_every or --backend/--uri/--collection); pass --restart to "
+            "discard it.")
+    if state is None and milvus and args.uri is None and os.path.exists(out):
+        shutil.rmtree(out)          # --overwrite (or --restart) of the default database
+    fresh = state is None
+    if fresh:
         os.makedirs(ckpt.dir, exist_ok=True)
         state = {"model": model_id, "listing": digest, "chunk": chunk, "chunks": 0,
-                 "done": 0, "total": len(items)}
+                 "done": 0, "total": len(items), "milvus": target}
+        # Recorded before anything is written to Milvus: a rerun knows the
+        # collection's rows are this run's (and upserts over them).
+        ckpt.save_state(state)
     try:
         embed = cli_search.embedding_function(args.model)
     except cli_search.SearchError as e:
         raise IndexCommandError(str(e)) from None
     dim = int(embed([serving_app._tiny_png()]).shape[1])
-    params = {"faiss_factory": args.faiss_factory} if args.backend == "faiss" else {}
-    index = retrieval.Index(dim, metric="cosine", backend=args.backend, **params)
+    index = _open_index(retrieval, dim, args, uri)
+    try:
+        if milvus and fresh and len(index):
+            if not (args.overwrite or restarted):
+                raise IndexCommandError(
+                    f"Milvus collection {args.collection!r} at {uri!r} already holds "
+                    f"{len(index):,} items; pass --overwrite to drop it.")
+            index._store._call("drop_collection", args.collection)
+            index.close()
+            index = _open_index(retrieval, dim, args, uri)
+        return _fill(index, args, out, ckpt, state, items, embed, dim, chunk, model_fp,
+                     keras, retrieval, serving_app)
+    finally:
+        index.close()
+
+
+def _fill(index, args, out, ckpt, state, items, embed, dim, chunk, model_fp, keras,
+          retrieval, serving_app):
+    milvus = args.backend == "milvus"
     index.model_fingerprint = model_fp        # saved in the manifest by Index.save
     # Before hours of embedding: a model without a fingerprint makes an index
     # that search / serve cannot check (the same check, and warning, as theirs).
@@ -271,6 +364,10 @@ def build(args):
                                             index_name=repr(out))
     if warning:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    # milvus: labels number the class names of the whole listing (known
+    # before any image is read, so every chunk can be written at once).
+    class_ids = {name: i for i, name in
+                 enumerate(sorted({n for _, n in items if n is not None}))}
     done = state["done"]
     bar = keras.utils.Progbar(len(items), unit_name="image") if args.verbose else None
     if bar and done:
@@ -293,6 +390,10 @@ def build(args):
                     ok[rows] = decoded
                 if bar:
                     bar.update(end)
+            if milvus:
+                # Into Milvus first, then the checkpoint that records it.
+                _add_milvus_chunk(index, emb, ok, items, done, class_ids)
+                emb = emb[:0]
             state = dict(state, chunks=state["chunks"] + 1, done=stop)
             ckpt.save_chunk(state["chunks"] - 1, emb, ok, state)
             done = stop
@@ -301,13 +402,19 @@ def build(args):
     ok = np.concatenate(ok_chunks)
     if not ok.any():
         raise IndexCommandError("no readable image in --images.")
-    emb = np.concatenate(emb_chunks)[ok]
-    names = sorted({name for (_, name), good in zip(items, ok) if good and name is not None})
-    ids = {name: i for i, name in enumerate(names)}
     kept = [item for item, good in zip(items, ok) if good]
-    labels = np.asarray([ids[n] if n is not None else -1 for _, n in kept], np.int64)
-    metadata = [{"path": p, **({"class_name": n} if n is not None else {})} for p, n in kept]
-    index.add(emb, labels=labels, metadata=metadata)
+    if not milvus:
+        emb = np.concatenate(emb_chunks)[ok]
+        names = sorted({name for _, name in kept if name is not None})
+        ids = {name: i for i, name in enumerate(names)}
+        labels = np.asarray([ids[n] if n is not None else -1 for _, n in kept], np.int64)
+        metadata = [{"path": p, **({"class_name": n} if n is not None else {})}
+                    for p, n in kept]
+        index.add(emb, labels=labels, metadata=metadata)
+    if milvus and len(index) != len(kept):
+        raise IndexCommandError(
+            f"Milvus collection {args.collection!r} holds {len(index):,} items after the "
+            f"run, {len(kept):,} were indexed (was it written to by someone else?).")
     path = index.save(out)
     shutil.rmtree(ckpt.dir)
     bad = [p for (p, _), good in zip(items, ok) if not good]

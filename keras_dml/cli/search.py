@@ -179,9 +179,16 @@ def check_label(label, idx):
 def search(model, index, image, k=5, output=None, label=None):
     """Run one search; returns ``{"ids", "scores", "labels", "metadata",
     "output", "size"}`` (the result row of the query)."""
-    import numpy as np
     check_model_dir(model)
     idx = load_index(index)
+    try:        # a Milvus-backed index disconnects (releases an embedded .db)
+        return _search(idx, model, index, image, k, output, label)
+    finally:
+        idx.close()
+
+
+def _search(idx, model, index, image, k, output, label):
+    import numpy as np
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(idx):
         raise SearchError(f"--k must be between 1 and the index size {len(idx)}; got {k}.")
     check_label(label, idx)

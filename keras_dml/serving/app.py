@@ -140,6 +140,9 @@ class Searcher:
                 f"the model's embeddings have dimension {probe.shape[1]}, the index "
                 f"{index_dir!r} has {self.index.dim}: they come from different models.")
         self.dim = self.index.dim
+        # Counted once: len() of a Milvus-backed index is a count(*) query
+        # (Milvus Lite scans the rows), too slow for every request.
+        self.size = len(self.index)
 
     def search(self, queries, k):
         """``Index.search`` for ``k``, run as a search of at least
@@ -151,13 +154,15 @@ class Searcher:
         return type(found)(found.ids[:, :k], found.scores[:, :k], found.labels[:, :k])
 
     def _search_k(self, k):
-        return max(int(k), min(SEARCH_K, len(self.index)))
+        return max(int(k), min(SEARCH_K, self.size))
 
     def warm_up(self, max_batch):
         """One search per padded query count up to ``max_batch``."""
-        if not len(self.index):
+        if not self.size:
             return
-        vector, n = self.index.embeddings[:1], 1
+        # Any vector does (compiled shapes depend on the query count only);
+        # not a gallery row: reading one would read all of a Milvus index.
+        vector, n = np.full((1, self.dim), self.dim ** -0.5, np.float32), 1
         while True:
             self.search(np.repeat(vector, n, axis=0), 1)
             if n >= max_batch:
@@ -316,7 +321,7 @@ def create_app(model_dir, index_dir, threshold=None, max_upload_bytes=DEFAULT_MA
     searcher.warm_up(max_batch)
     batcher = Batcher(searcher.process, max_batch=max_batch,
                       window_s=batch_window_ms / 1000.0)
-    size = len(searcher.index)
+    size = searcher.size
 
     async def submit(kind, data, k=None):
         if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
