@@ -86,7 +86,9 @@ def test_retrieval_grid_unlabelled_queries_get_grey_borders(tmp_path):
     with Image.open(path) as im:
         grid = np.asarray(im.convert("RGB")).astype(float) / 255
     # The first result's top-left border pixel: x0 = border + tile + border +
-    # the query column's extra 2 * border, y0 = border (tile = 16 + 2 * 2).
+    # the query column's extra 2 * border, y0 = the legend header + border
+    # (tile = 16 + 2 * 2).
     x0 = 2 + (16 + 4) + 2 + 4
-    np.testing.assert_allclose(grid[2, x0], plots.NEUTRAL_COLOUR, atol=0.01)
-    np.testing.assert_allclose(grid[2, 2], plots.QUERY_COLOUR, atol=0.01)
+    y0 = plots.LEGEND_HEIGHT + 2
+    np.testing.assert_allclose(grid[y0, x0], plots.NEUTRAL_COLOUR, atol=0.01)
+    np.testing.assert_allclose(grid[y0, 2], plots.QUERY_COLOUR, atol=0.01)
