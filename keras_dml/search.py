@@ -28,7 +28,9 @@ query i's own item gets the score -inf before ranking, i.e. it is excluded by
 index. Other items identical to the query (duplicates) are ranked normally.
 """
 
-from typing import Tuple
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Tuple
 
 import numpy as np
 from keras import ops
@@ -196,9 +198,14 @@ class Gallery:
         # A power of two: multiplying the queries by it is exact.
         self.scale_value = 1.0 if metric == "cosine" else 2.0
         self.scale = ops.convert_to_tensor(self.scale_value, "float32")
-        # The rows as numpy for the host BLAS product (see host_matmul).
-        self.rows_t = (np.ascontiguousarray(ops.convert_to_numpy(self.embeddings).T)
-                       if self.host_product else None)
+        # The host path (see host_matmul): numpy copies of the same tensors.
+        self.rows_t = self.host_bias = self.host_inverse = None
+        if self.host_product:
+            self.rows_t = np.ascontiguousarray(ops.convert_to_numpy(self.embeddings).T)
+            if metric != "cosine":
+                self.host_bias = ops.convert_to_numpy(self.bias)
+            if self.has_duplicates:
+                self.host_inverse = inverse.astype(np.intp)
 
     @property
     def parts(self):
@@ -207,18 +214,30 @@ class Gallery:
         return self.embeddings, self.bias, self.inverse, self.scale
 
     def prepare_queries(self, queries):
-        """Queries as the scorer takes them: L2-normalised for cosine,
-        eagerly (see __init__); where ``host_matmul()`` holds, already
-        multiplied by the distinct gallery rows (``scale * q @ rows^T``
-        [c, Ng distinct], numpy's BLAS)."""
+        """Queries as the compiled scorer takes them: L2-normalised for
+        cosine, eagerly (see __init__)."""
         q = ops.convert_to_tensor(queries, "float32")
-        q = dml_ops.l2_normalize(q) if self.metric == "cosine" else q
-        if not self.host_product:
-            return q
-        q = ops.convert_to_numpy(q)
+        return dml_ops.l2_normalize(q) if self.metric == "cosine" else q
+
+    def host_scores(self, queries, exclude=None) -> np.ndarray:
+        """[c, Ng] float32 numpy scores of raw ``queries`` on the host path
+        (``host_matmul()``): the same operations as ``scores`` in the same
+        order (normalise eagerly, ``(scale * q) @ rows^T`` by numpy's BLAS,
+        ``- bias``, copy duplicates' columns, ``-inf`` at ``exclude`` [c]
+        (-1: none)), so every score rounds as it would there."""
+        q = ops.convert_to_numpy(self.prepare_queries(queries))
         if self.scale_value != 1.0:
             q = q * np.float32(self.scale_value)
-        return ops.convert_to_tensor(q @ self.rows_t, "float32")
+        s = q @ self.rows_t
+        if self.host_bias is not None:
+            s -= self.host_bias
+        if self.host_inverse is not None:
+            s = np.take(s, self.host_inverse, axis=1)
+        if exclude is not None:
+            exclude = np.asarray(ops.convert_to_numpy(exclude)).astype(np.intp)
+            rows = np.nonzero(exclude >= 0)[0]
+            s[rows, exclude[rows]] = -np.inf
+        return s
 
     @property
     def tensors(self):
@@ -236,17 +255,18 @@ class Gallery:
         cosine = self.metric == "cosine"
         duplicates = self.has_duplicates
         scale = self.scale_value
-        product = self.host_product
 
         def fn(tensors, q, exclude=None):
             rows, bias, inverse = tensors
             return scores(q, rows, None if cosine else bias,
-                          inverse if duplicates else None, scale, exclude,
-                          product=product)
+                          inverse if duplicates else None, scale, exclude)
         return fn
 
     def scores(self, queries, exclude=None):
-        """[c, Ng] scores of raw float32 ``queries`` (eager)."""
+        """[c, Ng] scores of raw float32 ``queries`` (eager; numpy on the
+        host path)."""
+        if self.host_product:
+            return self.host_scores(queries, exclude)
         return self.scorer()(self.tensors, self.prepare_queries(queries), exclude)
 
     def compiled(self, key, make):
@@ -267,8 +287,10 @@ class Gallery:
     def top_k(self, queries, k, exclude=None):
         """Top-k (values [c, k], indices int32 [c, k]) of raw float32
         ``queries`` against the whole gallery, ``exclude`` [c] (or None)
-        excluded."""
+        excluded. Numpy arrays on the host path."""
         k = int(k)
+        if self.host_product:
+            return host_top_k(self.host_scores(queries, exclude), k)
         block = block_size(self.size, k)
 
         scorer = self.scorer()
@@ -297,24 +319,21 @@ def host_matmul():
     return _backend.name() in ("tensorflow", "jax") and _backend.computes_on_cpu()
 
 
-def scores(q, rows, bias, inverse, scale, exclude, product=False):
+def scores(q, rows, bias, inverse, scale, exclude):
     """[c, Ng] scores ``scale * <q, g> - bias`` of prepared queries ``q``.
-
-    With ``product=True``, ``q`` is already ``scale * q @ rows^T`` (the host
-    BLAS product of ``Gallery.prepare_queries``) and ``rows``/``scale`` are
-    not used.
 
     ``rows``/``bias`` hold the distinct gallery rows, ``inverse`` [Ng] maps each
     gallery item to its row, ``exclude`` [c] is one gallery index per query
     whose score becomes -inf (-1: none). ``bias``, ``inverse`` and
     ``exclude`` may be None (zero bias, all rows distinct, nothing
     excluded). ``keras.ops`` only: runs eagerly, in ``tf.function`` (the
-    SavedModel export) and under ``jax.jit``.
+    SavedModel export) and under ``jax.jit``. ``Gallery.host_scores`` is the
+    same computation in numpy.
     """
     # scale (1 or 2, a power of two) multiplies the queries: bit for bit the
     # same as scaling the [c, Ng] product, at O(c * D) instead of a pass
     # over the scores.
-    s = q if product else ops.matmul(scale * q, ops.transpose(rows))
+    s = ops.matmul(scale * q, ops.transpose(rows))
     if bias is not None:
         s = s - ops.expand_dims(bias, 0)
     if inverse is not None and s.shape[1] != inverse.shape[0]:
@@ -382,6 +401,50 @@ def top_k_exact(s, k):
     picked = take_rows(s, column)
     order = _stable_order_desc(picked)
     return take_rows(picked, order), take_rows(column, order)
+
+
+_HOST_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_HOST_POOL: Optional[ThreadPoolExecutor] = None
+
+
+def _host_top_k_rows(s, k):
+    c, n = s.shape
+    if k >= n:
+        columns = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(s, columns, 1), columns.astype(np.int32)
+    kth = np.partition(s, n - k, axis=1)[:, n - k:n - k + 1]
+    rows, columns = np.nonzero(s >= kth)      # row-major: rows ascending
+    values = s[rows, columns]
+    order = np.lexsort((columns, -values, rows))
+    counts = np.bincount(rows, minlength=c)
+    pick = (np.cumsum(counts) - counts)[:, None] + np.arange(k)
+    return values[order][pick], columns[order][pick].astype(np.int32)
+
+
+def host_top_k(s: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``top_k_exact`` in numpy: (values [c, k], columns int32 [c, k]) of the
+    k largest entries of every row of ``s`` [c, n] (finite or -inf), ordered
+    by (value descending, column ascending).
+
+    With t the k-th largest value of a row (``np.partition``: O(n), no sort),
+    the answer is every entry > t (fewer than k) and the lowest-column
+    entries == t: the entries >= t (usually exactly k) are sorted by (row,
+    -value, column) and the first k of each row kept. Rows are split over
+    threads: numpy releases the GIL in partition, comparison and nonzero, and
+    the selection is a memory-bound pass that one core does not saturate.
+    """
+    global _HOST_POOL
+    c, n = s.shape
+    parts = min(_HOST_THREADS, c) if c * n >= (1 << 20) else 1
+    if parts <= 1:
+        return _host_top_k_rows(s, k)
+    if _HOST_POOL is None:
+        _HOST_POOL = ThreadPoolExecutor(_HOST_THREADS, thread_name_prefix="kd-top-k")
+    bounds = np.linspace(0, c, parts + 1).astype(int)
+    results = list(_HOST_POOL.map(lambda i: _host_top_k_rows(s[bounds[i]:bounds[i + 1]], k),
+                                  range(parts)))
+    return (np.concatenate([v for v, _ in results]),
+            np.concatenate([i for _, i in results]))
 
 
 def block_size(num_columns, k):
@@ -467,7 +530,8 @@ def chunk_top_k(gallery, queries, start, stop, chunk, k, exclude_self=False,
     query i being gallery item i with ``exclude_self``, or ``exclude_index``
     excluded if given; padded to ``padded_rows(c, chunk)`` rows."""
     c = stop - start
-    rows = padded_rows(c, chunk, queries.shape[0])
+    # Padding keeps a compiling backend to a few shapes; the host path needs none.
+    rows = c if gallery.host_product else padded_rows(c, chunk, queries.shape[0])
     v, i = gallery.top_k(pad_rows(queries[start:stop], rows), k, exclusion(start, stop, exclude_self, exclude_index,
                                          rows))
     return (ops.convert_to_numpy(v)[:c],

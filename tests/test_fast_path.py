@@ -82,8 +82,11 @@ def test_search_on_the_cpu_uses_the_host_product():
     g[10] = g[3]                                     # an exact duplicate
     gallery = search.Gallery(g, "cosine")
     assert search.host_matmul() and gallery.host_product
-    q = gallery.prepare_queries(g[:5])
-    assert tuple(q.shape) == (5, 299)                # [c, distinct rows]: the product
+    s = gallery.scores(g[:5])
+    assert isinstance(s, np.ndarray) and s.shape == (5, 300)   # numpy, duplicates copied
+    assert s[0, 3] == s[0, 10]
+    values, columns = gallery.top_k(g[:5], 6)
+    assert isinstance(values, np.ndarray) and columns.dtype == np.int32
     idx, scores = search.top_k_neighbours(g, k=6, return_scores=True)
     gn = g / np.linalg.norm(g, axis=1, keepdims=True)
     s = gn @ gn.T

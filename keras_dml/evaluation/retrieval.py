@@ -161,6 +161,24 @@ def _chunk_stats(gallery, q, ql, gl, exclude, k_top, count_beyond, has_match):
     return first_rank, top_same
 
 
+def _host_chunk_stats(gallery, q, qid, gid, exclude, k_top, count_beyond, has_match):
+    """``_chunk_stats`` on the host path (``search.host_matmul()``): numpy
+    scores and ``search.host_top_k``, the same ranks and flags; ranks beyond
+    k_top are counted with the same ``_first_rank_by_counting``."""
+    s = gallery.host_scores(q, exclude)
+    _, top = search.host_top_k(s, k_top)
+    top_same = gid[top] == qid[:, None]
+    first_rank = np.where(top_same.any(axis=1), np.argmax(top_same, axis=1) + 1,
+                          _NO_RANK).astype(np.int64)
+    if count_beyond:
+        missing = np.nonzero(has_match & (first_rank == _NO_RANK))[0]
+        if missing.size:
+            first_rank[missing] = ops.convert_to_numpy(_first_rank_by_counting(
+                ops.convert_to_tensor(s[missing]), ops.convert_to_tensor(qid[missing]),
+                ops.convert_to_tensor(gid)))
+    return first_rank, top_same
+
+
 def _average_precision_at_r(top_same, r):
     """Per-row MAP@R and R-precision from [n, k] same-class flags and R [n]."""
     k = top_same.shape[1]
@@ -271,15 +289,21 @@ def retrieval_metrics(query_emb: TensorLike, query_labels: TensorLike,
         rp = np.zeros(q.shape[0])
         for start in range(0, q.shape[0], chunk):
             stop = min(start + chunk, q.shape[0])
-            rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
-            qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
-            rank, top_same = _chunk_stats(
-                gallery, qc,
-                ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),
-                g_ids, search.exclusion(start, stop, self_retrieval, rows=rows),
-                k_top, count_beyond,
-                search.pad_rows(has_match[start:stop], rows, False))
-            rank, top_same = rank[:stop - start], top_same[:stop - start]
+            if gallery.host_product:
+                rank, top_same = _host_chunk_stats(
+                    gallery, q[start:stop], qid[start:stop], gid,
+                    search.exclusion(start, stop, self_retrieval), k_top, count_beyond,
+                    has_match[start:stop])
+            else:
+                rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
+                qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
+                rank, top_same = _chunk_stats(
+                    gallery, qc,
+                    ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),
+                    g_ids, search.exclusion(start, stop, self_retrieval, rows=rows),
+                    k_top, count_beyond,
+                    search.pad_rows(has_match[start:stop], rows, False))
+                rank, top_same = rank[:stop - start], top_same[:stop - start]
             first_rank[start:stop] = rank
             if need_top:
                 ap[start:stop], rp[start:stop] = _average_precision_at_r(
