@@ -128,6 +128,15 @@ def test_top_k_exact_and_blocked_follow_the_tie_rule(rng, n, k, block):
     expected = ranked(s, k)
     fns = {"exact": lambda t: search.top_k_exact(t, k),
            "blocked": lambda t: search.top_k_blocked(t, k, block)}
+    # The host path (numpy, rows split over threads when the matrix is big).
+    for rows in (6, 3000):
+        big = dyadic_scores(rng, rows, n) if rows > 6 else s
+        values, columns = search.host_top_k(big, k)
+        want = expected if rows == 6 else ranked(big[::499], k)
+        got = columns if rows == 6 else columns[::499]
+        np.testing.assert_array_equal(got, want, err_msg=f"host, {rows} rows")
+        assert columns.dtype == np.int32
+        np.testing.assert_array_equal(values, np.take_along_axis(big, columns, 1))
     for name, fn in fns.items():
         runs = {"eager": fn}
         if compiled(fn) is not None:
