@@ -119,7 +119,8 @@ def dyadic_scores(rng, c, n):
 
 
 @pytest.mark.parametrize("n,k,block", [(7, 7, 64), (50, 1, 64), (300, 13, 64),
-                                       (700, 5, 8), (1000, 40, 16)])
+                                       (700, 5, 8), (1000, 40, 16),
+                                       (5000, 3, 64)])
 def test_top_k_exact_and_blocked_follow_the_tie_rule(rng, n, k, block):
     # keras.ops.top_k's order among equal values differs between backends
     # (PyTorch's CPU top-k does not return the lower index first); ours may
