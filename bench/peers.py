@@ -412,6 +412,20 @@ def compiled_loss_step(loss, n_diff):
     return step
 
 
+def check_and_time(step, args, peer, checks, warmup, repeats):
+    """Run ``step(*args)`` once, compare (value, grads) with the peer's
+    (``checks``: (name, peer key, rtol, atol) for the value then each
+    gradient), then the median ms and the peak extra MB."""
+    import tensorflow as tf
+    base = rss_mb()
+    value, grads = step(*args)
+    for (name, key, rtol, atol), ours in zip(checks, [value, *grads]):
+        assert_close(name, ours.numpy(), peer[key], rtol, atol)
+    ms = median_ms(lambda: [t.numpy() for t in tf.nest.flatten(step(*args))],
+                   warmup, repeats)
+    return ms, peak_mb() - base
+
+
 def ours_proxy_anchor(size, warmup, repeats, peer):
     import tensorflow as tf
     import keras_dml as kd
@@ -421,14 +435,10 @@ def ours_proxy_anchor(size, warmup, repeats, peer):
     step = compiled_loss_step(
         lambda e, p, y: loss(y, kd.ops.cosine_similarity(e, p)), 2)
     args = (tf.constant(emb), tf.constant(proxies), tf.constant(labels.astype(np.int32)))
-    base = rss_mb()
-    value, (ge, gp) = step(*args)
-    assert_close("Proxy Anchor loss", value.numpy(), peer["value"], 1e-4)
-    assert_close("Proxy Anchor d/d embeddings", ge.numpy(), peer["ge"], 1e-3, 1e-6)
-    assert_close("Proxy Anchor d/d proxies", gp.numpy(), peer["gp"], 1e-3, 1e-6)
-    ms = median_ms(lambda: [t.numpy() for t in tf.nest.flatten(step(*args))],
-                   warmup, repeats)
-    return ms, peak_mb() - base
+    return check_and_time(step, args, peer, [
+        ("Proxy Anchor loss", "value", 1e-4, 0.0),
+        ("Proxy Anchor d/d embeddings", "ge", 1e-3, 1e-6),
+        ("Proxy Anchor d/d proxies", "gp", 1e-3, 1e-6)], warmup, repeats)
 
 
 def ours_multi_similarity(size, warmup, repeats, peer):
@@ -439,13 +449,9 @@ def ours_multi_similarity(size, warmup, repeats, peer):
     loss = kd.losses.MultiSimilarityLoss(2.0, 50.0, 0.5, 0.1)
     step = compiled_loss_step(lambda e, y: loss(y, e), 1)
     args = (tf.constant(emb), tf.constant(labels.astype(np.int32)))
-    base = rss_mb()
-    value, (ge,) = step(*args)
-    assert_close("multi-similarity loss", value.numpy(), peer["value"], 1e-4)
-    assert_close("multi-similarity d/d embeddings", ge.numpy(), peer["ge"], 1e-3, 1e-6)
-    ms = median_ms(lambda: [t.numpy() for t in tf.nest.flatten(step(*args))],
-                   warmup, repeats)
-    return ms, peak_mb() - base
+    return check_and_time(step, args, peer, [
+        ("multi-similarity loss", "value", 1e-4, 0.0),
+        ("multi-similarity d/d embeddings", "ge", 1e-3, 1e-6)], warmup, repeats)
 
 
 def ours_log_ratio(size, warmup, repeats, peer):
@@ -456,13 +462,9 @@ def ours_log_ratio(size, warmup, repeats, peer):
     loss = kd.losses.LogRatioLoss(anchors="all")
     step = compiled_loss_step(lambda e, y: loss(y, e), 1)
     args = (tf.constant(emb), tf.constant(labels))
-    base = rss_mb()
-    value, (ge,) = step(*args)
-    assert_close("Log-ratio loss", value.numpy(), peer["value"], 1e-4)
-    assert_close("Log-ratio d/d embeddings", ge.numpy(), peer["ge"], 1e-3, 1e-7)
-    ms = median_ms(lambda: [t.numpy() for t in tf.nest.flatten(step(*args))],
-                   warmup, repeats)
-    return ms, peak_mb() - base
+    return check_and_time(step, args, peer, [
+        ("Log-ratio loss", "value", 1e-4, 0.0),
+        ("Log-ratio d/d embeddings", "ge", 1e-3, 1e-7)], warmup, repeats)
 
 
 def ours_retrieval(size, warmup, repeats, peer):
