@@ -8,8 +8,10 @@ Every evaluation in keras_dml ranks a gallery for each query by a score
 (higher = closer) and never builds the full [Nq, Ng] matrix: queries are
 processed ``chunk_size`` rows at a time, so the working memory is
 O(chunk_size * (Ng + k)) on top of the embeddings themselves. The matmul
-and the reductions run on the Keras backend's device (TensorFlow, JAX or
-PyTorch; a GPU if there is one).
+and the reductions run on the Keras backend's device (PyTorch, or a GPU
+under any backend), in one compiled function per chunk; where TensorFlow or
+JAX compute on the CPU, the same operations run in numpy instead (the host
+path: BLAS product, ``host_top_k``), which is faster there (``host_matmul``).
 
 Scores (``metric=``, the same name as ``kd.retrieval.Index(metric=...)``):
     "cosine":    s(q, g) = <q / |q|, g / |g|>            (zero vectors stay zero)
@@ -309,13 +311,13 @@ _COMPILED_MAX = 32
 
 
 def host_matmul():
-    """True where the score matmul is faster through numpy's BLAS on the
-    host than through the backend: TensorFlow or JAX computing on the CPU.
-    Their CPU matmul (Eigen) ran at 0.45x OpenBLAS's speed on this
-    project's 2-core machine (800 x 256 by 256 x 20k, alternated), and the
-    retrieval metrics and exact search spend almost all their time in it.
-    PyTorch's CPU matmul is a BLAS already; on a GPU the product stays on
-    the device."""
+    """True where scoring and top-k run on the host path (numpy) rather than
+    in the backend: TensorFlow or JAX computing on the CPU. Their CPU matmul
+    (Eigen) ran at 0.45x OpenBLAS's speed on this project's 2-core machine
+    (800 x 256 by 256 x 20k, alternated), the search spends most of its time
+    in the product, and handing a numpy product to a compiled top-k cost a
+    [c, Ng] copy plus a slower top-k than ``host_top_k``. PyTorch's CPU matmul
+    is a BLAS already; on a GPU everything stays on the device."""
     return _backend.name() in ("tensorflow", "jax") and _backend.computes_on_cpu()
 
 
