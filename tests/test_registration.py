@@ -97,8 +97,52 @@ def test_saved_model_loads_in_a_new_process_after_only_import_keras_dml(tmp_path
 
 def test_registration_hook_is_spent_and_lists_every_registering_module():
     # In this process Keras is loaded: no hook is left waiting for it.
-    assert not [f for f in sys.meta_path if type(f).__name__ == "KerasImportHook"]
+    assert not [f for f in sys.meta_path if type(f).__name__ in _registration._HOOKS]
     listed = set(_registration.REGISTERING_MODULES)
     for module in registering_modules():
         # A module is covered when it, or a package that imports it, is listed.
         assert any(module == m or module.startswith(m + ".") for m in listed), module
+
+
+FIRST_TOUCHES = [f"kd.{name}" for name in kd._LAZY] + [
+    "kd.losses.available()", "kd.losses.ProxyAnchorLoss", "kd.layers.Proxies",
+    "kd.ops.cosine_similarity",
+    "__import__('keras_dml.losses', fromlist=['ProxyAnchorLoss']).ProxyAnchorLoss",
+    "__import__('keras_dml.ops', fromlist=['cosine_similarity']).cosine_similarity",
+    "__import__('keras_dml.models.metric_model', fromlist=['MetricModel']).MetricModel",
+]
+
+
+def test_first_touch_of_any_submodule_imports_and_registers_in_a_new_process():
+    # A submodule that imports Keras must finish before registration imports
+    # the modules that depend on it: `kd.losses.available()` as the first call
+    # of a process was a circular ImportError ("partially initialized module").
+    # One interpreter per case (each must be the first touch); they run two at
+    # a time.
+    script = textwrap.dedent("""
+        import sys
+        import keras_dml as kd
+        value = eval(sys.argv[1])
+        assert value is not None
+        import keras
+        names = set(keras.saving.get_custom_objects())
+        assert {"keras_dml>MetricModel", "keras_dml>Proxies", "keras_dml>ProxyAnchorLoss",
+                "keras_dml>ParameterGroupOptimizer"} <= names, sorted(names)
+        assert not [f for f in sys.meta_path if "Hook" in type(f).__name__
+                    or "Counter" in type(f).__name__], sys.meta_path
+        print("OK")
+    """)
+    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    failures = []
+    for start in range(0, len(FIRST_TOUCHES), 2):
+        running = [(case, subprocess.Popen([sys.executable, "-c", script, case], env=env,
+                                           cwd=ROOT, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+                   for case in FIRST_TOUCHES[start:start + 2]]
+        for case, process in running:
+            out, err = process.communicate(timeout=300)
+            if process.returncode != 0 or "OK" not in out:
+                failures.append(f"{case}: {err.strip().splitlines()[-1:] or out}")
+    assert failures == [], "\n".join(failures)
