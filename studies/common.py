@@ -97,7 +97,14 @@ class Results:
                 raise ValueError(f"{self.path} is not a study results file (expected "
                                  '{"rows": [...]}).')
             self.rows = {row["key"]: row for row in loaded["rows"]}
+            previous = loaded.get("meta") or {}
+        else:
+            previous = {}
         self.meta = {}
+        # Wall time of the earlier invocations that wrote a report: a resumed
+        # study (or one re-run only to rewrite its report) adds to it.
+        self.earlier_seconds = float(previous.get("seconds", 0.0))
+        self.earlier_invocations = int(previous.get("invocations", 1 if previous else 0))
 
     def __contains__(self, key):
         return key in self.rows
@@ -248,9 +255,22 @@ def metric_values(rows, metric, where="metrics"):
 
 
 def fmt(mean, std, n, scale=1.0, digits=1):
+    """``mean ± std``; a single value without a std (n = 1 has none)."""
     if n == 0 or not np.isfinite(mean):
         return "–"
+    if n == 1:
+        return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def run_meta(results, started, **fields):
+    """The report's meta: rows, wall time summed over the invocations that
+    wrote a report, and the sum of the rows' own times."""
+    rows = list(results.rows.values())
+    return {**fields, "runs": len(rows),
+            "seconds": results.earlier_seconds + time.monotonic() - started,
+            "invocations": results.earlier_invocations + 1,
+            "row_seconds": sum(r.get("seconds", 0) for r in rows)}
 
 
 def overlaps(a, b):
@@ -406,9 +426,10 @@ def write_report(output_dir, title, sections, meta):
     """``results.md``: a title, what ran (mode, time), then the sections
     (each markdown text)."""
     lines = [f"# {title}", "",
-             f"Mode `{meta['mode']}`; {meta['runs']} rows; wall time of this invocation "
-             f"{meta['seconds']:.0f} s (sum over all rows {meta['row_seconds']:.0f} s). "
-             "Mean ± sample std over seeds (n = seeds).", ""]
+             f"Mode `{meta['mode']}`; {meta['runs']} rows; wall time {meta['seconds']:.0f} s "
+             f"over {meta.get('invocations', 1)} invocation(s) (sum over all rows "
+             f"{meta['row_seconds']:.0f} s). Mean ± sample std over seeds (n = seeds; "
+             "a single value where n = 1).", ""]
     for section in sections:
         lines += [section, ""]
     path = os.path.join(output_dir, REPORT_FILE)

@@ -496,8 +496,7 @@ def report(output_dir, results, mode, seeds, started):
             "\n\n" + knn_table(knn["extra"]["rows"], knn["extra"]["agree"]))
 
     rows = list(results.rows.values())
-    meta = {"mode": mode, "runs": len(rows), "seconds": time.monotonic() - started,
-            "row_seconds": sum(r.get("seconds", 0) for r in rows)}
+    meta = common.run_meta(results, started, mode=mode)
     sections.append("## Setting\n\nBase recipe (the configurations change the loss, its "
                     "arguments, the sampler or the dimension):\n\n```\n"
                     + base_recipe(mode).to_flagfile() + "```")

@@ -308,12 +308,9 @@ def report(output_dir, results, mode, seeds, started, dataset="fashion_mnist", d
             + f". Grid cells have {spec['grid_seeds']} seed(s): compare the range with the "
             "seed std of table 1.")
 
-    rows = list(results.rows.values())
-    meta = {"mode": mode, "dataset": dataset, "runs": len(rows),
-            "seconds": time.monotonic() - started,
-            "row_seconds": sum(r.get("seconds", 0) for r in rows)}
+    meta = common.run_meta(results, started, mode=mode, dataset=dataset)
     recipe = base_recipe(mode, dataset)
-    setting = ("## Setting\n\n" + (_glyph_setting(data, spec) if dataset == "glyphs" else "")
+    setting = ("## Setting\n\n" + (_glyph_setting(data, spec, loss_names(mode, dataset)) if dataset == "glyphs" else "")
                + "Base recipe (every run; the tables change only the loss, its arguments or "
                "the dimension):\n\n```\n" + recipe.to_flagfile() + "```")
     sections.append(setting)
@@ -328,9 +325,12 @@ def report(output_dir, results, mode, seeds, started, dataset="fashion_mnist", d
     return paths
 
 
-def _glyph_setting(data, spec):
+def _glyph_setting(data, spec, names):
+    import keras_dml as kd
     if data is None:
         return ""
+    # The runner's sampler="auto": random batches exactly for the losses with proxies.
+    proxy_losses = [n for n in names if kd.losses.get(n).takes_proxies]
     info = data.info
     args = ", ".join(f"{k}={v}" for k, v in spec["render"].items())
     return (f"Data: `kd.data.load_glyphs({args})`"
@@ -338,9 +338,9 @@ def _glyph_setting(data, spec):
             f"{data.num_train_classes} training characters (10% of them held out for "
             f"validation by class) and {data.test.num_classes} unseen test characters, "
             f"{info['examples_per_class']:.1f} designs (examples) per character. Sampling per "
-            "loss as the authors: random batches for the proxy losses (proxy_anchor, "
-            "proxy_nca, soft_triple), P classes x 3 images for the pair losses; training "
-            "augmentation: stroke-width jitter and a small affine map.\n\n")
+            f"loss as the authors: random batches for the losses with class proxies "
+            f"({', '.join(proxy_losses)}), P classes x 3 images for the pair losses; "
+            "training augmentation: stroke-width jitter and a small affine map.\n\n")
 
 
 def add_arguments(parser):
