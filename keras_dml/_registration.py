@@ -97,6 +97,7 @@ class _LoaderThenRegister:
     def exec_module(self, module):
         self._loader.exec_module(module)
         _unwrap(module, self._loader)   # Keras keeps its own loader; the hook is spent
+        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "KerasImportHook"]
         _register_or_defer()
 
 
@@ -125,8 +126,9 @@ class _LoaderCountingKerasDml:
 
 
 class KerasImportHook(importlib.abc.MetaPathFinder):
-    """A one-shot ``sys.meta_path`` finder: finds ``keras`` with the other
-    finders, wraps its loader (see ``_LoaderThenRegister``), then leaves."""
+    """A ``sys.meta_path`` finder: finds ``keras`` with the other finders and
+    wraps its loader (see ``_LoaderThenRegister``), which removes the hook
+    once Keras has executed."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras" or "keras" in sys.modules:
@@ -134,7 +136,9 @@ class KerasImportHook(importlib.abc.MetaPathFinder):
         spec = _find_with_other_finders(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "KerasImportHook"]
+        # The hook stays until Keras has executed: a bare
+        # importlib.util.find_spec("keras") (TensorFlow's import makes one)
+        # asks for a spec without loading it.
         spec.loader = _LoaderThenRegister(spec.loader)
         return spec
 
