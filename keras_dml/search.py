@@ -44,6 +44,11 @@ DEFAULT_MEMORY_BUDGET = 512 * 1024 ** 2   # bytes per chunk's [chunk, Ng] work
 
 METRICS = ("cosine", "euclidean")
 
+# Rows per block of Gallery.host_self_top_k: a [1024, 1024] product is large
+# enough for BLAS to run near peak and its scores (4 MB) stay in cache for the
+# row and column passes.
+SELF_SEARCH_BLOCK = 1024
+
 
 def as_embeddings(x, name):
     """A finite float32 numpy array of shape [N, D], or a clear ValueError."""
@@ -240,6 +245,53 @@ class Gallery:
             rows = np.nonzero(exclude >= 0)[0]
             s[rows, exclude[rows]] = -np.inf
         return s
+
+    def can_halve_self_search(self) -> bool:
+        """True where ``host_self_top_k`` applies: the host path, cosine
+        scores (symmetric: no per-column bias) and no duplicate rows (the
+        gallery's items are its distinct rows)."""
+        return self.host_product and self.metric == "cosine" and not self.has_duplicates
+
+    def host_self_top_k(self, k: int, block: Optional[int] = None):
+        """Self-retrieval top-k from half the Gram matrix (host path).
+
+        Every gallery item is a query that excludes itself. Yields
+        ``(start, stop, values [c, k], columns int32 [c, k])`` for
+        consecutive blocks of ``block`` rows (default ``SELF_SEARCH_BLOCK``),
+        in the tie rule of
+        ``host_top_k``. Cosine scores are symmetric, so each block pair
+        (I, J >= I) is one product S = E_I E_J^T whose rows are candidates
+        for block I and whose columns are candidates for block J: half the
+        multiply-adds of scoring every query against the gallery, the cost
+        that dominates on a CPU.
+
+        Selection by threshold, so that no row or column of S is sorted: a
+        row's running k-th best value (at first a lower bound, its k-th best
+        score against the first ``block`` items) only rises, and an entry
+        below it can never enter its top k. One comparison pass over S per
+        side finds the few entries at or above their row's threshold, and
+        only those are merged, by (row, value descending, column ascending). Memory: O(block^2 + Ng * k). Requires
+        ``can_halve_self_search()``."""
+        if not self.can_halve_self_search():
+            raise ValueError("host_self_top_k needs the host path, cosine scores and a "
+                             "gallery without duplicate rows (can_halve_self_search()).")
+        k, block = int(k), int(block or SELF_SEARCH_BLOCK)
+        n = self.size
+        if not 1 <= k < n:
+            raise ValueError(f"k must be in [1, {n - 1}] for a gallery of {n}; got {k}.")
+        e = np.ascontiguousarray(self.rows_t.T)
+        top = _RunningTopK(n, k, _self_lower_bound(e, self.rows_t, k, max(block, k + 1)))
+        starts = range(0, n, block)
+        for i in starts:
+            rows = slice(i, min(i + block, n))
+            for j in starts[i // block:]:
+                s = e[rows] @ self.rows_t[:, j:j + block]
+                if j == i:
+                    np.fill_diagonal(s, -np.inf)        # each query excludes itself
+                top.offer(s, i, j)                      # rows of block I
+                if j > i:
+                    top.offer(s, i, j, by_column=True)  # rows of block J
+            yield rows.start, rows.stop, top.values[rows].copy(), top.columns[rows].copy()
 
     @property
     def tensors(self):
@@ -469,6 +521,78 @@ def host_top_k(s: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
                                   range(parts)))
     return (np.concatenate([v for v, _ in results]),
             np.concatenate([i for _, i in results]))
+
+
+def _self_lower_bound(e, rows_t, k, m):
+    """[n] a lower bound of every item's k-th best score against the others:
+    its k-th best against the first m items (itself excluded), m > k."""
+    n = e.shape[0]
+    m = min(m, n)
+    bound = np.empty(n, np.float32)
+    for start in range(0, n, 8192):
+        s = e[start:start + 8192] @ rows_t[:, :m]
+        own = np.arange(start, min(start + 8192, m))
+        s[own - start, own] = -np.inf
+        bound[start:start + 8192] = np.partition(s, m - k, axis=1)[:, m - k]
+    return bound
+
+
+class _RunningTopK:
+    """Each row's best k (value descending, column ascending) over candidate
+    score blocks offered to each row in increasing column blocks
+    (``Gallery.host_self_top_k``)."""
+
+    def __init__(self, n, k, lower_bound):
+        self.k = k
+        self.values = np.full((n, k), -np.inf, np.float32)
+        self.columns = np.full((n, k), n, np.int32)      # n: after every real column
+        self.floor = lower_bound
+
+    def offer(self, s, row0, col0, by_column=False):
+        """Candidates from a score block s [r, c]: rows row0.. against
+        columns col0.., or with ``by_column`` the columns col0.. as the
+        queries against the rows row0.. (s^T, read in place: no transposed
+        copy)."""
+        # flatnonzero: a 2-D nonzero costs ten times as much on a sparse mask.
+        width = s.shape[1]
+        if by_column:
+            threshold = self._threshold(slice(col0, col0 + width))
+            flat = np.flatnonzero(s >= threshold[None, :])
+            r, c = np.divmod(flat, width)
+            by_query = np.argsort(c, kind="stable")     # group by query, rows ascending
+            flat, r, c = flat[by_query], r[by_query], c[by_query]
+            self._merge(col0 + c, s.ravel()[flat], row0 + r)
+        else:
+            threshold = self._threshold(slice(row0, row0 + s.shape[0]))
+            flat = np.flatnonzero(s >= threshold[:, None])
+            r, c = np.divmod(flat, width)
+            self._merge(row0 + r, s.ravel()[flat], col0 + c)
+
+    def _threshold(self, rows):
+        # An entry below a row's running k-th best (or its lower bound) can
+        # never enter the top k; one equal to it may (a lower column).
+        return np.maximum(self.floor[rows], self.values[rows, -1])
+
+    def _merge(self, row, value, column):
+        """Merge candidates (grouped by ``row``, columns ascending within a
+        row, every one above the row's running columns: offers reach a row
+        in increasing column blocks) into the running lists: a stable sort
+        by value of [running, new] per row then keeps the tie rule."""
+        if row.size == 0:
+            return
+        k = self.k
+        touched, first, counts = np.unique(row, return_index=True, return_counts=True)
+        slot = k + np.arange(row.size) - np.repeat(first, counts)
+        which = np.repeat(np.arange(touched.size), counts)
+        values = np.full((touched.size, k + int(counts.max())), -np.inf, np.float32)
+        columns = np.full(values.shape, self.values.shape[0], np.int32)
+        values[:, :k] = self.values[touched]
+        columns[:, :k] = self.columns[touched]
+        values[which, slot] = value
+        columns[which, slot] = column
+        pick = np.argsort(-values, axis=1, kind="stable")[:, :k]
+        self.values[touched] = np.take_along_axis(values, pick, 1)
+        self.columns[touched] = np.take_along_axis(columns, pick, 1)
 
 
 def block_size(num_columns, k):

@@ -90,7 +90,10 @@ def exact_tie_embeddings(rng, n, dim):
 
 # ---------------------------------------------------- against the reference
 @pytest.mark.parametrize("chunk_size", [1, 7, None])
-def test_self_retrieval_matches_reference(rng, chunk_size, topk_cap):
+def test_self_retrieval_matches_reference(rng, chunk_size, topk_cap, monkeypatch):
+    # Distinct rows: on the host path (TensorFlow / JAX on a CPU) this is the
+    # half-Gram search; blocks of 16 rows make it cross many block pairs.
+    monkeypatch.setattr(kd.search, "SELF_SEARCH_BLOCK", 16)
     x, y = clustered(rng, 90, 6, 12, noise=1.0)
     ks = (1, 2, 4, 8, 88)           # up to the largest K allowed (N - 2)
     ours = retrieval_metrics(x, y, ks=ks, chunk_size=chunk_size)
@@ -101,6 +104,29 @@ def test_self_retrieval_matches_reference(rng, chunk_size, topk_cap):
     assert 0.0 < ours["recall@1"] < 1.0 and 0.0 < ours["map@r"] < 1.0
     with pytest.raises(ValueError, match="K=89 is not below the 89"):
         retrieval_metrics(x, y, ks=(1, 89), chunk_size=chunk_size)
+
+
+def test_self_retrieval_takes_the_half_gram_search_where_it_applies(rng, monkeypatch):
+    # Host path (TensorFlow / JAX on a CPU), cosine, distinct rows: the
+    # default self-retrieval computes each score once (the speed-up is the
+    # path users get); with a duplicate row, or on a device, the chunked one.
+    calls = []
+    halved = kd.search.Gallery.host_self_top_k
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.size)
+        return halved(self, *args, **kwargs)
+
+    monkeypatch.setattr(kd.search.Gallery, "host_self_top_k", counted)
+    x, y = clustered(rng, 60, 6, 8, noise=1.0)
+    host = kd.search.host_matmul()
+    ours = retrieval_metrics(x, y, ks=(1, 4))
+    assert_close(ours, reference_metrics(x, y, ks=(1, 4)))
+    assert calls == ([60] if host else [])
+    x[7] = x[3]                                   # a duplicate: no halving
+    assert not kd.search.Gallery(x).can_halve_self_search()
+    assert_close(retrieval_metrics(x, y, ks=(1, 4)), reference_metrics(x, y, ks=(1, 4)))
+    assert calls == ([60] if host else [])
 
 
 @pytest.mark.parametrize("chunk_size", [5, None])

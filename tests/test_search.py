@@ -1,5 +1,7 @@
 """keras_dml.search (the exact engine): exact ties, exclusion by index, brute force."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -167,3 +169,62 @@ def test_search_ranks_exact_ties_the_same_on_every_backend(rng):
             expected = ranked(s, 50)
         np.testing.assert_array_equal(idx, expected)
         assert len(np.unique(values)) < values.size / 5       # many ties
+
+
+# ------------------------------------------- half-Gram self-retrieval search
+def signed_unit_rows(dim):
+    """Every distinct row with one entry +-1, or four entries +-1: normalised
+    entries are +-1 or +-0.5, exact in float32, so every cosine is an exact
+    multiple of 0.25 whatever the summation order or fused multiply-adds:
+    ties everywhere, and no duplicate rows."""
+    rows = []
+    for support in itertools.chain(itertools.combinations(range(dim), 1),
+                                   itertools.combinations(range(dim), 4)):
+        for signs in itertools.product((-1.0, 1.0), repeat=len(support)):
+            row = np.zeros(dim, np.float32)
+            row[list(support)] = signs
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("k,block", [(1, 16), (7, 16), (40, 16), (30, 1024)])
+def test_half_gram_self_search_follows_the_tie_rule(rng, k, block):
+    x = signed_unit_rows(6)                                   # 252 rows
+    x = x[rng.permutation(len(x))]
+    gallery = search.Gallery(x)
+    if not search.host_matmul():
+        # On a device the chunked search runs; the half-Gram one refuses.
+        assert not gallery.can_halve_self_search()
+        with pytest.raises(ValueError, match="can_halve_self_search"):
+            next(gallery.host_self_top_k(k))
+        return
+    assert gallery.can_halve_self_search()
+    blocks = list(gallery.host_self_top_k(k, block=block))
+    assert [b[0] for b in blocks] == list(range(0, len(x), block))
+    values = np.concatenate([b[2] for b in blocks])
+    columns = np.concatenate([b[3] for b in blocks])
+    assert columns.dtype == np.int32
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = xn.astype(np.float64) @ xn.astype(np.float64).T
+    np.fill_diagonal(s, -np.inf)                              # self excluded
+    np.testing.assert_array_equal(columns, ranked(s, k))
+    np.testing.assert_array_equal(values, np.take_along_axis(s, columns, 1))
+    assert len(np.unique(values)) <= 9                        # ties everywhere
+
+
+def test_half_gram_self_search_matches_the_chunked_search(rng):
+    # Random rows (no ties): the same neighbours as scoring every query
+    # against the whole gallery, over several blocks and a partial last one.
+    x = rng.standard_normal((1300, 24)).astype(np.float32)
+    gallery = search.Gallery(x)
+    if not gallery.can_halve_self_search():
+        pytest.skip("the half-Gram search runs on the host path only (TensorFlow "
+                    "or JAX on a CPU); this backend searches in chunks")
+    expected_values, expected = search.host_top_k(
+        gallery.host_scores(x, np.arange(len(x))), 9)
+    got = list(gallery.host_self_top_k(9, block=256))
+    np.testing.assert_array_equal(np.concatenate([b[3] for b in got]), expected)
+    np.testing.assert_allclose(np.concatenate([b[2] for b in got]), expected_values,
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="k must be in"):
+        next(gallery.host_self_top_k(1300))

@@ -45,7 +45,10 @@ first same-class item is not in the top k is found by counting instead (items
 scored above the best same-class item, plus equal-scored items of lower
 index), so a large K costs no large top-k. Memory per chunk is
 O(chunk * (Ng + k)); the full [Nq, Ng] matrix is never formed. The chunk size
-defaults to 512 MB / (16 bytes * Ng) rows.
+defaults to 512 MB / (16 bytes * Ng) rows. Self-retrieval on the host path
+(TensorFlow or JAX on a CPU, no duplicate embeddings) computes each score
+once from half the Gram matrix instead (``search.Gallery.host_self_top_k``):
+half the multiply-adds, in blocks of 1024 rows whatever ``chunk_size``.
 """
 
 from typing import Dict, Optional, Sequence, Union
@@ -167,6 +170,13 @@ def _host_chunk_stats(gallery, q, qid, gid, exclude, k_top, count_beyond, has_ma
     k_top are counted with the same ``_first_rank_by_counting``."""
     s = gallery.host_scores(q, exclude)
     _, top = search.host_top_k(s, k_top)
+    return _host_ranks(top, qid, gid, count_beyond, has_match, lambda rows: s[rows])
+
+
+def _host_ranks(top, qid, gid, count_beyond, has_match, score_rows):
+    """(first rank [c], top_same [c, k]) of host-path queries from their top
+    columns; ``score_rows(rows)`` gives the full score rows of the queries
+    whose first match lies beyond the top k (counted)."""
     top_same = gid[top] == qid[:, None]
     first_rank = np.where(top_same.any(axis=1), np.argmax(top_same, axis=1) + 1,
                           _NO_RANK).astype(np.int64)
@@ -174,9 +184,45 @@ def _host_chunk_stats(gallery, q, qid, gid, exclude, k_top, count_beyond, has_ma
         missing = np.nonzero(has_match & (first_rank == _NO_RANK))[0]
         if missing.size:
             first_rank[missing] = ops.convert_to_numpy(_first_rank_by_counting(
-                ops.convert_to_tensor(s[missing]), ops.convert_to_tensor(qid[missing]),
+                ops.convert_to_tensor(score_rows(missing)), ops.convert_to_tensor(qid[missing]),
                 ops.convert_to_tensor(gid)))
     return first_rank, top_same
+
+
+def _host_self_stats(gallery, q, qid, gid, k_top, count_beyond, has_match):
+    """(start, stop, rank, top_same) by row blocks of self-retrieval on the
+    host path, from half the Gram matrix (``Gallery.host_self_top_k``)."""
+    for start, stop, _, top in gallery.host_self_top_k(k_top):
+        def score_rows(rows, start=start):
+            index = rows + start
+            return gallery.host_scores(q[index], index)
+        rank, top_same = _host_ranks(top, qid[start:stop], gid, count_beyond,
+                                     has_match[start:stop], score_rows)
+        yield start, stop, rank, top_same
+
+
+def _chunk_blocks(gallery, q, qid, gid, g_ids, chunk, self_retrieval, k_top, count_beyond,
+                  has_match):
+    """(start, stop, rank, top_same) by chunks of ``chunk`` queries: numpy on
+    the host path, else one compiled call per chunk (padded to few shapes)."""
+    for start in range(0, q.shape[0], chunk):
+        stop = min(start + chunk, q.shape[0])
+        if gallery.host_product:
+            rank, top_same = _host_chunk_stats(
+                gallery, q[start:stop], qid[start:stop], gid,
+                search.exclusion(start, stop, self_retrieval), k_top, count_beyond,
+                has_match[start:stop])
+        else:
+            rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
+            qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
+            rank, top_same = _chunk_stats(
+                gallery, qc,
+                ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),
+                g_ids, search.exclusion(start, stop, self_retrieval, rows=rows),
+                k_top, count_beyond,
+                search.pad_rows(has_match[start:stop], rows, False))
+            rank, top_same = rank[:stop - start], top_same[:stop - start]
+        yield start, stop, rank, top_same
 
 
 def _average_precision_at_r(top_same, r):
@@ -287,23 +333,12 @@ def retrieval_metrics(query_emb: TensorLike, query_labels: TensorLike,
         first_rank = np.empty(q.shape[0], np.int64)
         ap = np.zeros(q.shape[0])
         rp = np.zeros(q.shape[0])
-        for start in range(0, q.shape[0], chunk):
-            stop = min(start + chunk, q.shape[0])
-            if gallery.host_product:
-                rank, top_same = _host_chunk_stats(
-                    gallery, q[start:stop], qid[start:stop], gid,
-                    search.exclusion(start, stop, self_retrieval), k_top, count_beyond,
-                    has_match[start:stop])
-            else:
-                rows = search.padded_rows(stop - start, chunk, q.shape[0])   # few shapes
-                qc = gallery.prepare_queries(search.pad_rows(q[start:stop], rows))
-                rank, top_same = _chunk_stats(
-                    gallery, qc,
-                    ops.convert_to_tensor(search.pad_rows(qid[start:stop], rows, -1)),
-                    g_ids, search.exclusion(start, stop, self_retrieval, rows=rows),
-                    k_top, count_beyond,
-                    search.pad_rows(has_match[start:stop], rows, False))
-                rank, top_same = rank[:stop - start], top_same[:stop - start]
+        if self_retrieval and gallery.can_halve_self_search():
+            blocks = _host_self_stats(gallery, q, qid, gid, k_top, count_beyond, has_match)
+        else:
+            blocks = _chunk_blocks(gallery, q, qid, gid, g_ids, chunk, self_retrieval, k_top,
+                                   count_beyond, has_match)
+        for start, stop, rank, top_same in blocks:
             first_rank[start:stop] = rank
             if need_top:
                 ap[start:stop], rp[start:stop] = _average_precision_at_r(
