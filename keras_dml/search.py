@@ -48,6 +48,10 @@ METRICS = ("cosine", "euclidean")
 # enough for BLAS to run near peak and its scores (4 MB) stay in cache for the
 # row and column passes.
 SELF_SEARCH_BLOCK = 1024
+# Gallery.host_top_k_by_blocks: [1024, 8192] float32 scores (32 MB) per step
+# (alternated against [256..1024] x [4096..16384] at 100k and 1M x 128: within 10 %).
+HOST_QUERY_CHUNK = 1024
+HOST_COLUMN_BLOCK = 8192
 
 
 def as_embeddings(x, name):
@@ -226,16 +230,62 @@ class Gallery:
         q = ops.convert_to_tensor(queries, "float32")
         return dml_ops.l2_normalize(q) if self.metric == "cosine" else q
 
+    def _host_queries(self, queries) -> np.ndarray:
+        q = ops.convert_to_numpy(self.prepare_queries(queries))
+        if self.scale_value != 1.0:
+            q = q * np.float32(self.scale_value)
+        return q
+
+    def host_top_k_by_blocks(self, queries, k: int, exclude=None):
+        """``host_top_k(host_scores(queries, exclude), k)`` without the [c, Ng]
+        score matrix: queries in chunks of ``HOST_QUERY_CHUNK`` against
+        gallery blocks of ``HOST_COLUMN_BLOCK`` columns, each block's scores
+        read once while they are in cache, by a comparison with each row's
+        running k-th best (``_RunningTopK``; the first block's exact top k
+        seeds it). The score matrix of 1000 queries x 100k items is 400 MB:
+        writing it and reading it back for the top-k cost as much as the
+        product. Requires no duplicate rows and k <= HOST_COLUMN_BLOCK."""
+        k = int(k)
+        if self.has_duplicates or not 1 <= k <= min(HOST_COLUMN_BLOCK, self.size):
+            raise ValueError("host_top_k_by_blocks needs distinct gallery rows and "
+                             f"1 <= k <= {min(HOST_COLUMN_BLOCK, self.size)}; got k={k}.")
+        q = self._host_queries(queries)
+        exclude = (None if exclude is None
+                   else np.asarray(ops.convert_to_numpy(exclude)).astype(np.intp))
+        values = np.empty((q.shape[0], k), np.float32)
+        columns = np.empty((q.shape[0], k), np.int32)
+        for start in range(0, q.shape[0], HOST_QUERY_CHUNK):
+            rows = slice(start, start + HOST_QUERY_CHUNK)
+            top = None
+            for col in range(0, self.size, HOST_COLUMN_BLOCK):
+                block = self._host_block_scores(q[rows], col, None if exclude is None
+                                                else exclude[rows])
+                if top is None:         # seed: the first block's exact top k
+                    top = _RunningTopK(block.shape[0], k, np.full(block.shape[0], -np.inf,
+                                                                  np.float32), self.size)
+                    top.values[:], top.columns[:] = host_top_k(block, k)
+                else:
+                    top.offer(block, 0, col)
+            values[rows], columns[rows] = top.values, top.columns
+        return values, columns
+
+    def _host_block_scores(self, q, col, exclude):
+        cols = slice(col, min(col + HOST_COLUMN_BLOCK, self.size))
+        s = q @ self.rows_t[:, cols]
+        if self.host_bias is not None:
+            s -= self.host_bias[cols]
+        if exclude is not None:
+            hit = np.nonzero((exclude >= cols.start) & (exclude < cols.stop))[0]
+            s[hit, exclude[hit] - cols.start] = -np.inf
+        return s
+
     def host_scores(self, queries, exclude=None) -> np.ndarray:
         """[c, Ng] float32 numpy scores of raw ``queries`` on the host path
         (``host_matmul()``): the same operations as ``scores`` in the same
         order (normalise eagerly, ``(scale * q) @ rows^T`` by numpy's BLAS,
         ``- bias``, copy duplicates' columns, ``-inf`` at ``exclude`` [c]
         (-1: none)), so every score rounds as it would there."""
-        q = ops.convert_to_numpy(self.prepare_queries(queries))
-        if self.scale_value != 1.0:
-            q = q * np.float32(self.scale_value)
-        s = q @ self.rows_t
+        s = self._host_queries(queries) @ self.rows_t
         if self.host_bias is not None:
             s -= self.host_bias
         if self.host_inverse is not None:
@@ -280,7 +330,7 @@ class Gallery:
         if not 1 <= k < n:
             raise ValueError(f"k must be in [1, {n - 1}] for a gallery of {n}; got {k}.")
         e = np.ascontiguousarray(self.rows_t.T)
-        top = _RunningTopK(n, k, _self_lower_bound(e, self.rows_t, k, max(block, k + 1)))
+        top = _RunningTopK(n, k, _self_lower_bound(e, self.rows_t, k, max(block, k + 1)), n)
         starts = range(0, n, block)
         for i in starts:
             rows = slice(i, min(i + block, n))
@@ -344,6 +394,8 @@ class Gallery:
         excluded. Numpy arrays on the host path."""
         k = int(k)
         if self.host_product:
+            if not self.has_duplicates and k <= min(HOST_COLUMN_BLOCK, self.size):
+                return self.host_top_k_by_blocks(queries, k, exclude)
             return host_top_k(self.host_scores(queries, exclude), k)
         block = block_size(self.size, k)
 
@@ -542,10 +594,11 @@ class _RunningTopK:
     score blocks offered to each row in increasing column blocks
     (``Gallery.host_self_top_k``)."""
 
-    def __init__(self, n, k, lower_bound):
+    def __init__(self, n, k, lower_bound, num_columns):
         self.k = k
+        self.sentinel = num_columns                     # after every real column
         self.values = np.full((n, k), -np.inf, np.float32)
-        self.columns = np.full((n, k), n, np.int32)      # n: after every real column
+        self.columns = np.full((n, k), num_columns, np.int32)
         self.floor = lower_bound
 
     def offer(self, s, row0, col0, by_column=False):
@@ -585,7 +638,7 @@ class _RunningTopK:
         slot = k + np.arange(row.size) - np.repeat(first, counts)
         which = np.repeat(np.arange(touched.size), counts)
         values = np.full((touched.size, k + int(counts.max())), -np.inf, np.float32)
-        columns = np.full(values.shape, self.values.shape[0], np.int32)
+        columns = np.full(values.shape, self.sentinel, np.int32)
         values[:, :k] = self.values[touched]
         columns[:, :k] = self.columns[touched]
         values[which, slot] = value

@@ -228,3 +228,33 @@ def test_half_gram_self_search_matches_the_chunked_search(rng):
                                rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="k must be in"):
         next(gallery.host_self_top_k(1300))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k", [1, 7, 64])
+def test_blocked_host_search_follows_the_tie_rule(rng, monkeypatch, metric, k):
+    # Gallery.top_k on the host path scores the gallery block by block with a
+    # running k-th best instead of a [c, Ng] matrix. Exact scores (cosine:
+    # entries +-1 / +-0.5; euclidean: integers) make the answer the tie rule's
+    # alone; small blocks make every query cross many.
+    monkeypatch.setattr(search, "HOST_QUERY_CHUNK", 16)
+    monkeypatch.setattr(search, "HOST_COLUMN_BLOCK", 64)
+    if metric == "cosine":
+        g = signed_unit_rows(6)
+        q = g[rng.choice(len(g), 40)]
+        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+        s = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float64) @ gn.T
+    else:
+        g = np.unique(rng.integers(-2, 3, (400, 4)), axis=0).astype(np.float32)
+        q = rng.integers(-2, 3, (40, 4)).astype(np.float32)
+        s = 2.0 * q.astype(np.float64) @ g.T - (g.astype(np.float64) ** 2).sum(1)
+    exclude = rng.integers(-1, len(g), len(q)).astype(np.int32)
+    s[exclude >= 0, exclude[exclude >= 0]] = -np.inf
+    gallery = search.Gallery(g, metric)
+    assert not gallery.has_duplicates
+    values, columns = gallery.top_k(q, k, exclude=tensor(exclude))
+    np.testing.assert_array_equal(to_numpy(columns), ranked(s, k))
+    np.testing.assert_array_equal(to_numpy(values), np.take_along_axis(s, ranked(s, k), 1))
+    if gallery.host_product:
+        with pytest.raises(ValueError, match="host_top_k_by_blocks needs"):
+            gallery.host_top_k_by_blocks(q, 65)
