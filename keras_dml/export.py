@@ -52,6 +52,7 @@ gallery sizes this suits).
 
 import json
 import os
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import keras
 
@@ -65,7 +66,13 @@ except ImportError as error:  # a SavedModel is a TensorFlow graph
 from keras_dml import _backend
 from keras_dml import ops
 from keras_dml.backbones import preprocessing as _preprocessing
+from keras_dml.retrieval.index import Index
 from keras_dml.retrieval.index import model_fingerprint  # noqa: F401  (kd.export API)
+
+#: ``preprocess``: a preprocessing or backbone name, or a callable on float32 0-255 images.
+Preprocess = Union[str, Callable[..., Any]]
+#: (H, W, C) of the served images; H and W may be None with a ``transform``.
+ImageShape = Sequence[Optional[int]]
 
 OUTPUT_KEY = "embeddings"
 _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
@@ -74,7 +81,7 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def require_tensorflow_backend(what="SavedModel export"):
+def require_tensorflow_backend(what: str = "SavedModel export") -> None:
     """Refuse to export a model built on another Keras backend.
 
     The serving functions call the model inside ``tf.function``: its
@@ -95,7 +102,9 @@ def require_tensorflow_backend(what="SavedModel export"):
 _FROM_MODEL = None
 
 
-def serving_defaults(model, preprocess=_FROM_MODEL, transform=_FROM_MODEL):
+def serving_defaults(model: Any, preprocess: Optional[Preprocess] = _FROM_MODEL,
+                     transform: Optional[Callable[..., Any]] = _FROM_MODEL
+                     ) -> Tuple[Optional[Preprocess], Optional[Callable[..., Any]]]:
     """(preprocess, transform) for serving ``model``: the arguments when
     given, else what the model carries (an ``Embedder`` made by
     ``kd.models.build_embedder`` or the runner, alone or inside a
@@ -313,8 +322,11 @@ def _serving_functions(model, image_shape, preprocess, resize_to, resize_method,
     return serving_default, serving_bytes, specs, info
 
 
-def export_saved_model(model, path, image_shape, preprocess=None, resize_to=None,
-                       resize_method="bilinear", channels=None, transform=None):
+def export_saved_model(model: Any, path: Union[str, os.PathLike], image_shape: ImageShape,
+                       preprocess: Optional[Preprocess] = None,
+                       resize_to: Optional[Tuple[int, int]] = None,
+                       resize_method: str = "bilinear", channels: Optional[int] = None,
+                       transform: Optional[Callable[..., Any]] = None) -> str:
     """Write a SavedModel that maps raw images to L2-normalised embeddings.
 
     Needs the TensorFlow Keras backend (see ``require_tensorflow_backend``).
@@ -393,10 +405,13 @@ class _GalleryModule(tf.Module):
         self.labels = tf.Variable(labels, trainable=False, name="labels")
 
 
-def export_retrieval_model(model, index, path, k=10, image_shape=None,
-                           preprocess=None, resize_to=None,
-                           resize_method="bilinear", channels=None,
-                           transform=None, memory_budget=256 * 1024 ** 2):
+def export_retrieval_model(model: Any, index: Index, path: Union[str, os.PathLike],
+                           k: int = 10, image_shape: Optional[ImageShape] = None,
+                           preprocess: Optional[Preprocess] = None,
+                           resize_to: Optional[Tuple[int, int]] = None,
+                           resize_method: str = "bilinear", channels: Optional[int] = None,
+                           transform: Optional[Callable[..., Any]] = None,
+                           memory_budget: int = 256 * 1024 ** 2) -> str:
     """Write one SavedModel that embeds images and returns their k nearest
     neighbours in ``index``'s gallery, held inside it. Needs the TensorFlow
     Keras backend (see ``require_tensorflow_backend``).

@@ -31,6 +31,7 @@ input computes a new file and an unchanged one is never recomputed.
 import hashlib
 import json
 import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from keras_dml.data.core import RetrievalData, Split, require_file
 CACHE_VERSION = "1"
 
 
-def read_captions(path):
+def read_captions(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, List[str], List[List[str]]]:
     """Parse a COCO captions JSON -> (image ids, file names, captions).
 
     Returns ``(ids [N] int64 sorted, file_names [N], captions: list of N
@@ -55,7 +56,7 @@ def read_captions(path):
     files = {}
     for image in data["images"]:
         files[int(image["id"])] = image["file_name"]
-    by_image = {}
+    by_image: Dict[int, List[str]] = {}
     anns = sorted(data["annotations"],
                   key=lambda a: (int(a["image_id"]), int(a.get("id", 0))))
     for a in anns:
@@ -80,7 +81,8 @@ def _sha(*parts):
     return h.hexdigest()[:24]
 
 
-def cached_array(cache_dir, stem, key, compute):
+def cached_array(cache_dir: str, stem: str, key: str,
+                 compute: Callable[[], Any]) -> Tuple[np.ndarray, str]:
     """``compute()`` saved as ``cache_dir/stem-key.npy``, or loaded if there.
 
     Written to a temporary file and renamed, so an interrupted run never
@@ -97,7 +99,8 @@ def cached_array(cache_dir, stem, key, compute):
     return np.load(path, mmap_mode="r"), path
 
 
-def embed_captions(captions, encoder, captions_per_image=5, cache_dir=None):
+def embed_captions(captions: Sequence[Sequence[str]], encoder: Callable[[List[str]], Any],
+                   captions_per_image: int = 5, cache_dir: Optional[str] = None) -> np.ndarray:
     """Caption sets -> float32 [N, K, E] (zero rows for missing captions).
 
     ``encoder(list_of_str) -> [n, E]``; its ``name`` attribute (or class
@@ -135,7 +138,8 @@ def embed_captions(captions, encoder, captions_per_image=5, cache_dir=None):
     return cached_array(cache_dir, "caption_embeddings", key, compute)[0]
 
 
-def caption_distance_matrix(embeddings, cache_dir=None, chunk_size=512):
+def caption_distance_matrix(embeddings: Any, cache_dir: Optional[str] = None,
+                            chunk_size: int = 512) -> np.ndarray:
     """The [N, N] caption-set distance matrix of one split, cached.
 
     Uses ``keras_dml.label_distances.pairwise_label_distances`` with
@@ -163,12 +167,15 @@ def _subset(n, limit, seed):
     return np.sort(rng.choice(n, size=int(limit), replace=False))
 
 
-def load_coco_captions(root, encoder=None, captions_per_image=5,
-                       max_train_images=None, max_test_images=None, seed=0,
-                       cache_dir=None, test_distances=True,
-                       train_annotations="annotations/captions_train2014.json",
-                       test_annotations="annotations/captions_val2014.json",
-                       train_images="train2014", test_images="val2014") -> RetrievalData:
+def load_coco_captions(root: Union[str, os.PathLike],
+                       encoder: Optional[Callable[[List[str]], Any]] = None,
+                       captions_per_image: int = 5, max_train_images: Optional[int] = None,
+                       max_test_images: Optional[int] = None, seed: int = 0,
+                       cache_dir: Optional[str] = None, test_distances: bool = True,
+                       train_annotations: str = "annotations/captions_train2014.json",
+                       test_annotations: str = "annotations/captions_val2014.json",
+                       train_images: str = "train2014",
+                       test_images: str = "val2014") -> RetrievalData:
     """COCO 2014 captions as :class:`RetrievalData` (``label_type="caption"``).
 
     Args:

@@ -19,13 +19,21 @@ examples). ``split.verify()`` decodes a whole split once and returns the
 names of all unreadable images (e.g. to count them before training).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import sys
-from typing import Optional
+from collections.abc import Sized
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
+
+from keras_dml._types import TensorLike
+
+#: A per-image transform, or a normalisation name / callable (see make_train_pipeline).
+ImageFn = Callable[..., Any]
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Arrays up to this size are embedded in the tf.data graph as constants;
@@ -43,7 +51,7 @@ def _check_on_corrupt(on_corrupt):
             f"on_corrupt must be one of {ON_CORRUPT}; got {on_corrupt!r}.")
 
 
-def array_lookup(array, name="lookup"):
+def array_lookup(array: TensorLike, name: str = "lookup") -> Callable[[Any], Any]:
     """``index -> array[index]`` as a graph function (constant or numpy)."""
     array = np.asarray(array)
     if array.dtype.kind in "US":
@@ -72,7 +80,7 @@ def array_lookup(array, name="lookup"):
     return lookup
 
 
-def decode_image(data, channels=3):
+def decode_image(data: Any, channels: int = 3) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 [H, W, channels].
 
     Grey images become RGB with ``channels=3`` (as the authors'
@@ -101,8 +109,10 @@ class Split:
       info: free-form metadata (e.g. the original class id of each label).
     """
 
-    def __init__(self, name, labels, load_image, names, channels=3,
-                 image_shape=None, info=None, may_fail=True):
+    def __init__(self, name: str, labels: TensorLike, load_image: Callable[[Any], Any],
+                 names: TensorLike, channels: int = 3,
+                 image_shape: Optional[Sequence[Optional[int]]] = None,
+                 info: Optional[Dict[str, Any]] = None, may_fail: bool = True) -> None:
         self.name = name
         self.labels = np.asarray(labels)
         self.names = np.asarray(names, dtype=object)
@@ -121,8 +131,10 @@ class Split:
 
     # -- construction helpers -------------------------------------------
     @classmethod
-    def from_files(cls, name, paths, labels, channels=3, image_shape=None,
-                   info=None):
+    def from_files(cls, name: str, paths: Iterable[Union[str, os.PathLike]],
+                   labels: TensorLike, channels: int = 3,
+                   image_shape: Optional[Sequence[int]] = None,
+                   info: Optional[Dict[str, Any]] = None) -> Split:
         """Images stored as files (``paths``), decoded with TensorFlow.
 
         ``image_shape`` (H, W): declare that every image has this size (a
@@ -142,7 +154,9 @@ class Split:
                    image_shape=shape, info=info)
 
     @classmethod
-    def from_encoded(cls, name, blobs, labels, names, channels=3, info=None):
+    def from_encoded(cls, name: str, blobs: TensorLike, labels: TensorLike,
+                     names: TensorLike, channels: int = 3,
+                     info: Optional[Dict[str, Any]] = None) -> Split:
         """Images held in memory as encoded bytes (e.g. read from TFDS)."""
         blobs = np.asarray(blobs, dtype=object)
         blob_of = array_lookup(blobs, name=f"{name}_blobs")
@@ -154,7 +168,9 @@ class Split:
                    info=info)
 
     @classmethod
-    def from_arrays(cls, name, images, labels, names=None, info=None):
+    def from_arrays(cls, name: str, images: TensorLike, labels: TensorLike,
+                    names: Optional[TensorLike] = None,
+                    info: Optional[Dict[str, Any]] = None) -> Split:
         """Images already decoded: uint8 array [N, H, W, C]."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -167,16 +183,16 @@ class Split:
                    image_shape=images.shape[1:], info=info, may_fail=False)
 
     # -- properties --------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Split({self.name!r}, n={len(self)}, "
                 f"image_shape={self.image_shape}, labels {self.labels.dtype}"
                 f"{list(self.labels.shape[1:])})")
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         """Number of distinct class labels (class-labelled splits only)."""
         if self.labels.ndim != 1 or self.labels.dtype.kind not in "iu":
             raise ValueError(f"split {self.name!r} has no class labels "
@@ -185,10 +201,10 @@ class Split:
         return int(len(np.unique(self.labels)))
 
     @property
-    def fixed_shape(self):
+    def fixed_shape(self) -> bool:
         return None not in self.image_shape
 
-    def label_of(self, index):
+    def label_of(self, index: Any) -> tf.Tensor:
         return self._label_lookup(index)
 
     # -- loading -------------------------------------------------------------
@@ -219,7 +235,7 @@ class Split:
                                    num_parallel_calls=AUTOTUNE,
                                    deterministic=True)
 
-    def load(self, index_ds, on_corrupt="raise"):
+    def load(self, index_ds: tf.data.Dataset, on_corrupt: str = "raise") -> tf.data.Dataset:
         """A dataset of indices -> ``(image uint8, label)`` in that order."""
         _check_on_corrupt(on_corrupt)
         if not self.may_fail:
@@ -254,20 +270,20 @@ class Split:
         return ds.map(lambda i, image, ok: (image, self._label_lookup(i)),
                       num_parallel_calls=AUTOTUNE)
 
-    def dataset(self, on_corrupt="raise"):
+    def dataset(self, on_corrupt: str = "raise") -> tf.data.Dataset:
         """All examples in order: ``(image uint8 [H, W, C], label)``."""
         return self.load(tf.data.Dataset.range(len(self)), on_corrupt)
 
-    def verify(self, batch_size=64):
+    def verify(self, batch_size: int = 64) -> List[str]:
         """Decode every image once; return the names of unreadable ones."""
         ds = self._checked(tf.data.Dataset.range(len(self)))
         ds = ds.map(lambda i, image, ok: (i, ok)).batch(batch_size)
-        bad = []
+        bad: List[str] = []
         for idx, ok in ds.as_numpy_iterator():
             bad.extend(str(self.names[i]) for i in idx[~ok])
         return bad
 
-    def subset(self, indices, name=None):
+    def subset(self, indices: TensorLike, name: Optional[str] = None) -> Split:
         """A split of the examples ``indices`` (labels kept as they are)."""
         indices = np.asarray(indices, dtype=np.int64)
         table = tf.constant(indices)
@@ -280,7 +296,8 @@ class Split:
                      image_shape=self.image_shape, info=info,
                      may_fail=self.may_fail)
 
-    def with_labels(self, labels, name=None, info=None):
+    def with_labels(self, labels: TensorLike, name: Optional[str] = None,
+                    info: Optional[Dict[str, Any]] = None) -> Split:
         """The same images with other ``labels`` [N, ...] (e.g. remapped
         class ids); ``info`` replaces the split's info when given."""
         labels = np.asarray(labels)
@@ -293,7 +310,7 @@ class Split:
                      may_fail=self.may_fail)
 
 
-def remap_labels(labels):
+def remap_labels(labels: TensorLike) -> Tuple[np.ndarray, np.ndarray]:
     """Class ids -> contiguous 0..C-1 (sorted), and the original ids.
 
     Returns ``(new_labels int32, classes)`` with ``classes[new] == old``.
@@ -325,13 +342,13 @@ class RetrievalData:
     label_type: str = "class"
     info: dict = dataclasses.field(default_factory=dict)
 
-    def splits(self):
+    def splits(self) -> Dict[str, Split]:
         """``{name: Split}`` of the splits that are present."""
         return {k: getattr(self, k) for k in
                 ("train", "test", "query", "gallery")
                 if getattr(self, k) is not None}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         parts = ", ".join(f"{k}={len(v)}" for k, v in self.splits().items())
         return (f"RetrievalData({self.name!r}, {parts}, "
                 f"num_train_classes={self.num_train_classes}, "
@@ -411,10 +428,13 @@ def _sampler_indices(sampler, batch_size, n):
     return ds.map(check).unbatch()
 
 
-def make_train_pipeline(source, batch_size, augment=None, sampler=None,
-                        cache=False, normalize=None, shuffle=True,
-                        shuffle_buffer=None, seed=None, drop_remainder=True,
-                        on_corrupt="raise"):
+def make_train_pipeline(source: Union[Split, tf.data.Dataset], batch_size: int,
+                        augment: Optional[ImageFn] = None, sampler: Optional[Iterable[Any]] = None,
+                        cache: Union[bool, str] = False,
+                        normalize: Optional[Union[str, ImageFn]] = None, shuffle: bool = True,
+                        shuffle_buffer: Optional[int] = None, seed: Optional[int] = None,
+                        drop_remainder: bool = True, on_corrupt: str = "raise"
+                        ) -> tf.data.Dataset:
     """Training batches ``(float32 images [B, h, w, C], labels [B, ...])``.
 
     Args:
@@ -490,7 +510,7 @@ def make_train_pipeline(source, batch_size, augment=None, sampler=None,
     steps = None
     if isinstance(source, Split) and on_corrupt == "raise":
         if sampler is not None:
-            steps = len(sampler) if hasattr(sampler, "__len__") else None
+            steps = len(sampler) if isinstance(sampler, Sized) else None
         elif drop_remainder:
             steps = len(source) // batch_size
         else:
@@ -500,8 +520,11 @@ def make_train_pipeline(source, batch_size, augment=None, sampler=None,
     return ds.prefetch(AUTOTUNE)
 
 
-def make_eval_pipeline(source, batch_size, transform=None, normalize=None,
-                       cache=False, on_corrupt="raise"):
+def make_eval_pipeline(source: Union[Split, tf.data.Dataset], batch_size: int,
+                       transform: Optional[ImageFn] = None,
+                       normalize: Optional[Union[str, ImageFn]] = None,
+                       cache: Union[bool, str] = False, on_corrupt: str = "raise"
+                       ) -> tf.data.Dataset:
     """Evaluation batches in split order (no shuffle, last batch kept).
 
     ``transform`` e.g. ``augment.eval_transform(224)`` (resize 256, centre
@@ -538,7 +561,7 @@ class DataNotFoundError(FileNotFoundError):
     get it."""
 
 
-def require_file(path, what, how):
+def require_file(path: Union[str, os.PathLike], what: str, how: str) -> Union[str, os.PathLike]:
     """Raise :class:`DataNotFoundError` naming ``path`` unless it exists."""
     if not os.path.exists(path):
         raise DataNotFoundError(f"{what} not found: {path!r}. {how}")

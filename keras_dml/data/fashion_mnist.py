@@ -18,6 +18,7 @@ t10k file, relabelled 0-4. Images are uint8 [28, 28, 1].
 
 import gzip
 import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -36,7 +37,7 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4",
                0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path):
+def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
     """Read an idx file (optionally gzipped) into a numpy array.
 
     Format (LeCun's MNIST page): two zero bytes, a type byte (0x08 uint8,
@@ -108,9 +109,11 @@ def _read_tfds(part, data_dir, download):
         np.concatenate(labels).astype(np.int64), f"tfds:fashion_mnist/{part}"
 
 
-def load_fashion_mnist(root=DEBIAN_DIR, source="auto", train_classes=range(5),
-                       test_classes=range(5, 10), data_dir=None,
-                       download=False) -> RetrievalData:
+def load_fashion_mnist(root: Union[str, os.PathLike] = DEBIAN_DIR, source: str = "auto",
+                       train_classes: Sequence[int] = range(5),
+                       test_classes: Sequence[int] = range(5, 10),
+                       data_dir: Optional[str] = None,
+                       download: bool = False) -> RetrievalData:
     """Fashion-MNIST with class-disjoint train/test splits.
 
     Args:

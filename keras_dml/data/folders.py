@@ -40,7 +40,7 @@ naming them) or refuses the unreadable ones, before any training starts.
 
 import csv
 import os
-from typing import Optional
+from typing import Dict, List, Optional, Union
 
 from absl import logging
 import numpy as np
@@ -118,7 +118,7 @@ def _is_split_layout(root):
     return {"train", "test"} <= names and names <= set(SPLIT_FOLDERS)
 
 
-def list_image_folder(root):
+def list_image_folder(root: Union[str, os.PathLike]) -> Dict[str, Dict[str, List[str]]]:
     """``{split or "all": {class name: [image paths]}}`` of a folder tree
     (see the module docstring), with hidden / non-image / loose files
     skipped and counted in one log line. Classes are not filtered here."""
@@ -303,9 +303,9 @@ def _ids_of(part, whole):
                                   if k not in ("original_classes", "class_names")})
 
 
-def load_image_folder(root, test_classes: float = 0.5, seed: int = 0,
+def load_image_folder(root: Union[str, os.PathLike], test_classes: float = 0.5, seed: int = 0,
                       split: str = "classes", test_examples: float = 0.5,
-                      on_corrupt: Optional[str] = None, name: Optional[str] = None):
+                      on_corrupt: Optional[str] = None, name: Optional[str] = None) -> RetrievalData:
     """A folder tree of class folders as a :class:`RetrievalData`.
 
     Args:
@@ -337,10 +337,11 @@ def load_image_folder(root, test_classes: float = 0.5, seed: int = 0,
                              on_corrupt)
 
 
-def load_image_csv(path, root=None, image_column: str = "path", label_column: str = "label",
+def load_image_csv(path: Union[str, os.PathLike], root: Optional[Union[str, os.PathLike]] = None,
+                   image_column: str = "path", label_column: str = "label",
                    split_column: Optional[str] = None, test_classes: float = 0.5,
                    seed: int = 0, split: str = "classes", test_examples: float = 0.5,
-                   on_corrupt: Optional[str] = None, name: Optional[str] = None):
+                   on_corrupt: Optional[str] = None, name: Optional[str] = None) -> RetrievalData:
     """Images listed in a CSV file (a header row names the columns).
 
     Args:
@@ -371,7 +372,8 @@ def load_image_csv(path, root=None, image_column: str = "path", label_column: st
             if col not in columns:
                 raise ValueError(f"{path}: no column {col!r}; the header has {columns}.")
         rows = list(reader)
-    tree, missing = {}, []
+    tree: Dict[str, Dict[str, List[str]]] = {}
+    missing: List[str] = []
     for number, row in enumerate(rows, 2):
         file = (row.get(image_column) or "").strip()
         label = (row.get(label_column) or "").strip()

@@ -64,11 +64,15 @@ import sys
 import time
 import warnings
 import zipfile
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from keras_dml._types import TensorLike
 from keras_dml.data.core import DataNotFoundError, RetrievalData, Split
+
+if TYPE_CHECKING:
+    from keras_dml.image_layers import Compose
 
 # The Debian packages of CJK fonts that scripts/setup.sh installs (the
 # benchmark's font set; see BUILD_NOTES.md for the measured designs).
@@ -123,13 +127,13 @@ class Face:
     name: str
     codepoints: np.ndarray = dataclasses.field(compare=False, repr=False)
 
-    def covers(self, chars):
+    def covers(self, chars: Sequence[str]) -> np.ndarray:
         """Boolean [len(chars)]: which characters the face maps."""
         cps = np.asarray([ord(c) for c in chars], np.uint32)
         return np.isin(cps, self.codepoints)
 
 
-def font_files(font_dirs=FONT_DIRS):
+def font_files(font_dirs: Sequence[str] = FONT_DIRS) -> List[str]:
     """Sorted font file paths (.ttf/.otf/.ttc/.otc) under ``font_dirs``."""
     out = []
     for root in font_dirs:
@@ -160,7 +164,7 @@ def _face_name(font):
     return full
 
 
-def read_faces(path, min_ideographs=MIN_IDEOGRAPHS):
+def read_faces(path: str, min_ideographs: int = MIN_IDEOGRAPHS) -> List[Face]:
     """The faces of one font file that map at least ``min_ideographs`` CJK
     unified ideographs (fontTools; unreadable files give no faces)."""
     import logging
@@ -199,7 +203,7 @@ def _pil_font(face, size):
                               layout_engine=ImageFont.Layout.BASIC)
 
 
-def render(font, char, size, canvas=None):
+def render(font: Any, char: str, size: int, canvas: Any = None) -> Optional[np.ndarray]:
     """One glyph: uint8 [size, size], ink 255 on 0, cropped to its ink,
     longer side ``INK_FRACTION * size`` (aspect kept), centred; None when
     the glyph draws no ink.
@@ -236,7 +240,7 @@ def _render_size(size):
     return max(16, int(round(size * 1.25)))
 
 
-def render_face(face, chars, size):
+def render_face(face: Face, chars: Sequence[str], size: int) -> Tuple[np.ndarray, np.ndarray]:
     """[len(chars), size, size] uint8 and a bool [len(chars)] of drawn
     glyphs (False: no ink)."""
     font = _pil_font(face, _render_size(size))
@@ -259,7 +263,8 @@ def _blur(images):
     return sum(p[..., i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
 
 
-def probe_renders(faces, probe=PROBE, size=PROBE_SIZE):
+def probe_renders(faces: Sequence[Face], probe: Sequence[str] = PROBE,
+                  size: int = PROBE_SIZE) -> Tuple[np.ndarray, np.ndarray]:
     """Blurred probe glyphs [faces, len(probe), size, size] (float32 0-255)
     and which each face draws [faces, len(probe)]."""
     probe = list(probe)
@@ -275,7 +280,8 @@ def probe_renders(faces, probe=PROBE, size=PROBE_SIZE):
     return out, have
 
 
-def design_distances(renders, have, min_shared=MIN_SHARED_PROBES):
+def design_distances(renders: np.ndarray, have: np.ndarray,
+                     min_shared: int = MIN_SHARED_PROBES) -> np.ndarray:
     """[F, F] mean absolute blurred-pixel difference / 255 over the probe
     characters both faces draw; NaN where they share fewer than
     ``min_shared``."""
@@ -299,7 +305,7 @@ WEIGHT_WORDS = frozenset((
     "w8", "w9"))
 
 
-def family_stem(name):
+def family_stem(name: str) -> str:
     """A face name without weight words and without a " - X" suffix
     ("Noto Sans CJK JP Bold" -> "noto sans cjk jp", "kiloji - B" -> "kiloji")."""
     words = name.split(" - ")[0].lower().replace("_", " ").split()
@@ -322,8 +328,9 @@ class _UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
-def merge_designs(dist, names=None, threshold=MERGE_THRESHOLD,
-                  weight_threshold=WEIGHT_THRESHOLD):
+def merge_designs(dist: np.ndarray, names: Optional[Sequence[str]] = None,
+                  threshold: float = MERGE_THRESHOLD,
+                  weight_threshold: float = WEIGHT_THRESHOLD) -> List[List[int]]:
     """Design groups (lists of face indices in order, the first one the
     representative) from the probe distances ``dist`` [F, F].
 
@@ -337,7 +344,8 @@ def merge_designs(dist, names=None, threshold=MERGE_THRESHOLD,
     """
     dist = np.asarray(dist, float)
     n = len(dist)
-    stems = [family_stem(x) for x in names] if names is not None else [None] * n
+    stems: List[Optional[str]] = ([family_stem(x) for x in names] if names is not None
+                                  else [None] * n)
     uf = _UnionFind(n)
     with np.errstate(invalid="ignore"):
         close = np.isfinite(dist) & (dist < threshold)
@@ -347,7 +355,7 @@ def merge_designs(dist, names=None, threshold=MERGE_THRESHOLD,
             if close[i, j] or (weights[i, j] and stems[i] is not None
                                and stems[i] == stems[j]):
                 uf.union(i, j)
-    groups = {}
+    groups: Dict[int, List[int]] = {}
     for i in range(n):
         groups.setdefault(uf.find(i), []).append(i)
     return sorted(groups.values(), key=lambda g: g[0])
@@ -368,10 +376,10 @@ class Catalogue:
     designs: list
     threshold: float
 
-    def design_names(self):
+    def design_names(self) -> List[str]:
         return [self.faces[g[0]].name for g in self.designs]
 
-    def coverage(self, codepoints):
+    def coverage(self, codepoints: TensorLike) -> np.ndarray:
         """Bool [designs, len(codepoints)]: which designs cover each
         code point (any face of the design)."""
         cps = np.asarray(codepoints, np.uint32)
@@ -381,7 +389,7 @@ class Catalogue:
                 out[d] |= np.isin(cps, self.faces[f].codepoints)
         return out
 
-    def face_for(self, design, char):
+    def face_for(self, design: int, char: str) -> Optional[int]:
         """The first face of ``design`` that maps ``char`` (or None)."""
         for f in self.designs[design]:
             if self.faces[f].covers(char)[0]:
@@ -389,7 +397,7 @@ class Catalogue:
         return None
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     root = os.environ.get("KERAS_DML_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "keras_dml")
     return os.path.join(root, "glyphs")
@@ -437,8 +445,9 @@ def _load_npz(path, key, names):
         return None
 
 
-def build_catalogue(paths, min_ideographs=MIN_IDEOGRAPHS, threshold=MERGE_THRESHOLD,
-                    cache_dir=None):
+def build_catalogue(paths: Sequence[str], min_ideographs: int = MIN_IDEOGRAPHS,
+                    threshold: float = MERGE_THRESHOLD,
+                    cache_dir: Optional[str] = None) -> Catalogue:
     """The :class:`Catalogue` of the CJK faces in font files ``paths``
     (cached on disk, keyed by the files' paths, sizes and mtimes)."""
     key = {"format": _FORMAT, "what": "catalogue", "files": _files_key(paths),
@@ -475,7 +484,8 @@ def build_catalogue(paths, min_ideographs=MIN_IDEOGRAPHS, threshold=MERGE_THRESH
     return Catalogue(faces, dist, designs, threshold)
 
 
-def select_characters(catalogue, min_designs=15, num_classes=None):
+def select_characters(catalogue: Catalogue, min_designs: int = 15,
+                      num_classes: Optional[int] = None) -> Tuple[List[str], np.ndarray]:
     """Characters covered by at least ``min_designs`` designs, most covered
     first (ties: lowest code point), at most ``num_classes``; and their
     design counts."""
@@ -489,7 +499,9 @@ def select_characters(catalogue, min_designs=15, num_classes=None):
 
 
 # ------------------------------------------------------------------ loading
-def render_examples(catalogue, chars, size, log=None):
+def render_examples(catalogue: Catalogue, chars: Sequence[str], size: int,
+                    log: Optional[Callable[[str], Any]] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every (character, design) glyph: images uint8 [N, size, size],
     char index [N], design index [N], face index [N] (no-ink glyphs
     dropped)."""
@@ -661,7 +673,7 @@ def load_glyphs(image_size: int = 64, seed: int = 0, num_classes: Optional[int] 
                          info=info)
 
 
-def transforms(size, seed=None):
+def transforms(size: int, seed: Optional[int] = None) -> Tuple["Compose", "Compose"]:
     """(train, eval) transforms for glyph images at ``size`` (RGB for the
     ImageNet backbones): :func:`keras_dml.data.augment.glyph_train_transform`
     (stroke-width jitter, small affine; no flip or crop) and a plain resize."""

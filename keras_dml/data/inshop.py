@@ -19,6 +19,7 @@ label. Evaluation: query vs gallery, Recall@1/10/20/40.
 """
 
 import os
+from typing import List, Optional, Tuple, Union
 
 from keras_dml.data.core import (DataNotFoundError, RetrievalData, Split,
                                  remap_labels, require_file)
@@ -27,7 +28,7 @@ PARTITION_FILE = os.path.join("Eval", "list_eval_partition.txt")
 STATUSES = ("train", "query", "gallery")
 
 
-def read_partition(path):
+def read_partition(path: Union[str, os.PathLike]) -> List[Tuple[str, ...]]:
     """Parse ``list_eval_partition.txt`` -> list of (image, item_id, status).
 
     Checks the header (count line, column line) and every row, and raises a
@@ -80,7 +81,8 @@ def _image_root(root, first_image):
         "that holds Eval/ (or pass image_root=).")
 
 
-def load_inshop(root, image_root=None) -> RetrievalData:
+def load_inshop(root: Union[str, os.PathLike],
+                image_root: Optional[Union[str, os.PathLike]] = None) -> RetrievalData:
     """In-Shop Clothes as :class:`RetrievalData` with train/query/gallery.
 
     Args:

@@ -26,6 +26,7 @@ label (a flip swaps left and right walls).
 """
 
 import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +38,7 @@ SPLIT_FILES = {"train": "training", "validation": "validation",
 LAYOUT_CLASSES = ("frontal", "left", "right", "floor", "ceiling")
 
 
-def read_split_mat(path):
+def read_split_mat(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     """The records of ``training.mat`` / ``validation.mat`` / ``testing.mat``.
 
     Returns a list of dicts with keys image, scene, type, point, resolution
@@ -75,7 +76,7 @@ def read_split_mat(path):
     return out
 
 
-def read_layout(path):
+def read_layout(path: Union[str, os.PathLike]) -> np.ndarray:
     """The integer layout map of ``layout_seg/<image>.mat``."""
     import scipy.io
     mat = scipy.io.loadmat(path)
@@ -88,7 +89,7 @@ def read_layout(path):
     return layout
 
 
-def resize_layout(layout, size):
+def resize_layout(layout: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an integer map to ``size`` (h, w)."""
     layout = np.asarray(layout)
     if layout.min() < 0 or layout.max() > 255:
@@ -99,7 +100,7 @@ def resize_layout(layout, size):
     return tf.cast(out[..., 0], tf.uint8).numpy()
 
 
-def layout_labels(layout, size):
+def layout_labels(layout: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """File map (1-5) -> uint8 [h, w] label: resized, ids 0-4, else 255."""
     small = resize_layout(layout, size).astype(np.int32)
     return np.where((small >= 1) & (small <= 5), small - 1, 255).astype(
@@ -131,8 +132,9 @@ def _load_split(root, part, image_dir, layout_dir, label_size):
     return Split.from_files(part, paths, labels, channels=3, info=info)
 
 
-def load_lsun_layout(root, image_dir=None, layout_dir=None,
-                     label_size=(64, 64)) -> RetrievalData:
+def load_lsun_layout(root: Union[str, os.PathLike], image_dir: Optional[str] = None,
+                     layout_dir: Optional[str] = None,
+                     label_size: Sequence[int] = (64, 64)) -> RetrievalData:
     """LSUN room layout as :class:`RetrievalData` (``label_type="layout"``).
 
     ``train`` = training.mat (4,000), ``test`` = validation.mat (394); each

@@ -45,6 +45,7 @@ its pose label (left/right), so :func:`pose_train_transform` does not flip.
 """
 
 import os
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import keras
 import numpy as np
@@ -52,6 +53,9 @@ import tensorflow as tf
 
 from keras_dml.data.core import (RetrievalData, Split, decode_image,
                                  require_file, array_lookup)
+
+if TYPE_CHECKING:
+    from keras_dml.image_layers import Compose
 
 ANNOTATION_FILE = "mpii_human_pose_v1_u12_1.mat"
 NUM_JOINTS = 16
@@ -100,7 +104,7 @@ def _number(x):
         return None
 
 
-def read_annotations(path):
+def read_annotations(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
     """Every annotated person of the MPII .mat, as a dict of numpy arrays.
 
     Returns ``{"image": [P] str, "image_index": [P] int, "rect_index": [P]
@@ -121,7 +125,7 @@ def read_annotations(path):
     if len(img_train) != len(annolist):
         raise ValueError(f"{path}: {len(annolist)} annolist entries but "
                          f"{len(img_train)} img_train flags.")
-    out = {k: [] for k in ("image", "image_index", "rect_index", "train",
+    out: Dict[str, list] = {k: [] for k in ("image", "image_index", "rect_index", "train",
                            "joints", "annotated", "scale", "objpos")}
     for i, anno in enumerate(annolist):
         image = _get(anno, "image")
@@ -175,7 +179,8 @@ def read_annotations(path):
     }
 
 
-def pose_vectors(joints, objpos, scale, center="objpos"):
+def pose_vectors(joints: np.ndarray, objpos: np.ndarray, scale: np.ndarray,
+                 center: str = "objpos") -> np.ndarray:
     """Normalised pose labels [P, 32]: ``(joint_xy - centre) / (200 scale)``.
 
     ``center``: ``"objpos"`` (the annotated person centre, which the crop is
@@ -229,10 +234,10 @@ def _person_split(name, paths, labels, boxes, crop_size, info):
                  image_shape=(crop_size, crop_size, 3), info=info)
 
 
-def load_mpii(root, annotation_file=None, image_dir=None,
-              test_fraction=AUTHORS_TEST_FRACTION, seed=0,
-              center="objpos", crop_scale=1.25,
-              crop_size=CROP_SIZE) -> RetrievalData:
+def load_mpii(root: Union[str, os.PathLike], annotation_file: Optional[str] = None,
+              image_dir: Optional[str] = None, test_fraction: float = AUTHORS_TEST_FRACTION,
+              seed: int = 0, center: str = "objpos", crop_scale: float = 1.25,
+              crop_size: int = CROP_SIZE) -> RetrievalData:
     """MPII persons as :class:`RetrievalData` (``label_type="pose"``).
 
     ``train`` / ``test`` yield ``(uint8 [crop_size, crop_size, 3] person
@@ -288,7 +293,7 @@ def load_mpii(root, annotation_file=None, image_dir=None,
               "test_fraction": test_fraction, "root": root})
 
 
-def pose_train_transform(size=INPUT_SIZE, seed=None):
+def pose_train_transform(size: int = INPUT_SIZE, seed: Optional[int] = None) -> "Compose":
     """Random ``size`` crop from the person crop (the authors' random
     translation/scale jitter becomes a random translation), no flip."""
     from keras_dml.data.augment import Compose
@@ -296,7 +301,7 @@ def pose_train_transform(size=INPUT_SIZE, seed=None):
                    training=True)
 
 
-def pose_eval_transform(size=INPUT_SIZE):
+def pose_eval_transform(size: int = INPUT_SIZE) -> "Compose":
     """Centre ``size`` crop of the person crop (the authors' test crop)."""
     from keras_dml.data.augment import Compose
     return Compose([keras.layers.CenterCrop(size, size)], training=False)

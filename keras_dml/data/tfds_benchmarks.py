@@ -35,6 +35,7 @@ samplers); images are decoded on the fly in ``tf.data``.
 """
 
 import logging
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # name -> (TFDS builder, label feature, name feature, train ids, test ids,
 #          TFDS split(s) for train, TFDS split(s) for test)
-BENCHMARKS = {
+BENCHMARKS: Dict[str, Dict[str, Any]] = {
     "cub200": dict(builder="caltech_birds2011", label="label",
                    key="image/filename", train=(0, 100), test=(100, 200),
                    train_splits=("train", "test"),
@@ -104,8 +105,8 @@ def _read_tfds_split(builder, split, label_key, name_key, data_dir):
     return blobs, labels.astype(np.int64), names
 
 
-def load_tfds_benchmark(name, data_dir=None, download=False,
-                        builder_kwargs=None) -> RetrievalData:
+def load_tfds_benchmark(name: str, data_dir: Optional[str] = None, download: bool = False,
+                        builder_kwargs: Optional[Dict[str, Any]] = None) -> RetrievalData:
     """One of ``"cub200"``, ``"cars196"``, ``"sop"`` as :class:`RetrievalData`.
 
     ``train`` / ``test`` splits yield ``(uint8 [H, W, 3], int32 label)`` with
@@ -122,7 +123,7 @@ def load_tfds_benchmark(name, data_dir=None, download=False,
     if download:
         builder.download_and_prepare()
 
-    cache = {}
+    cache: Dict[str, Any] = {}
 
     def read(split):
         if split not in cache:
@@ -133,7 +134,9 @@ def load_tfds_benchmark(name, data_dir=None, download=False,
     splits = {}
     for part in ("train", "test"):
         lo, hi = spec[part]
-        blobs, labels, names = [], [], []
+        blobs: List[bytes] = []
+        names: List[str] = []
+        label_parts: List[np.ndarray] = []
         dropped = 0
         for tfds_split in spec[f"{part}_splits"]:
             b, y, n = read(tfds_split)
@@ -146,9 +149,9 @@ def load_tfds_benchmark(name, data_dir=None, download=False,
             keep = np.flatnonzero((y >= lo) & (y < hi))
             dropped += len(y) - len(keep)
             blobs.extend(b[i] for i in keep)
-            labels.append(y[keep] - lo)
+            label_parts.append(y[keep] - lo)
             names.extend(n[i] for i in keep)
-        labels = np.concatenate(labels).astype(np.int32)
+        labels = np.concatenate(label_parts).astype(np.int32)
         if len(spec[f"{part}_splits"]) == 1 and dropped:
             # SOP: the TFDS split itself is the class split; examples outside
             # its class range should not exist.
@@ -171,19 +174,19 @@ def load_tfds_benchmark(name, data_dir=None, download=False,
               "data_dir": data_dir})
 
 
-def load_cub200(data_dir=None, download=False) -> RetrievalData:
+def load_cub200(data_dir: Optional[str] = None, download: bool = False) -> RetrievalData:
     """CUB-200-2011: train classes 1-100, test 101-200 (5,864 / 5,924 images
     in the real data). See :func:`load_tfds_benchmark`."""
     return load_tfds_benchmark("cub200", data_dir, download)
 
 
-def load_cars196(data_dir=None, download=False) -> RetrievalData:
+def load_cars196(data_dir: Optional[str] = None, download: bool = False) -> RetrievalData:
     """Cars-196: train classes 1-98, test 99-196 (8,054 / 8,131 images in
     the real data). See :func:`load_tfds_benchmark`."""
     return load_tfds_benchmark("cars196", data_dir, download)
 
 
-def load_sop(data_dir=None, download=False) -> RetrievalData:
+def load_sop(data_dir: Optional[str] = None, download: bool = False) -> RetrievalData:
     """Stanford Online Products: 11,318 train / 11,316 test classes
     (59,551 / 60,502 images in the real data). See
     :func:`load_tfds_benchmark`."""

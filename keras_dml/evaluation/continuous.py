@@ -110,8 +110,9 @@ def _checked_distances(d, shape):
     return d
 
 
-def continuous_metrics(query_emb: TensorLike, query_labels, gallery_emb: Optional[TensorLike] = None,
-                       gallery_labels=None, ks: Union[int, Sequence[int]] = (1, 5, 10, 20),
+def continuous_metrics(query_emb: TensorLike, query_labels: Optional[TensorLike],
+                       gallery_emb: Optional[TensorLike] = None,
+                       gallery_labels: Optional[TensorLike] = None, ks: Union[int, Sequence[int]] = (1, 5, 10, 20),
                        label_distance: Union[str, Callable, TensorLike] = "squared_l2",
                        metric: str = "euclidean",
                        metrics: Union[str, Sequence[str]] = METRICS,
@@ -188,6 +189,7 @@ def continuous_metrics(query_emb: TensorLike, query_labels, gallery_emb: Optiona
         if precomputed is not None:
             d = _checked_distances(precomputed[start:stop], (stop - start, ng))
         else:
+            assert distance_fn is not None    # set whenever nothing is precomputed
             d = _checked_distances(
                 distance_fn(_slice(query_labels, start, stop), gl),
                 (stop - start, ng))

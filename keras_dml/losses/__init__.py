@@ -1,6 +1,6 @@
 """Losses: one module per loss, each a functional core and a Keras Loss."""
 
-from typing import List, Optional
+from typing import Any, List, Optional, Union
 
 from keras_dml.losses.base import ContinuousLoss, MetricLoss
 from keras_dml.losses.pairs import References
@@ -42,7 +42,7 @@ def available(continuous_labels: Optional[bool] = None) -> List[str]:
             or LOSSES.get(name).continuous_labels == continuous_labels]
 
 
-def get(name, **kwargs) -> MetricLoss:
+def get(name: Union[str, MetricLoss], **kwargs: Any) -> MetricLoss:
     """The loss named ``name`` (e.g. "proxy_anchor", as in the flagfiles),
     built with ``kwargs``; a loss instance is returned as it is."""
     if isinstance(name, MetricLoss):

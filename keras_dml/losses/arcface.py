@@ -1,16 +1,19 @@
 """ArcFace: additive angular margin softmax (Deng et al., CVPR 2019; PML ArcFaceLoss)."""
 
 import math
+from typing import Any, Callable, Optional
 
 import keras
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 from keras_dml.losses.proxy_nca import sparse_cross_entropy
 
 
-def margin_softmax_loss(labels, cosines, target_logit, scale):
+def margin_softmax_loss(labels: TensorLike, cosines: TensorLike,
+                        target_logit: Callable[[Tensor], Tensor], scale: float) -> Tensor:
     """Mean cross-entropy of ``scale * logits``, where ``logits`` are the
     cosines with the target column replaced by ``target_logit(cos_target)``.
 
@@ -33,7 +36,7 @@ def margin_softmax_loss(labels, cosines, target_logit, scale):
     return kops.cast(loss, dtype)
 
 
-def arcface_target(cos_target, margin_radians):
+def arcface_target(cos_target: Tensor, margin_radians: float) -> Tensor:
     """ArcFace's target logit: ``cos(theta + m)`` where ``theta + m <= pi``,
     ``cos(theta) - m sin(m)`` beyond (PML keeps the logit decreasing in
     theta so). ``theta = arccos(clip(cos, -1, 1))``.
@@ -55,7 +58,8 @@ def arcface_target(cos_target, margin_radians):
     return kops.where(in_range, with_margin, fallback)
 
 
-def arcface_loss(labels, cosines, margin=28.6, scale=64.0):
+def arcface_loss(labels: TensorLike, cosines: TensorLike, margin: float = 28.6,
+                 scale: float = 64.0) -> Tensor:
     """ArcFace loss from cosines to the class proxies [B, C].
 
     With theta_i the angle between embedding i and its class proxy and m the
@@ -80,7 +84,7 @@ def arcface_loss(labels, cosines, margin=28.6, scale=64.0):
                                lambda c: arcface_target(c, m), scale)
 
 
-def check_margin_scale(margin, scale, degrees):
+def check_margin_scale(margin: float, scale: float, degrees: bool) -> None:
     if degrees and not 0.0 <= float(margin) < 180.0:
         raise ValueError(f"margin is an angle in degrees in [0, 180); got {margin}.")
     if float(scale) <= 0:
@@ -100,14 +104,14 @@ class ArcFaceLoss(MetricLoss):
     short_name = "arcface"
     takes_proxies = True
 
-    def __init__(self, margin=28.6, scale=64.0, num_classes=None,
-                 name="arcface_loss", **kwargs):
+    def __init__(self, margin: float = 28.6, scale: float = 64.0, num_classes: Optional[int] = None,
+                 name: str = "arcface_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         check_margin_scale(margin, scale, degrees=True)
         self.margin = margin
         self.scale = scale
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(y_true, y_pred, 1, self.num_classes)
         return arcface_loss(labels, cosines, self.margin, self.scale)

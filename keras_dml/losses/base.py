@@ -13,6 +13,7 @@ import keras
 from keras import ops as kops
 
 from keras_dml import _backend, ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml import label_distances as ld
 
 
@@ -51,20 +52,22 @@ class MetricLoss(keras.losses.Loss):
     of 0. See ``keras_dml._backend``.
     """
 
-    short_name = None
+    short_name: Optional[str] = None
     takes_proxies = False
     continuous_labels = False
     supports_references = False
     supports_xla = True
 
     @property
-    def proxies_per_class(self):
+    def proxies_per_class(self) -> int:
         return 1
 
-    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, name: Optional[str] = None, reduction: Optional[str] = "sum_over_batch_size",
+                 dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def __call__(self, y_true, y_pred, sample_weight=None, references=None):
+    def __call__(self, y_true: TensorLike, y_pred: TensorLike, sample_weight: Any = None,
+                 references: Any = None) -> Tensor:
         if sample_weight is not None:
             raise ValueError(
                 f"{type(self).__name__} is defined on the whole batch and does "
@@ -92,7 +95,7 @@ class MetricLoss(keras.losses.Loss):
         # place of a failed one (a loss of 0 would train on silently).
         return _backend.nan_unless(_backend.all_ok(checks), loss)
 
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         params = inspect.signature(type(self).__init__).parameters
         for name in params:
@@ -102,7 +105,7 @@ class MetricLoss(keras.losses.Loss):
         return config
 
 
-def check_embeddings(embeddings, name="y_pred"):
+def check_embeddings(embeddings: TensorLike, name: str = "y_pred") -> Tensor:
     """Embeddings must be a float matrix [B, D]."""
     embeddings = kops.convert_to_tensor(embeddings)
     if len(embeddings.shape) != 2:
@@ -113,7 +116,7 @@ def check_embeddings(embeddings, name="y_pred"):
     return embeddings
 
 
-def check_batch_sizes(labels, embeddings):
+def check_batch_sizes(labels: Tensor, embeddings: Tensor) -> None:
     """Labels and embeddings must describe the same batch."""
     n_labels, n_emb = labels.shape[0], embeddings.shape[0]
     if n_labels is not None and n_emb is not None:
@@ -127,7 +130,8 @@ def check_batch_sizes(labels, embeddings):
                        "labels and embeddings have different batch sizes")
 
 
-def proxy_inputs(y_true, y_pred, columns_per_class=1, num_classes=None):
+def proxy_inputs(y_true: TensorLike, y_pred: TensorLike, columns_per_class: int = 1,
+                 num_classes: Optional[int] = None) -> Tuple[Tensor, Tensor, int]:
     """Validate (labels, proxy similarities) for a proxy loss.
 
     ``y_pred`` is [B, C * K] (K = ``columns_per_class``). Returns int32
@@ -158,7 +162,7 @@ def proxy_inputs(y_true, y_pred, columns_per_class=1, num_classes=None):
     return labels, sims, classes
 
 
-def class_pair_inputs(y_true, y_pred):
+def class_pair_inputs(y_true: TensorLike, y_pred: TensorLike) -> Tuple[Tensor, Tensor]:
     """Validate (labels, embeddings) for a pair/triplet loss."""
     labels = ops.flatten_labels(y_true)
     embeddings = check_embeddings(y_pred)
@@ -186,7 +190,7 @@ def check_label_distance(label_distance: LabelDistance) -> None:
     ld.get(label_distance)    # raises on an unknown name
 
 
-def continuous_inputs(y_true, y_pred, label_distance: LabelDistance,
+def continuous_inputs(y_true: TensorLike, y_pred: TensorLike, label_distance: LabelDistance,
                       label_distance_kwargs: Optional[Dict[str, Any]],
                       first_row_only: bool, name: str) -> Tuple[Any, Any]:
     """Validate (labels, embeddings) of a continuous-label loss.
@@ -229,7 +233,7 @@ class ContinuousLoss(MetricLoss):
 
     def __init__(self, label_distance: LabelDistance = "squared_l2",
                  label_distance_kwargs: Optional[Dict[str, Any]] = None,
-                 name: Optional[str] = None, **kwargs):
+                 name: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         check_label_distance(label_distance)
         self.label_distance = label_distance
@@ -240,12 +244,12 @@ class ContinuousLoss(MetricLoss):
         """Only anchor 0's label distances are read (``anchors="first"``)."""
         return getattr(self, "anchors", "all") == "first"
 
-    def loss_from_distances(self, embeddings, label_dist):
+    def loss_from_distances(self, embeddings: Tensor, label_dist: Tensor) -> Tensor:
         """The loss of embeddings [B, D] and label distances [B, B] ([1, B]
         when ``first_row_only``)."""
         raise NotImplementedError
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         embeddings, dy = continuous_inputs(
             y_true, y_pred, self.label_distance, self.label_distance_kwargs,
             first_row_only=self.first_row_only, name=type(self).__name__)
@@ -259,7 +263,7 @@ class ContinuousLoss(MetricLoss):
         return config
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any]):
+    def from_config(cls, config: Dict[str, Any]) -> "ContinuousLoss":
         if isinstance(config.get("label_distance"), dict):
             config = dict(config)
             config["label_distance"] = keras.saving.deserialize_keras_object(

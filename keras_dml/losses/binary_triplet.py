@@ -9,7 +9,7 @@ negative).
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
@@ -18,7 +18,8 @@ from keras_dml.losses.triplet_hinge import (
     check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
 
 
-def binary_label_masks(label_dist, positives=5, threshold=None, anchors=None):
+def binary_label_masks(label_dist: TensorLike, positives: int = 5, threshold: Optional[float] = None,
+                       anchors: Optional[TensorLike] = None) -> Tuple[Tensor, Tensor]:
     """(positive, negative) bool masks [A, B] from label distances [A, B].
 
     Row r is anchor ``anchors[r]`` (default r); the anchor is neither.
@@ -116,7 +117,7 @@ class BinaryTripletLoss(ContinuousLoss):
                  squared: bool = True, normalize: bool = True, anchors: str = "all",
                  label_distance: LabelDistance = "squared_l2",
                  label_distance_kwargs: Optional[dict] = None, block_size: Optional[int] = None,
-                 name: str = "binary_triplet_loss", **kwargs):
+                 name: str = "binary_triplet_loss", **kwargs: Any) -> None:
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)
         if threshold is None and (positives is None or int(positives) < 1):
@@ -130,7 +131,7 @@ class BinaryTripletLoss(ContinuousLoss):
         self.anchors = anchors
         self.block_size = block_size
 
-    def loss_from_distances(self, embeddings, label_dist):
+    def loss_from_distances(self, embeddings: Tensor, label_dist: Tensor) -> Tensor:
         return binary_triplet_loss(
             embeddings, label_dist, self.positives, self.margin, self.threshold,
             self.squared, self.normalize, self.anchors, self.block_size)

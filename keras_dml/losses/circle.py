@@ -1,14 +1,18 @@
 """Circle loss for class labels (Sun et al., CVPR 2020; PML CircleLoss)."""
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import check_references, pair_masks, too_few_pairs
+from keras_dml.losses.pairs import References, check_references, pair_masks, too_few_pairs
 
 
-def circle_loss(labels, embeddings, m=0.4, gamma=80.0, references=None):
+def circle_loss(labels: TensorLike, embeddings: TensorLike, m: float = 0.4, gamma: float = 80.0,
+                references: Optional[References] = None) -> Tensor:
     """Circle loss over the in-batch pairs (or the pairs with ``references``).
 
     With s the cosine similarities, P_i / N_i the positives / negatives of
@@ -68,13 +72,15 @@ class CircleLoss(MetricLoss):
     short_name = "circle"
     supports_references = True
 
-    def __init__(self, m=0.4, gamma=80.0, name="circle_loss", **kwargs):
+    def __init__(self, m: float = 0.4, gamma: float = 80.0, name: str = "circle_loss",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if float(gamma) <= 0:
             raise ValueError(f"gamma must be > 0; got {gamma}.")
         self.m = m
         self.gamma = gamma
 
-    def call(self, y_true, y_pred, references=None):
+    def call(self, y_true: TensorLike, y_pred: TensorLike,
+             references: Optional[References] = None) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return circle_loss(labels, embeddings, self.m, self.gamma, references)

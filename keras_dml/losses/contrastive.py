@@ -1,15 +1,18 @@
 """Contrastive loss over all in-batch pairs (PML ContrastiveLoss)."""
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import check_references, pair_masks
+from keras_dml.losses.pairs import References, check_references, pair_masks
 
 
-def contrastive_loss(labels, embeddings, pos_margin=0.0, neg_margin=0.5,
-                     references=None):
+def contrastive_loss(labels: TensorLike, embeddings: TensorLike, pos_margin: float = 0.0,
+                     neg_margin: float = 0.5, references: Optional[References] = None) -> Tensor:
     """Contrastive loss with the non-zero averaging of pytorch-metric-learning.
 
     With d the Euclidean distance between L2-normalised embeddings, over the
@@ -61,13 +64,14 @@ class ContrastiveLoss(MetricLoss):
     short_name = "contrastive"
     supports_references = True
 
-    def __init__(self, pos_margin=0.0, neg_margin=0.5,
-                 name="contrastive_loss", **kwargs):
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 0.5,
+                 name: str = "contrastive_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def call(self, y_true, y_pred, references=None):
+    def call(self, y_true: TensorLike, y_pred: TensorLike,
+             references: Optional[References] = None) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return contrastive_loss(labels, embeddings, self.pos_margin,
                                 self.neg_margin, references)

@@ -1,13 +1,17 @@
 """CosFace: additive cosine margin softmax (Wang et al., CVPR 2018; PML CosFaceLoss)."""
 
+from typing import Any, Optional
+
 import keras
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.arcface import check_margin_scale, margin_softmax_loss
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 
-def cosface_loss(labels, cosines, margin=0.35, scale=64.0):
+def cosface_loss(labels: TensorLike, cosines: TensorLike, margin: float = 0.35,
+                 scale: float = 64.0) -> Tensor:
     """CosFace (large margin cosine) loss from cosines to the proxies [B, C].
 
         z_{i,c} = s cos_{i,c}            c != y_i
@@ -40,14 +44,14 @@ class CosFaceLoss(MetricLoss):
     short_name = "cosface"
     takes_proxies = True
 
-    def __init__(self, margin=0.35, scale=64.0, num_classes=None,
-                 name="cosface_loss", **kwargs):
+    def __init__(self, margin: float = 0.35, scale: float = 64.0, num_classes: Optional[int] = None,
+                 name: str = "cosface_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         check_margin_scale(margin, scale, degrees=False)
         self.margin = margin
         self.scale = scale
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(y_true, y_pred, 1, self.num_classes)
         return cosface_loss(labels, cosines, self.margin, self.scale)

@@ -8,7 +8,7 @@ f_a than f_j is, by a margin.
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
@@ -86,7 +86,7 @@ class DenseTripletLoss(ContinuousLoss):
     def __init__(self, margin: float = 0.03, squared: bool = True, normalize: bool = True,
                  anchors: str = "all", label_distance: LabelDistance = "squared_l2",
                  label_distance_kwargs: Optional[dict] = None, block_size: Optional[int] = None,
-                 name: str = "dense_triplet_loss", **kwargs):
+                 name: str = "dense_triplet_loss", **kwargs: Any) -> None:
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)
         check_block_size(block_size)
@@ -96,6 +96,6 @@ class DenseTripletLoss(ContinuousLoss):
         self.anchors = anchors
         self.block_size = block_size
 
-    def loss_from_distances(self, embeddings, label_dist):
+    def loss_from_distances(self, embeddings: Tensor, label_dist: Tensor) -> Tensor:
         return dense_triplet_loss(embeddings, label_dist, self.margin, self.squared,
                                   self.normalize, self.anchors, self.block_size)

@@ -1,5 +1,7 @@
 """Lifted structured loss (Oh Song et al., CVPR 2016; PML LiftedStructureLoss)."""
 
+from typing import Any
+
 import keras
 from keras import ops as kops
 
@@ -67,12 +69,12 @@ class LiftedStructureLoss(MetricLoss):
     short_name = "lifted_structure"
 
     def __init__(self, neg_margin: float = 1.0, pos_margin: float = 0.0,
-                 name: str = "lifted_structure_loss", **kwargs):
+                 name: str = "lifted_structure_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return lifted_structure_loss(labels, embeddings, self.neg_margin,
                                      self.pos_margin)

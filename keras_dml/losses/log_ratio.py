@@ -8,7 +8,7 @@ every triplet (a, i, j) of the minibatch (dense triplet mining).
 import keras
 from keras import ops as kops
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend
@@ -200,13 +200,15 @@ class LogRatioLoss(ContinuousLoss):
                  distance_epsilon: Union[str, float] = "auto",
                  label_distance_kwargs: Optional[dict] = None, ratio: str = "log",
                  name: str = "log_ratio_loss",
-                 **kwargs):
+                 **kwargs: Any) -> None:
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         check_anchors(anchors)
         _check_ratio(ratio)
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0 (it keeps log(0) away); got {epsilon}.")
-        if distance_epsilon != "auto" and not distance_epsilon >= 0:
+        # Another string is as wrong as a negative number (not a TypeError of >=).
+        if distance_epsilon != "auto" and (isinstance(distance_epsilon, str)
+                                           or not distance_epsilon >= 0):
             raise ValueError(
                 f"distance_epsilon must be 'auto' or >= 0; got {distance_epsilon!r}.")
         self.anchors = anchors
@@ -215,6 +217,6 @@ class LogRatioLoss(ContinuousLoss):
         self.distance_epsilon = distance_epsilon
         self.ratio = ratio
 
-    def loss_from_distances(self, embeddings, label_dist):
+    def loss_from_distances(self, embeddings: Tensor, label_dist: Tensor) -> Tensor:
         return log_ratio_loss(embeddings, label_dist, self.anchors, self.squared,
                               self.epsilon, self.distance_epsilon, self.ratio)

@@ -1,14 +1,18 @@
 """Multi-similarity loss with its pair miner (Wang et al., CVPR 2019; PML version)."""
 
+from typing import Any, Optional, Tuple
+
 import keras
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import check_references, pair_masks, too_few_pairs
+from keras_dml.losses.pairs import References, check_references, pair_masks, too_few_pairs
 
 
-def multi_similarity_pairs(labels, similarities, epsilon=0.1, references=None):
+def multi_similarity_pairs(labels: Tensor, similarities: TensorLike, epsilon: float = 0.1,
+                           references: Optional[References] = None) -> Tuple[Tensor, Tensor]:
     """The pairs kept by PML's ``MultiSimilarityMiner(epsilon)``.
 
     With S the cosine similarities, a positive pair (a, p) is kept iff
@@ -40,8 +44,9 @@ def multi_similarity_pairs(labels, similarities, epsilon=0.1, references=None):
     return kops.logical_and(kept_pos, both), kops.logical_and(kept_neg, both)
 
 
-def multi_similarity_loss(labels, embeddings, alpha=2.0, beta=50.0, base=0.5,
-                          epsilon=0.1, references=None):
+def multi_similarity_loss(labels: TensorLike, embeddings: TensorLike, alpha: float = 2.0,
+                          beta: float = 50.0, base: float = 0.5, epsilon: float = 0.1,
+                          references: Optional[References] = None) -> Tensor:
     """Multi-similarity loss (PML ``MultiSimilarityMiner`` + ``MultiSimilarityLoss``).
 
     With S the cosine similarities and P_a, N_a the positive / negative pairs
@@ -107,15 +112,17 @@ class MultiSimilarityLoss(MetricLoss):
     short_name = "multi_similarity"
     supports_references = True
 
-    def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1,
-                 name="multi_similarity_loss", **kwargs):
+    def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
+                 epsilon: float = 0.1, name: str = "multi_similarity_loss",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.alpha = alpha
         self.beta = beta
         self.base = base
         self.epsilon = epsilon
 
-    def call(self, y_true, y_pred, references=None):
+    def call(self, y_true: TensorLike, y_pred: TensorLike,
+             references: Optional[References] = None) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return multi_similarity_loss(labels, embeddings, self.alpha, self.beta,
                                      self.base, self.epsilon, references)

@@ -1,5 +1,7 @@
 """N-pair loss (Sohn, NIPS 2016; PML NPairsLoss)."""
 
+from typing import Any
+
 import keras
 from keras import ops as kops
 
@@ -60,9 +62,9 @@ class NPairLoss(MetricLoss):
 
     short_name = "npair"
 
-    def __init__(self, name: str = "npair_loss", **kwargs):
+    def __init__(self, name: str = "npair_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return npair_loss(labels, embeddings)

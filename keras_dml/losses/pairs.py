@@ -11,11 +11,12 @@ masks that every pair loss (contrastive, multi-similarity, triplet,
 circle) takes; each loss then states only its formula.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 from keras import ops as kops
 
 from keras_dml import _backend, ops
+from keras_dml._types import Tensor
 
 
 class References(NamedTuple):
@@ -38,7 +39,7 @@ class References(NamedTuple):
     self_index: Optional[Any] = None
 
 
-def check_references(references, embeddings):
+def check_references(references: Optional[References], embeddings: Tensor) -> Optional[References]:
     """Validated ``References`` (int32 labels/indices) for ``embeddings`` [B, D]."""
     if references is None:
         return None
@@ -65,7 +66,8 @@ def check_references(references, embeddings):
     return References(kops.cast(ref, embeddings.dtype), labels, valid, self_index)
 
 
-def pair_masks(labels, references=None, include_self=False):
+def pair_masks(labels: Tensor, references: Optional[References] = None,
+               include_self: bool = False) -> Tuple[Tensor, Tensor]:
     """Boolean (positive, negative) masks of the pairs, [B, N].
 
     Without references: the batch against itself, N = B, positives exclude
@@ -89,13 +91,13 @@ def pair_masks(labels, references=None, include_self=False):
     return positive, negative
 
 
-def reference_embeddings(embeddings, references):
+def reference_embeddings(embeddings: Tensor, references: Optional[References]) -> Optional[Tensor]:
     """The embeddings the anchors are compared with: the references', or the
     batch's own (None: compare the batch with itself)."""
     return None if references is None else references.embeddings
 
 
-def too_few_pairs(positive, negative):
+def too_few_pairs(positive: Tensor, negative: Tensor) -> Tensor:
     """PML ``GenericPairLoss`` returns 0 when each index list (positive
     pairs, negative pairs) has at most one element; True there."""
     num_pos = kops.sum(kops.cast(positive, "int32"))

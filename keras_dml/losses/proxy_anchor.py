@@ -3,7 +3,7 @@
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
@@ -59,12 +59,13 @@ class ProxyAnchorLoss(MetricLoss):
     takes_proxies = True
 
     def __init__(self, alpha: float = 32.0, margin: float = 0.1,
-                 num_classes: Optional[int] = None, name: str = "proxy_anchor_loss", **kwargs):
+                 num_classes: Optional[int] = None, name: str = "proxy_anchor_loss",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.alpha = alpha
         self.margin = margin
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(y_true, y_pred, 1, self.num_classes)
         return proxy_anchor_loss(labels, cosines, self.alpha, self.margin)

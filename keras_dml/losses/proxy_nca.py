@@ -3,14 +3,14 @@
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 
-def sparse_cross_entropy(labels, logits):
+def sparse_cross_entropy(labels: TensorLike, logits: Tensor) -> Tensor:
     """Mean over the batch of ``-log softmax(logits_i)[labels_i]``, [B, C] logits.
 
     ``LSE_c(logits_i) - logits_i[labels_i]`` (a stable log-softmax); the
@@ -50,11 +50,11 @@ class ProxyNCALoss(MetricLoss):
     takes_proxies = True
 
     def __init__(self, scale: float = 32.0, num_classes: Optional[int] = None,
-                 name: str = "proxy_nca_loss", **kwargs):
+                 name: str = "proxy_nca_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.scale = scale
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(y_true, y_pred, 1, self.num_classes)
         return proxy_nca_loss(labels, cosines, self.scale)

@@ -9,7 +9,7 @@ the ranking of the label distances.
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend, ops
@@ -174,10 +174,10 @@ class RankNContrastLoss(ContinuousLoss):
     def __init__(self, temperature: float = 2.0, label_distance: LabelDistance = "l1",
                  label_distance_kwargs: Optional[dict] = None,
                  name: str = "rank_n_contrast_loss",
-                 **kwargs):
+                 **kwargs: Any) -> None:
         super().__init__(label_distance, label_distance_kwargs, name=name, **kwargs)
         _check_temperature(temperature)
         self.temperature = temperature
 
-    def loss_from_distances(self, embeddings, label_dist):
+    def loss_from_distances(self, embeddings: Tensor, label_dist: Tensor) -> Tensor:
         return rank_n_contrast_from_distances(embeddings, label_dist, self.temperature)

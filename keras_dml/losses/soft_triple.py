@@ -3,7 +3,7 @@
 import keras
 from keras import ops as kops
 
-from typing import Optional
+from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
@@ -47,12 +47,12 @@ class SoftTripleLoss(MetricLoss):
     takes_proxies = True
 
     @property
-    def proxies_per_class(self):
+    def proxies_per_class(self) -> int:
         return self.centers_per_class
 
     def __init__(self, centers_per_class: int = 10, la: float = 20.0, gamma: float = 0.1,
                  margin: float = 0.01, num_classes: Optional[int] = None,
-                 name: str = "soft_triple_loss", **kwargs):
+                 name: str = "soft_triple_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if int(centers_per_class) < 1:
             raise ValueError("centers_per_class must be >= 1.")
@@ -62,7 +62,7 @@ class SoftTripleLoss(MetricLoss):
         self.margin = margin
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(
             y_true, y_pred, self.centers_per_class, self.num_classes)
         return soft_triple_loss(labels, cosines, self.centers_per_class,

@@ -1,17 +1,19 @@
 """Sub-center ArcFace (Deng et al., ECCV 2020; PML SubCenterArcFaceLoss) and its outlier detection."""
 
 import math
+from typing import Any, Optional, Tuple
 
 import keras
 import numpy as np
 from keras import ops as kops
 
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.arcface import arcface_loss, check_margin_scale
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 
-def subcenter_arcface_loss(labels, cosines, sub_centers=3, margin=28.6,
-                           scale=64.0):
+def subcenter_arcface_loss(labels: TensorLike, cosines: TensorLike, sub_centers: int = 3,
+                           margin: float = 28.6, scale: float = 64.0) -> Tensor:
     """Sub-center ArcFace from cosines to K sub-centres per class, [B, C*K].
 
     Column ``c*K + k`` is sub-centre k of class c (class-major, as
@@ -30,7 +32,8 @@ def subcenter_arcface_loss(labels, cosines, sub_centers=3, margin=28.6,
     return arcface_loss(labels, per_class, margin, scale)
 
 
-def subcenter_outliers(embeddings, labels, proxies, sub_centers, threshold=75.0):
+def subcenter_outliers(embeddings: TensorLike, labels: TensorLike, proxies: TensorLike,
+                       sub_centers: int, threshold: float = 75.0) -> Tuple[np.ndarray, np.ndarray]:
     """Outliers of a data set under Sub-center ArcFace (PML ``get_outliers``).
 
     For each class c present in ``labels``: every example of c votes for its
@@ -90,8 +93,8 @@ def subcenter_outliers(embeddings, labels, proxies, sub_centers, threshold=75.0)
         best = int(np.argmax(votes))
         dominant[c] = raw[c, best]
         outliers.append(members[cos[:, best] < cos_threshold])
-    outliers = np.concatenate(outliers) if outliers else np.zeros(0, np.int64)
-    return outliers.astype(np.int64), dominant
+    found = np.concatenate(outliers) if outliers else np.zeros(0, np.int64)
+    return found.astype(np.int64), dominant
 
 
 @keras.saving.register_keras_serializable(package="keras_dml")
@@ -108,11 +111,12 @@ class SubCenterArcFaceLoss(MetricLoss):
     takes_proxies = True
 
     @property
-    def proxies_per_class(self):
+    def proxies_per_class(self) -> int:
         return self.sub_centers
 
-    def __init__(self, margin=28.6, scale=64.0, sub_centers=3,
-                 num_classes=None, name="subcenter_arcface_loss", **kwargs):
+    def __init__(self, margin: float = 28.6, scale: float = 64.0, sub_centers: int = 3,
+                 num_classes: Optional[int] = None, name: str = "subcenter_arcface_loss",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         check_margin_scale(margin, scale, degrees=True)
         if int(sub_centers) < 1:
@@ -122,13 +126,14 @@ class SubCenterArcFaceLoss(MetricLoss):
         self.sub_centers = int(sub_centers)
         self.num_classes = num_classes
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> Tensor:
         labels, cosines, _ = proxy_inputs(y_true, y_pred, self.sub_centers,
                                           self.num_classes)
         return subcenter_arcface_loss(labels, cosines, self.sub_centers,
                                       self.margin, self.scale)
 
-    def get_outliers(self, embeddings, labels, proxies, threshold=75.0):
+    def get_outliers(self, embeddings: TensorLike, labels: TensorLike, proxies: TensorLike,
+                     threshold: float = 75.0) -> Tuple[np.ndarray, np.ndarray]:
         """``subcenter_outliers`` with this loss's ``sub_centers``;
         ``proxies`` is the ``Proxies`` layer (or its weight)."""
         proxies = getattr(proxies, "proxies", proxies)

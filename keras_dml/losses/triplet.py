@@ -1,9 +1,12 @@
 """Triplet margin loss with in-batch triplet mining (PML TripletMarginMiner + TripletMarginLoss)."""
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 from keras_dml.losses.triplet_hinge import chunked_triplet_hinge
 
@@ -23,8 +26,9 @@ def _check_block_size(block_size):
         raise ValueError(f"block_size must be None or >= 1; got {block_size}.")
 
 
-def triplet_loss(labels, embeddings, margin=0.1, mining="semihard",
-                 block_size=None, references=None):
+def triplet_loss(labels: TensorLike, embeddings: TensorLike, margin: float = 0.1,
+                 mining: str = "semihard", block_size: Optional[int] = None,
+                 references: Optional["pairs.References"] = None) -> Tensor:
     """Triplet margin loss over the mined in-batch triplets.
 
     With d the Euclidean (not squared) distance between L2-normalised
@@ -112,8 +116,9 @@ class TripletLoss(MetricLoss):
     short_name = "triplet"
     supports_references = True
 
-    def __init__(self, margin=0.1, mining="semihard", block_size=None,
-                 name="triplet_loss", **kwargs):
+    def __init__(self, margin: float = 0.1, mining: str = "semihard",
+                 block_size: Optional[int] = None, name: str = "triplet_loss",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         _check_mining(mining)
         _check_block_size(block_size)
@@ -121,7 +126,8 @@ class TripletLoss(MetricLoss):
         self.mining = mining
         self.block_size = None if block_size is None else int(block_size)
 
-    def call(self, y_true, y_pred, references=None):
+    def call(self, y_true: TensorLike, y_pred: TensorLike,
+             references: Optional["pairs.References"] = None) -> Tensor:
         labels, embeddings = class_pair_inputs(y_true, y_pred)
         return triplet_loss(labels, embeddings, self.margin, self.mining,
                             self.block_size, references)

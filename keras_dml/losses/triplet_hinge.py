@@ -7,9 +7,12 @@ Used by the class-label ``TripletLoss`` and the continuous-label
 label.
 """
 
+from typing import Callable, Optional, Sequence, Union
+
 from keras import ops as kops
 
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 
 #: Floats of one [block, B, B] triplet block (1M floats = 4 MB in float32;
 #: about ten such temporaries live at once: B = 150 runs in 4 blocks of 46
@@ -17,14 +20,15 @@ from keras_dml import ops
 DEFAULT_TRIPLET_BUDGET = 1 << 20
 
 
-def static_dim(x, axis):
+def static_dim(x: Tensor, axis: int) -> Union[int, Tensor]:
     """Static size of ``x`` along ``axis`` if known, else a scalar tensor
     (only in a TensorFlow graph with an unknown batch size)."""
     static = x.shape[axis]
     return static if static is not None else kops.shape(x)[axis]
 
 
-def block_anchors(num_anchors, width, block_size):
+def block_anchors(num_anchors: Union[int, Tensor], width: Union[int, Tensor],
+                  block_size: Optional[int]) -> Union[int, Tensor]:
     """Anchors per block: ``block_size``, or as many as fit in
     ``DEFAULT_TRIPLET_BUDGET`` floats of [block, B, B]; at most A."""
     if block_size is not None:
@@ -38,8 +42,9 @@ def block_anchors(num_anchors, width, block_size):
     return block
 
 
-def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
-                          nonzero=False):
+def chunked_triplet_hinge(dist: TensorLike, row_data: Sequence[TensorLike],
+                          valid_fn: Callable[..., Tensor], margin: float,
+                          block_size: Optional[int] = None, nonzero: bool = False) -> Tensor:
     """Mean over valid triplets of ``relu(dist[a, i] - dist[a, j] + margin)``.
 
         L = 1/|T| * sum_{(a, i, j) in T} max(0, dist[a, i] - dist[a, j] + margin)
@@ -137,14 +142,15 @@ def chunked_triplet_hinge(dist, row_data, valid_fn, margin, block_size=None,
     return hinge(dist, *row_data)
 
 
-def not_anchor(anchors, width):
+def not_anchor(anchors: TensorLike, width: Union[int, Tensor]) -> Tensor:
     """[b, B] bool: column i is not the anchor ``anchors[r]`` of row r."""
     columns = kops.arange(width, dtype="int32")
     return kops.not_equal(kops.expand_dims(columns, 0),
                           kops.expand_dims(kops.cast(anchors, "int32"), 1))
 
 
-def triplet_distances(embeddings, squared=True, normalize=True, first_only=False):
+def triplet_distances(embeddings: Tensor, squared: bool = True, normalize: bool = True,
+                      first_only: bool = False) -> Tensor:
     """D(a, i) of the triplet baselines: [B, B] or [1, B] for anchor 0 only."""
     f = ops.l2_normalize(embeddings) if normalize else embeddings
     if first_only:
@@ -152,7 +158,7 @@ def triplet_distances(embeddings, squared=True, normalize=True, first_only=False
     return ops.pairwise_distances(f, squared=squared)
 
 
-def check_block_size(block_size) -> None:
+def check_block_size(block_size: Optional[int]) -> None:
     """``block_size`` (anchors per block) is None or an integer >= 1."""
     if block_size is not None and int(block_size) < 1:
         raise ValueError(f"block_size must be None or >= 1; got {block_size}.")

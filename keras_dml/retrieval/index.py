@@ -39,10 +39,13 @@ Semantics (every backend):
   leaves each row fully written or absent; add again to finish: upsert).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import os
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -50,6 +53,7 @@ from keras_dml.retrieval import storage
 from keras_dml.retrieval.backends import BACKENDS, METRICS
 from keras_dml.retrieval.memory import MemoryStore, first_values
 from keras_dml.retrieval.milvus import DEFAULT_TIMEOUT, MAX_LIMIT, MilvusStore
+from keras_dml._types import TensorLike
 from keras_dml.search import as_embeddings
 
 
@@ -150,11 +154,14 @@ class Index:
             embeddings these are; kept through ``save``/``load``.
     """
 
-    def __init__(self, dim, metric="cosine", backend="exact", faiss_factory="Flat",
-                 nprobe=None, ef_search=None, train_size=None, chunk_size=None,
-                 *, uri=None, collection="gallery", index_type=None,
-                 index_params=None, rerank=False, timeout=None, token=None,
-                 model_fingerprint=None):
+    def __init__(self, dim: int, metric: str = "cosine", backend: str = "exact",
+                 faiss_factory: str = "Flat", nprobe: Optional[int] = None,
+                 ef_search: Optional[int] = None, train_size: Optional[int] = None,
+                 chunk_size: Optional[int] = None, *, uri: Optional[str] = None,
+                 collection: str = "gallery", index_type: Optional[str] = None,
+                 index_params: Optional[Dict[str, Any]] = None, rerank: bool = False,
+                 timeout: Optional[float] = None, token: Optional[str] = None,
+                 model_fingerprint: Any = None) -> None:
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer; got {dim!r}.")
         if metric not in METRICS:
@@ -173,6 +180,7 @@ class Index:
         milvus_args = {"uri": uri, "index_type": index_type,
                        "index_params": index_params, "timeout": timeout,
                        "token": token}
+        self._store: Union[MemoryStore, MilvusStore]
         if backend == "milvus":
             if uri is None:
                 raise ValueError("backend='milvus' needs uri= (a path ending in "
@@ -192,22 +200,22 @@ class Index:
                                       nprobe, ef_search, train_size, chunk_size)
 
     # ----------------------------------------------------------------- state
-    def __len__(self):
+    def __len__(self) -> int:
         return self._store.count()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         size = "closed" if getattr(self._store, "closed", False) else len(self)
         return (f"Index(dim={self.dim}, metric={self.metric!r}, "
                 f"backend={self.backend!r}{self._store.describe()}, size={size})")
 
-    def __enter__(self):
+    def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self.close()
         return False
 
-    def close(self):
+    def close(self) -> None:
         """Release the store: a milvus index disconnects (and stops an
         embedded Milvus Lite it started), after which
         ``pymilvus.MilvusClient(uri)`` elsewhere opens the same data. The
@@ -215,28 +223,29 @@ class Index:
         self._store.close()
 
     @property
-    def ids(self):
+    def ids(self) -> np.ndarray:
         """int64 [N] ids, in insertion order (milvus: in id order); a copy.
         milvus reads them from the collection."""
         return self._store.read(["ids"])["ids"]
 
     @property
-    def labels(self):
+    def labels(self) -> np.ndarray:
         """int64 [N] labels, in the order of ``ids`` (-1: none; a copy)."""
         return self._store.read(["labels"])["labels"]
 
     @property
-    def embeddings(self):
+    def embeddings(self) -> np.ndarray:
         """float32 [N, D] vectors as added, in the order of ``ids``
         (read-only view; milvus: read from the collection, N * D * 4 bytes)."""
         return self._store.read(["embeddings"])["embeddings"]
 
     @property
-    def metadata(self):
+    def metadata(self) -> List[Any]:
         """The metadata list in the order of ``ids`` (a shallow copy)."""
         return self._store.read(["metadata"])["metadata"]
 
-    def read(self, fields=("ids", "labels", "embeddings", "metadata")):
+    def read(self, fields: Iterable[str] = ("ids", "labels", "embeddings", "metadata")
+             ) -> Dict[str, Any]:
         """Several of ``ids``, ``labels``, ``embeddings``, ``metadata`` in one
         pass, in the same order: a dict."""
         fields = list(fields)
@@ -246,20 +255,20 @@ class Index:
         return self._store.read(fields)
 
     @property
-    def params(self):
+    def params(self) -> Dict[str, Any]:
         """The backend's construction parameters (saved in the manifest)."""
         return self._store.params()
 
-    def positions(self, ids):
+    def positions(self, ids: TensorLike) -> np.ndarray:
         """Storage positions of ``ids`` (KeyError naming any missing id); the
         in-process backends only (a Milvus collection has no positions)."""
-        if self.backend == "milvus":
+        if self.backend == "milvus" or not isinstance(self._store, MemoryStore):
             raise ValueError("a milvus index has no storage positions.")
         ids = np.asarray(ids)
         flat = _as_int64(ids.reshape(-1), "ids", ids.size)
         return self._store.positions(flat).reshape(ids.shape)
 
-    def get_metadata(self, ids):
+    def get_metadata(self, ids: TensorLike) -> Any:
         """Metadata of ``ids`` (any shape; -1 -> None), as nested lists."""
         ids = np.asarray(ids)
         flat = _as_int64(ids.reshape(-1), "ids", ids.size)
@@ -273,13 +282,14 @@ class Index:
                 out[i] = values[int(flat[i])]
         return out.reshape(ids.shape).tolist()
 
-    def has_labels(self, values):
+    def has_labels(self, values: TensorLike) -> np.ndarray:
         """bool [N]: whether some item of the index has each label."""
         values = np.asarray(values)
         flat = _as_int64(values.reshape(-1), "values", values.size)
         return self._store.has_labels(flat).reshape(values.shape)
 
-    def set_search_params(self, nprobe=None, ef_search=None):
+    def set_search_params(self, nprobe: Optional[int] = None,
+                          ef_search: Optional[int] = None) -> None:
         """Change the search parameters (IVF ``nprobe``, HNSW ``ef_search``)
         of a faiss or milvus index without rebuilding; None keeps a value.
         They are saved with the index."""
@@ -292,7 +302,9 @@ class Index:
         self._store.set_search_params(nprobe, ef_search)
 
     # --------------------------------------------------------------- changes
-    def add(self, embeddings, labels=None, ids=None, metadata=None):
+    def add(self, embeddings: TensorLike, labels: Optional[TensorLike] = None,
+            ids: Optional[TensorLike] = None,
+            metadata: Optional[Sequence[Any]] = None) -> np.ndarray:
         """Add vectors [N, D] with optional labels [N], ids [N] and metadata
         (a list of N JSON-serialisable values). Ids already in the index are
         replaced (upsert: the old item is removed, the new one added).
@@ -307,23 +319,26 @@ class Index:
         labels = (np.full(n, -1, np.int64) if labels is None
                   else _as_int64(labels, "labels", n))
         explicit = ids is not None
+        item_ids: np.ndarray
         if explicit:
-            ids = _as_int64(ids, "ids", n)
-            uniq, counts = np.unique(ids, return_counts=True)
+            item_ids = _as_int64(ids, "ids", n)
+            uniq, counts = np.unique(item_ids, return_counts=True)
             if np.any(counts > 1):
                 raise ValueError(f"duplicate ids in this add: "
                                  f"{_first(uniq[counts > 1])}")
         metadata = _check_metadata(metadata, n)
         if not explicit:
             start = self._store.next_id
-            ids = np.arange(start, start + n, dtype=np.int64)
-        if self.backend == "milvus":
-            self._store.add(x, labels, ids, metadata, upsert=explicit)
+            item_ids = np.arange(start, start + n, dtype=np.int64)
+        # The store's class, not the backend name, so that the checker sees
+        # which add/search signature applies (backend "milvus" <=> MilvusStore).
+        if isinstance(self._store, MilvusStore):
+            self._store.add(x, labels, item_ids, metadata, upsert=explicit)
         else:
-            self._store.add(x, labels, ids, metadata)
-        return ids
+            self._store.add(x, labels, item_ids, metadata)
+        return item_ids
 
-    def remove(self, ids):
+    def remove(self, ids: TensorLike) -> None:
         """Remove the items with these ids (KeyError if any is missing;
         then nothing is removed)."""
         ids = np.unique(_as_int64(np.asarray(ids).reshape(-1), "ids",
@@ -344,7 +359,8 @@ class Index:
             raise ValueError(f"k must be an integer in [1, {size}] (the "
                              f"index size); got {k!r}.")
 
-    def search(self, queries, k=10, labels=None, rerank=None):
+    def search(self, queries: TensorLike, k: int = 10, labels: Optional[TensorLike] = None,
+               rerank: Optional[bool] = None) -> SearchResult:
         """The k nearest items of each query [N, D]: a ``SearchResult``.
 
         ``labels``: restrict the results to items with one of these labels
@@ -359,7 +375,7 @@ class Index:
         if rerank is not None and self.backend != "milvus":
             raise ValueError("rerank applies to backend='milvus' only (the "
                              "other backends rank exactly or by faiss).")
-        if self.backend == "milvus":
+        if isinstance(self._store, MilvusStore):
             # Milvus is asked directly; its count only when hits run short.
             if isinstance(k, bool) or int(k) != k or k < 1 or k > MAX_LIMIT:
                 self._check_k(k, min(len(self), MAX_LIMIT))
@@ -384,7 +400,8 @@ class Index:
             ids, scores, labs = self._store.search(q, k, labels)
         return SearchResult(ids, scores, labs)
 
-    def match(self, queries, threshold, labels=None):
+    def match(self, queries: TensorLike, threshold: float,
+              labels: Optional[TensorLike] = None) -> MatchResult:
         """Nearest-neighbour decisions: the nearest item's label where its
         score >= ``threshold`` (a float or ``kd.retrieval.calibrate``'s
         result), else -1 (unknown). A ``MatchResult``. ``labels``: only
@@ -399,7 +416,7 @@ class Index:
                            scores, ids, accepted)
 
     # ----------------------------------------------------------- persistence
-    def save(self, directory):
+    def save(self, directory: Union[str, os.PathLike]) -> str:
         """Save to ``directory``. In-process backends write their files
         atomically (see ``kd.retrieval.storage``: a crash mid-save leaves any
         index already there intact); milvus flushes the collection and
@@ -416,7 +433,9 @@ class Index:
         return self._store.save(directory, header)
 
     @classmethod
-    def load(cls, directory, verify=True, *, uri=None, token=None, timeout=None):
+    def load(cls, directory: Union[str, os.PathLike], verify: bool = True, *,
+             uri: Optional[str] = None, token: Optional[str] = None,
+             timeout: Optional[float] = None) -> Index:
         """An index saved by ``save``, with its backend (a faiss index is
         deserialised, not rebuilt; a milvus index reconnects to its
         collection, which must still exist). ``verify=False`` skips the
@@ -459,8 +478,9 @@ def _check_fingerprint(value):
         raise ValueError(f"model_fingerprint must be JSON-serialisable: {e}") from None
 
 
-def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
-                metadata=None, verbose=1, batch_size=256, **index_kwargs):
+def build_index(model: Any, dataset: Any, metric: str = "cosine", backend: str = "exact",
+                ids: Optional[TensorLike] = None, metadata: Optional[Sequence[Any]] = None,
+                verbose: int = 1, batch_size: int = 256, **index_kwargs: Any) -> Index:
     """An ``Index`` of a model's embeddings of a data set.
 
     The data set is embedded with ``kd.evaluation.embed`` (progress bar with
@@ -479,7 +499,7 @@ def build_index(model, dataset, metric="cosine", backend="exact", ids=None,
     return index
 
 
-def model_fingerprint(model):
+def model_fingerprint(model: Any) -> Optional[str]:
     """A stable fingerprint of the model that makes the embeddings, or None.
 
         fp = "sha256:" + sha256(for each weight of the serving path, in
@@ -522,7 +542,9 @@ class ModelMismatchError(ValueError):
     """A model and an index that come from different models."""
 
 
-def check_model_matches(model, index, model_name=None, index_name=None):
+def check_model_matches(model: Any, index: Union[Index, str, os.PathLike],
+                        model_name: Optional[str] = None,
+                        index_name: Optional[str] = None) -> Optional[str]:
     """Refuse a model that did not make ``index``; the one check behind
     ``keras-dml search``, ``keras-dml index`` and ``kd.serving.create_app`` /
     ``keras-dml serve``.

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from typing import Any, Dict, Optional
 
 import keras
 
@@ -14,7 +15,7 @@ class RunClock(keras.callbacks.Callback):
     in ``path`` (the run's ``run_time.json``), saved every ``every`` seconds
     of training and at each epoch's end, so a killed process loses little."""
 
-    def __init__(self, path: str, continuing: bool, every: float = 10.0):
+    def __init__(self, path: str, continuing: bool, every: float = 10.0) -> None:
         super().__init__()
         self.path = os.fspath(path)
         self.every = every
@@ -31,9 +32,9 @@ class RunClock(keras.callbacks.Callback):
         write_json(self.path, {"seconds": round(self.seconds(), 3)})
         self._saved = time.monotonic()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if time.monotonic() - self._saved >= self.every:
             self.save()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self.save()

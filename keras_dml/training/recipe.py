@@ -16,7 +16,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 FLAGS_DIR = Path(__file__).resolve().parents[1] / "flags"
 OPTIMIZERS = ("adamw", "sgd")
@@ -93,14 +93,14 @@ class Recipe:
     num_plot_queries: int = _field(8, "Queries in retrievals.png.")
     seed: int = _field(0, "Random seed (splits, batches, initialisation).")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _convert(f, getattr(self, f.name)))
         self._validate()
 
     # -- construction -------------------------------------------------------
     @classmethod
-    def from_dict(cls, values):
+    def from_dict(cls, values: Dict[str, Any]) -> "Recipe":
         """A recipe from ``{field: value}`` (strings are parsed as in a
         flagfile; unknown keys are refused)."""
         if not isinstance(values, dict):
@@ -112,7 +112,7 @@ class Recipe:
         return cls(**values)
 
     @classmethod
-    def from_flagfile(cls, path_or_name, **overrides):
+    def from_flagfile(cls, path_or_name: Union[str, os.PathLike], **overrides: Any) -> "Recipe":
         """A recipe from a flagfile path or a packaged name (e.g.
         "cub200_proxy_anchor"); ``overrides`` replace fields after it."""
         path = recipe_path(path_or_name)
@@ -123,20 +123,20 @@ class Recipe:
         except RecipeError as err:
             raise RecipeError(f"{path}: {err}") from None
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "Recipe":
         """A copy with ``changes`` (validated)."""
         return dataclasses.replace(self, **changes)
 
-    def loss_arguments(self):
+    def loss_arguments(self) -> Dict[str, Any]:
         """``loss_kwargs`` parsed: ``{name: int, float, bool or str}``."""
         return parse_loss_kwargs(self.loss_kwargs)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """``{field: value}`` with lists for the tuples (JSON-friendly)."""
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
 
-    def to_flagfile(self):
+    def to_flagfile(self) -> str:
         """The recipe as flagfile text (every field; None fields omitted)."""
         lines = []
         for name, value in self.to_dict().items():
@@ -215,7 +215,7 @@ class Recipe:
             raise RecipeError(f"loss_kwargs {self.loss_kwargs!r}: {err}") from None
 
 
-def parse_loss_kwargs(text):
+def parse_loss_kwargs(text: str) -> Dict[str, Any]:
     """``"alpha=16,margin=0.2"`` -> ``{"alpha": 16, "margin": 0.2}``: ints,
     floats, true/false and none are converted, anything else stays a string."""
     out = {}
@@ -247,16 +247,16 @@ def _literal(value):
     return value
 
 
-def field_names():
+def field_names() -> List[str]:
     return [f.name for f in dataclasses.fields(Recipe)]
 
 
-def fields():
+def fields() -> Tuple[dataclasses.Field, ...]:
     """The recipe's dataclass fields (type, default, metadata help/choices)."""
     return dataclasses.fields(Recipe)
 
 
-def field_kind(f):
+def field_kind(f: dataclasses.Field) -> Tuple[Any, bool, bool]:
     """(scalar type, is a tuple of them, may be None) of a recipe field."""
     args = [a for a in typing.get_args(f.type) if a is not type(None)]
     if typing.get_origin(f.type) is tuple:
@@ -314,14 +314,14 @@ def _convert(f, value):
 
 
 # ------------------------------------------------------------- flagfiles
-def packaged_recipes(prefix=None):
+def packaged_recipes(prefix: Optional[str] = None) -> List[str]:
     """Sorted names of the packaged flagfiles (those starting with
     ``prefix + "_"`` when given)."""
     names = sorted(p.stem for p in FLAGS_DIR.glob("*.cfg"))
     return [n for n in names if prefix is None or n.startswith(prefix + "_")]
 
 
-def recipe_path(path_or_name, app=None):
+def recipe_path(path_or_name: Union[str, os.PathLike], app: Optional[str] = None) -> Path:
     """The flagfile for a path, a packaged name, or (with ``app``) a packaged
     name without the app prefix ("proxy_anchor" -> "cub200_proxy_anchor")."""
     text = os.fspath(path_or_name)
@@ -332,16 +332,17 @@ def recipe_path(path_or_name, app=None):
         if (FLAGS_DIR / f"{name}.cfg").is_file() and "/" not in name:
             return FLAGS_DIR / f"{name}.cfg"
     own = packaged_recipes(app) if app else []
-    hint = (f"{app}'s recipes: {', '.join(n[len(app) + 1:] for n in own)}; " if own else "")
+    hint = (f"{app}'s recipes: {', '.join(n[len(app) + 1:] for n in own)}; " if app and own else "")
     raise RecipeError(f"no flagfile or packaged recipe {text!r}; {hint}packaged: "
                       f"{', '.join(packaged_recipes())}.")
 
 
-def parse_flagfile(path):
+def parse_flagfile(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """``{field: string or bool}`` of an absl flagfile, refusing unknown or
     repeated flags (a value set twice is a recipe written twice)."""
     known = {f.name: f for f in dataclasses.fields(Recipe)}
-    values, lines_of = {}, {}
+    values: Dict[str, Any] = {}
+    lines_of: Dict[str, int] = {}
     with open(path) as fh:
         lines = fh.read().splitlines()
     for number, raw in enumerate(lines, 1):

@@ -30,7 +30,7 @@ is a :class:`~keras_dml.training.tasks.Task`, looked up from
 import dataclasses
 import os
 import shutil
-from typing import Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
 
 from absl import logging
 import keras
@@ -41,6 +41,9 @@ from keras_dml.training.clock import RunClock
 from keras_dml.training.recipe import Recipe
 from keras_dml.training.rundir import RunPaths, write_text
 from keras_dml.training.tasks import Task, task_for
+
+if TYPE_CHECKING:    # kd.data imports TensorFlow; the runner needs it only at run time
+    from keras_dml.data.core import RetrievalData
 
 
 @dataclasses.dataclass
@@ -65,7 +68,7 @@ class RunResult:
     model: object = None
 
 
-def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
+def run(recipe: Recipe, data: "RetrievalData", output_dir: Union[str, os.PathLike], *,
         task: Optional[Task] = None, resume: bool = False, overwrite: bool = False,
         export: bool = True, index: bool = True, verbose: int = 1,
         callbacks: Iterable[keras.callbacks.Callback] = ()) -> RunResult:
@@ -98,7 +101,7 @@ def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
     loss = build.build_loss(recipe, task)
     keras.utils.set_random_seed(recipe.seed)
     sets = prepare.split_data(recipe, data, task)       # refuses bad K before any file
-    paths = RunPaths(output_dir)
+    paths = RunPaths(os.fspath(output_dir))
     clock = RunClock(paths.run_time, continuing=paths.prepare(resume, overwrite))
     write_text(paths.recipe, recipe.to_flagfile())
     try:
@@ -129,7 +132,8 @@ def run(recipe: Recipe, data, output_dir: Union[str, os.PathLike], *,
                      model=model)
 
 
-def export_model(model, paths: RunPaths, recipe: Recipe, data, pipes) -> Dict[str, str]:
+def export_model(model: Any, paths: RunPaths, recipe: Recipe, data: "RetrievalData",
+                 pipes: prepare.Pipelines) -> Dict[str, str]:
     """``saved_model/`` (images -> embeddings, the eval transform inside);
     off TensorFlow, ``final.weights.h5`` and a warning saying why."""
     from keras_dml import export

@@ -5,11 +5,15 @@
 """
 
 import dataclasses
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
+from keras_dml._types import TensorLike
 from keras_dml.registry import Registry
+
+if TYPE_CHECKING:    # kd.data imports TensorFlow; a task needs only its name here
+    from keras_dml.data.core import RetrievalData
 
 
 def _pose_transforms(recipe):
@@ -59,7 +63,7 @@ class Task:
         return {"label_distance": self.label_distance,
                 "label_distance_kwargs": self.label_distance_kwargs or None}
 
-    def label_neighbours(self, labels, k: int) -> np.ndarray:
+    def label_neighbours(self, labels: TensorLike, k: int) -> np.ndarray:
         """[N, k] nearest in label space of every item (itself excluded)."""
         from keras_dml import label_distances
         neighbours, _ = label_distances.nearest_neighbours(
@@ -79,6 +83,6 @@ TASKS: Registry[Task] = Registry("task (label_type)", {
 }, hint="; pass task=Task(...) for another")
 
 
-def task_for(data) -> Task:
+def task_for(data: "RetrievalData") -> Task:
     """The :class:`Task` of ``data.label_type`` (see ``TASKS``)."""
     return TASKS.get(data.label_type)
