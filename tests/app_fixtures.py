@@ -1,4 +1,4 @@
-"""Fixture data for the app smoke runs (tests/test_apps.py), in the real
+"""Fixture data for the app smoke runs (tests/apps/test_apps.py), in the real
 on-disk formats, bigger than the loader tests' ones: enough classes for a
 class hold-out, enough examples for a label-space sampler with 5
 neighbours and for the apps' largest K in validation and test.
@@ -18,12 +18,11 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from test_data_coco import BagOfWordsEncoder  # noqa: F401  (used by the runner)
-from test_data_fashion_mnist import FILES as FASHION_FILES, write_idx
-from test_data_lsun import FIELDS as LSUN_FIELDS, layout_map
-from test_data_mpii import person, rects
+from data_fixtures import BagOfWordsEncoder  # noqa: F401  (used by the runner)
+from data_fixtures import LSUN_FIELDS, layout_map, person, rects, write_idx
 
 from keras_dml.data import mpii
+from keras_dml.data.fashion_mnist import FILES as FASHION_FILES
 
 
 def class_image(rng, label, h, w):

@@ -1,4 +1,4 @@
-"""Worker for tests/test_backend_training.py: trains MetricModel a few steps
+"""Worker for tests/models/test_backend_training.py: trains MetricModel a few steps
 under the Keras backend of this process and writes the results to an .npz.
 
     KERAS_BACKEND=torch python tests/backend_training_worker.py steps OUT.npz

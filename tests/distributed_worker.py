@@ -1,4 +1,4 @@
-"""Subprocess driver for tests/test_distributed.py (not a test module).
+"""Subprocess driver for tests/models/test_distributed.py (not a test module).
 
     python distributed_worker.py mirrored OUT.json
         Splits the CPU into 2 logical devices (before TensorFlow starts), then

@@ -100,7 +100,7 @@ def check_table(proc, expected):
 def test_loss_rows_under_jax_without_tensorflow():
     # The train step row runs in the PyTorch test: compiling ResNet-50's
     # gradient under XLA:CPU costs ~35 s of CPU (the JAX train step itself is
-    # tested in test_backend_training.py).
+    # tested in tests/models/test_backend_training.py).
     needs("jax", "torch", "pytorch_metric_learning")
     expected = {row: sizes for row, sizes in ROWS.items() if row in JAX_LOSS_ROWS}
     check_table(run_bench("--quick", "--smoke", "--strict",

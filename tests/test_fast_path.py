@@ -11,18 +11,17 @@
 
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import keras_dml as kd
 from keras_dml import search
 from keras_dml.models import _steps_tensorflow
+import tiny_models
 
 
 def proxy_model(classes=3):
-    backbone = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh")])
-    embedder = kd.models.build_embedder(backbone, embedding_dim=4, pooling="none")
-    return kd.models.MetricModel(embedder, proxies=kd.layers.Proxies(classes))
+    return tiny_models.metric_model(tiny_models.mlp_backbone(hidden=6, out=None),
+                                    num_classes=classes, pooling="none")
 
 
 def data(n=12, classes=3, seed=0):

@@ -24,13 +24,14 @@ def conv_backbone(filters=(4, 5), final_batchnorm=False, sync_batchnorm=False, n
     return keras.Sequential(layers, name=name)
 
 
-def mlp_backbone(hidden=6, out=7, reg=None, name=None):
-    """Dense(hidden, tanh) -> Dense(out) on 5-d vectors."""
-    return keras.Sequential([
-        keras.Input((5,)),
-        keras.layers.Dense(hidden, activation="tanh", kernel_regularizer=reg),
-        keras.layers.Dense(out),
-    ], name=name)
+def mlp_backbone(hidden=6, out=7, reg=None, name=None, inputs=5, activation="tanh"):
+    """Dense(hidden, activation) [-> Dense(out)] on ``inputs``-d vectors
+    (``out`` None: the hidden layer only)."""
+    layers = [keras.Input((inputs,)),
+              keras.layers.Dense(hidden, activation=activation, kernel_regularizer=reg)]
+    if out is not None:
+        layers.append(keras.layers.Dense(out))
+    return keras.Sequential(layers, name=name)
 
 
 def metric_model(backbone=None, num_classes=None, embedding_dim=4, **embedder_kwargs):

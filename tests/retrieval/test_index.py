@@ -21,7 +21,7 @@ from references import reference
 # Backend-neutral: CI runs this module under tensorflow, jax and torch.
 pytestmark = pytest.mark.backends
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tests/retrieval/ -> the checkout
 
 
 def brute_force(q, g, k, metric):

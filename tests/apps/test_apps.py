@@ -41,7 +41,7 @@ from PIL import Image
 
 import app_fixtures
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tests/apps/ -> the checkout
 RUNNER = str(REPO / "tests" / "app_runner.py")
 DIM = 16
 SIZE = 32

@@ -1,6 +1,6 @@
 """keras_dml.cli in-process: the app table, the listing, argv peeking for the
 log level, and the errors a bad command line gets (the runs themselves are
-in test_apps.py and test_wheel.py)."""
+in tests/apps/test_apps.py and tests/test_wheel.py)."""
 
 import json
 import logging
@@ -46,7 +46,7 @@ def test_search_help_needs_no_tensorflow_search(capsys):
     assert all(flag in out for flag in ("--model", "--index", "--image", "--k", "--output"))
     # In a fresh process whose Keras backend does not load TensorFlow (Keras'
     # numpy backend), the help of `search` imports no TensorFlow.
-    repo = pathlib.Path(__file__).resolve().parent.parent
+    repo = pathlib.Path(__file__).resolve().parents[2]  # tests/cli/ -> the checkout
     env = {**os.environ, "KERAS_BACKEND": "numpy",
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", SEARCH_HELP], capture_output=True, text=True,

@@ -24,7 +24,8 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tests/models/ -> the checkout
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "backend_training_worker.py")
 BACKENDS = ("tensorflow", "jax", "torch")
 RTOL, ATOL = 1e-5, 1e-6

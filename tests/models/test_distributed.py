@@ -15,9 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "distributed_worker.py")
-REPO = os.path.dirname(HERE)
+# The worker sits in tests/ with the other helpers; this file in tests/models/.
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(TESTS, "distributed_worker.py")
+REPO = os.path.dirname(TESTS)
 
 
 def _env():

@@ -20,7 +20,7 @@ from keras_dml.retrieval import Index
 from milvus_fixtures import collection_name, milvus_server  # noqa: F401
 from references import reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tests/retrieval/ -> the checkout
 KINDS = ["exact", "faiss", "milvus-lite", "milvus-server"]
 
 

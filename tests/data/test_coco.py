@@ -13,30 +13,7 @@ from PIL import Image
 from keras_dml.data import DataNotFoundError
 from keras_dml.data import coco, text_encoders
 
-
-class BagOfWordsEncoder:
-    """Deterministic toy sentence encoder that counts its calls."""
-
-    name = "bow-test"
-
-    def __init__(self, dim=8):
-        self.dim = dim
-        self.calls = 0
-        self.vectors = {}
-
-    def vector(self, word):
-        if word not in self.vectors:
-            seed = sum(ord(c) * 31 ** i for i, c in enumerate(word)) % 2**32
-            self.vectors[word] = np.random.default_rng(seed).normal(
-                size=self.dim)
-        return self.vectors[word]
-
-    def __call__(self, sentences):
-        self.calls += 1
-        out = np.stack([sum(self.vector(w) for w in s.lower().split())
-                        for s in sentences]).astype(np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
+from data_fixtures import BagOfWordsEncoder
 
 TRAIN = {  # image id -> captions, in annotation-id order
     9: ["a dog runs", "a dog on grass", "brown dog running", "dog outside",

@@ -194,7 +194,7 @@ def test_cache_hit_and_corrupt_cache_rebuilt(fonts, tmp_path, capfd):
 
 
 def test_setup_installs_the_listed_packages():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     text = open(os.path.join(root, "scripts", "setup.sh")).read()
     block = text.split('GLYPH_FONTS="', 1)[1].split('"', 1)[0]
     assert block.split() == list(glyphs.PACKAGES)

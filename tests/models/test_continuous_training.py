@@ -7,6 +7,7 @@ from scipy.stats import spearmanr
 
 import keras_dml as kd
 from keras_dml.data.samplers import LabelSpaceBatchSampler, nearest_neighbours
+import tiny_models
 
 
 def synthetic(n, seed):
@@ -19,9 +20,7 @@ def synthetic(n, seed):
 
 
 def mlp(dim=4):
-    return keras.Sequential([keras.Input((16,)),
-                             keras.layers.Dense(32, activation="relu"),
-                             keras.layers.Dense(dim)])
+    return tiny_models.mlp_backbone(hidden=32, out=dim, inputs=16, activation="relu")
 
 
 def spearman(model, x, y):

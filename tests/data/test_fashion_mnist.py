@@ -15,19 +15,7 @@ from keras_dml.data import DataNotFoundError
 from keras_dml.data.fashion_mnist import (DEBIAN_DIR, FILES,
                                           load_fashion_mnist, read_idx)
 
-TYPE_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
-              np.float32: 0x0D, np.float64: 0x0E}
-
-
-def write_idx(path, array, gz=True):
-    """idx: 0, 0, type byte, ndim byte, big-endian uint32 dims, BE data."""
-    array = np.asarray(array)
-    header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
-    header += b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    opener = gzip.open if gz else open
-    with opener(path, "wb") as f:
-        f.write(data)
+from data_fixtures import write_idx
 
 
 def write_fashion_mnist(root, n_train=40, n_test=30, seed=0):

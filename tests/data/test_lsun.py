@@ -9,20 +9,7 @@ from keras_dml import label_distances
 from keras_dml.data import DataNotFoundError, augment, make_eval_pipeline
 from keras_dml.data import lsun
 
-FIELDS = [("image", "O"), ("scene", "O"), ("type", "O"), ("point", "O"),
-          ("resolution", "O")]
-
-
-def layout_map(h, w, rng):
-    """A room-like layout: ceiling, left/front/right walls, floor (1-5)."""
-    m = np.full((h, w), 1, np.uint8)
-    top, bottom = rng.integers(2, h // 3), rng.integers(2 * h // 3, h - 2)
-    left, right = rng.integers(2, w // 3), rng.integers(2 * w // 3, w - 2)
-    m[:, :left] = 2
-    m[:, right:] = 3
-    m[bottom:, :] = 4
-    m[:top, :] = 5
-    return m
+from data_fixtures import LSUN_FIELDS as FIELDS, layout_map
 
 
 def write_lsun(root, rng, n_train=3, n_val=2, single_val=False):

@@ -13,7 +13,7 @@ import pytest
 
 from references import unavailable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tests/apps/ -> the checkout
 RUNNER = str(REPO / "tests" / "app_runner.py")
 FONTS = ["/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
          "/usr/share/fonts/opentype/ipafont-gothic/ipagp.ttf",

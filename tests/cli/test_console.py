@@ -4,7 +4,7 @@ expected errors are one line naming the flag or file with exit status 2
 (``--verbosity=1``: the traceback), and TensorFlow's load noise (absl INFO
 lines, the CPU banner, cuInit) stays off stderr. Real subprocesses, no
 TF_CPP_MIN_LOG_LEVEL set. The noise of a whole training run is checked on
-the fashion_mnist run of test_apps.py.
+the fashion_mnist run of tests/apps/test_apps.py.
 """
 
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tests/cli/ -> the checkout
 # What TensorFlow prints unless the command line quiets it.
 NOISE = ("cuInit", "cudart_stub", "All log messages before absl", "I0000",
          "This TensorFlow binary is optimized", "shuffle=True")

@@ -1,4 +1,4 @@
-"""backend="milvus" beyond the shared contract (tests/test_retrieval_contract.py):
+"""backend="milvus" beyond the shared contract (tests/retrieval/test_contract.py):
 an add killed by SIGKILL leaves whole rows, clear errors in seconds for a
 server that is down, refusing or silent, for a collection of another
 dimension or metric and for a manifest whose collection is gone, the data
@@ -22,7 +22,7 @@ from keras_dml.retrieval import milvus as milvus_store
 from milvus_fixtures import collection_name, free_port
 from references import reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tests/retrieval/ -> the checkout
 pymilvus = reference("pymilvus", "milvus backend")
 reference("milvus_lite", "embedded Milvus Lite")
 

@@ -1,7 +1,7 @@
 """Label-space batch sampler, M-per-class sampler (data/samplers.py).
 
 The neighbour search they start from is tested in
-test_label_distances_neighbours.py.
+tests/label_distances/test_neighbours.py.
 """
 
 import numpy as np

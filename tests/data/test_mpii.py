@@ -9,29 +9,7 @@ from PIL import Image
 from keras_dml.data import DataNotFoundError, make_train_pipeline
 from keras_dml.data import mpii
 
-RECT_FIELDS = [("x1", "O"), ("y1", "O"), ("x2", "O"), ("y2", "O"),
-               ("annopoints", "O"), ("scale", "O"), ("objpos", "O")]
-POINT_FIELDS = [("x", "O"), ("y", "O"), ("id", "O"), ("is_visible", "O")]
-
-
-def person(joints, scale, objpos, visible=None, skip=()):
-    """An annorect entry; joints [16, 2] (1-based MATLAB pixels)."""
-    ids = [j for j in range(16) if j not in skip]
-    points = np.zeros((1, len(ids)), POINT_FIELDS)
-    for k, j in enumerate(ids):
-        vis = 1 if visible is None else visible[j]
-        points[0, k] = (float(joints[j, 0]), float(joints[j, 1]), j, vis)
-    return (10.0, 10.0, 20.0, 20.0, {"point": points},
-            np.empty((0, 0)) if scale is None else float(scale),
-            np.empty((0, 0)) if objpos is None
-            else {"x": float(objpos[0]), "y": float(objpos[1])})
-
-
-def rects(*persons):
-    out = np.zeros((1, len(persons)), RECT_FIELDS)
-    for k, p in enumerate(persons):
-        out[0, k] = p
-    return out
+from data_fixtures import person, rects
 
 
 def write_mpii(root, rng):
