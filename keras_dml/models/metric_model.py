@@ -73,7 +73,7 @@ class MetricModel(keras.Model):
     authors' setting), the update is exact too.)
 
     Backends: the same model, loss and recipe train under TensorFlow, JAX
-    and PyTorch and give the same update (tests/test_backend_training.py).
+    and PyTorch and give the same update (tests/models/test_backend_training.py).
     Under JAX the step is Keras' stateless one (``jax.jit``); with
     ``keras.distribution.DataParallel`` the batch is one global array
     sharded over the devices, so the loss, its gradient and BatchNorm's
