@@ -223,8 +223,15 @@ def test_half_gram_self_search_matches_the_chunked_search(rng):
     expected_values, expected = search.host_top_k(
         gallery.host_scores(x, np.arange(len(x))), 9)
     got = list(gallery.host_self_top_k(9, block=256))
-    np.testing.assert_array_equal(np.concatenate([b[3] for b in got]), expected)
-    np.testing.assert_allclose(np.concatenate([b[2] for b in got]), expected_values,
+    columns = np.concatenate([b[3] for b in got])
+    values = np.concatenate([b[2] for b in got])
+    np.testing.assert_allclose(values, expected_values, rtol=0, atol=1e-6)
+    # The two products may round a score differently in the last bit (another
+    # summation kernel, another CPU): only near-equal neighbours may swap.
+    # The columns returned carry those scores, wherever a swap happened.
+    assert (columns != expected).mean() < 0.001
+    scores = gallery.host_scores(x, np.arange(len(x)))
+    np.testing.assert_allclose(np.take_along_axis(scores, columns, 1), expected_values,
                                rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="k must be in"):
         next(gallery.host_self_top_k(1300))
