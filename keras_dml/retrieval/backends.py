@@ -292,8 +292,12 @@ class FaissBackend:
                             np.zeros((len(queries), 0), np.float32), k)
         else:
             params, _selector = self._selector_parameters(self._seq[subset])
+            # faiss.contrib.torch_utils (imported by pytorch-metric-learning)
+            # replaces Index.search with a wrapper that drops `params`; the
+            # original stays reachable as search_numpy.
+            search = getattr(self.index, "search_numpy", self.index.search)
             try:
-                scores, seq = self.index.search(x, int(k), params=params)
+                scores, seq = search(x, int(k), params=params)
             except RuntimeError as e:
                 raise ValueError(
                     f"faiss index {self.factory!r} cannot search with a filter: "

@@ -199,6 +199,33 @@ def test_faiss_bad_factory_and_untrainable():
     assert len(index) == 0
 
 
+TORCH_PATCHED_FILTER = r"""
+import numpy as np
+import faiss.contrib.torch_utils  # noqa: F401  (pytorch-metric-learning imports it)
+import keras_dml as kd
+rng = np.random.default_rng(0)
+g = rng.normal(size=(60, 5)).astype(np.float32)
+q = rng.normal(size=(4, 5)).astype(np.float32)
+for backend in ("faiss", "exact"):
+    index = kd.retrieval.Index(5, backend=backend)
+    index.add(g, labels=np.arange(60) % 6)
+    r = index.search(q, 4, labels=[2])
+    np.save(f"{backend}.npy", r.ids)
+"""
+
+
+def test_faiss_filter_works_after_torch_utils_patches_faiss(tmp_path):
+    # faiss.contrib.torch_utils swaps Index.search for a wrapper without
+    # `params`; a filtered search must still reach faiss's own search.
+    reference("faiss", "faiss backend")
+    pytest.importorskip("torch", reason="faiss.contrib.torch_utils needs torch")
+    subprocess.run([sys.executable, "-c", TORCH_PATCHED_FILTER], cwd=tmp_path,
+                   env=_fresh_env(), check=True, timeout=300)
+    faiss_ids = np.load(tmp_path / "faiss.npy")
+    np.testing.assert_array_equal(faiss_ids, np.load(tmp_path / "exact.npy"))
+    assert np.all(faiss_ids % 6 == 2)
+
+
 # ------------------------------------------------------- save and reload
 FRESH_LOAD = r"""
 import sys
