@@ -122,7 +122,7 @@ def test_skipped_files_counted_in_one_line_and_tiny_classes_dropped(tmp_path, ca
     _png(os.path.join(root, "loose.png"), 1)
     _png(os.path.join(root, "lonely", "only.png"), 1)
     os.makedirs(os.path.join(root, "empty"))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         data = kd.data.load_image_folder(root, test_classes=0.5)
     skipped = [r.getMessage() for r in caplog.records if ": skipped " in r.getMessage()]
     assert len(skipped) == 1
