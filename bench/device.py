@@ -276,6 +276,7 @@ def run_row(table, name, backend_label, device, dtype, size, measure, peak_of,
 
 def proxy_anchor_rows(table, be, args, dtype, rng):
     import keras
+
     import keras_dml as kd
     loss = kd.losses.ProxyAnchorLoss()
 
@@ -297,6 +298,7 @@ def proxy_anchor_rows(table, be, args, dtype, rng):
 
 def log_ratio_rows(table, be, args, dtype, rng):
     import keras
+
     import keras_dml as kd
     loss = kd.losses.LogRatioLoss()
 
@@ -318,6 +320,7 @@ def log_ratio_rows(table, be, args, dtype, rng):
 
 def train_step_row(table, be, args, dtype, rng):
     import keras
+
     import keras_dml as kd
     b, size, c = SIZES[args.mode]["train"]
 
@@ -394,6 +397,7 @@ def _peers():
 
 def multi_similarity_rows(table, be, args, dtype, rng):
     import keras
+
     import keras_dml as kd
     peers = _peers()
     loss = kd.losses.MultiSimilarityLoss()
@@ -463,7 +467,8 @@ def authors_log_ratio_rows(table, args, rng):
 
 def pml_ms_rows(table, args, rng):
     import torch
-    from pytorch_metric_learning import losses as pml_losses, miners
+    from pytorch_metric_learning import losses as pml_losses
+    from pytorch_metric_learning import miners
     peers = _peers()
     tb = TorchBackend()
     device = "cuda" if tb.accelerator else "cpu"

@@ -26,8 +26,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from harness import (  # noqa: E402  (bench/, the script's directory)
-    ChildFailed, mib, peak_rss_bytes, report, rss_bytes, run_child)
+from harness import ChildFailed, mib, peak_rss_bytes, report, rss_bytes, run_child  # noqa: E402  (bench/, the script's directory)
 
 
 def make_data(n, dim, per_class, seed=0):

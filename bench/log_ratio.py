@@ -40,13 +40,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from harness import (  # noqa: E402  (bench/, the script's directory)
-    ChildFailed, peak_rss_bytes, report, rss_bytes, run_child)
+from harness import ChildFailed, peak_rss_bytes, report, rss_bytes, run_child  # noqa: E402  (bench/, the script's directory)
 
 
 def naive_log_ratio(labels, embeddings, eps=1e-6):
     """Every triplet enumerated: [B, B, B] differences (the baseline)."""
     import tensorflow as tf
+
     from keras_dml import label_distances, ops
     b = tf.shape(embeddings)[0]
     d = ops.pairwise_squared_distances(embeddings)
@@ -65,6 +65,7 @@ def naive_log_ratio(labels, embeddings, eps=1e-6):
 def naive_rank_n_contrast(labels, embeddings, temperature=2.0):
     """Every (anchor, pair, negative) as a [B, B, B] mask (the baseline)."""
     import tensorflow as tf
+
     from keras_dml import label_distances, ops
     b = tf.shape(embeddings)[0]
     logits = -ops.pairwise_distances(embeddings) / temperature

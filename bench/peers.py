@@ -399,6 +399,7 @@ def compiled_loss_step(loss, n_diff):
     (``keras_dml.models.metric_model.compiled_loss``: XLA where the loss
     allows it)."""
     import tensorflow as tf
+
     from keras_dml.models.metric_model import compiled_loss
     value_of = compiled_loss(loss)
 
@@ -428,6 +429,7 @@ def check_and_time(step, args, peer, checks, warmup, repeats):
 
 def ours_proxy_anchor(size, warmup, repeats, peer):
     import tensorflow as tf
+
     import keras_dml as kd
     b, d, c = size
     emb, labels, proxies = proxy_inputs(b, d, c)
@@ -443,6 +445,7 @@ def ours_proxy_anchor(size, warmup, repeats, peer):
 
 def ours_multi_similarity(size, warmup, repeats, peer):
     import tensorflow as tf
+
     import keras_dml as kd
     b, d = size
     emb, labels = ms_inputs(b, d)
@@ -456,6 +459,7 @@ def ours_multi_similarity(size, warmup, repeats, peer):
 
 def ours_log_ratio(size, warmup, repeats, peer):
     import tensorflow as tf
+
     import keras_dml as kd
     b, d = size
     emb, labels = log_ratio_inputs(b, d)
@@ -531,6 +535,7 @@ def load_torch_resnet_into_keras(model, state):
 
 def ours_train_step(size, warmup, repeats, peer, weights_path):
     import keras
+
     import keras_dml as kd
     b, px, c, steps = size
     backbone = keras.applications.ResNet50(weights=None, include_top=False,

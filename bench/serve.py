@@ -48,8 +48,10 @@ def free_port():
 def tiny_pair(base):
     """A small_cnn model (64 px, 64-d) and a 200-image gallery index."""
     import io
+
     import keras
     from PIL import Image
+
     import keras_dml as kd
     from keras_dml.cli import index as cli_index
     rng = np.random.default_rng(0)

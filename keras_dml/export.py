@@ -63,11 +63,12 @@ except ImportError as error:  # a SavedModel is a TensorFlow graph
         "keras_dml.export writes TensorFlow SavedModels and needs TensorFlow: "
         "pip install tensorflow") from error
 
-from keras_dml import _backend
-from keras_dml import ops
+from keras_dml import _backend, ops
 from keras_dml.backbones import preprocessing as _preprocessing
-from keras_dml.retrieval.index import Index
-from keras_dml.retrieval.index import model_fingerprint  # noqa: F401  (kd.export API)
+from keras_dml.retrieval.index import (
+    Index,
+    model_fingerprint,  # noqa: F401  (kd.export API)
+)
 
 #: ``preprocess``: a preprocessing or backbone name, or a callable on float32 0-255 images.
 Preprocess = Union[str, Callable[..., Any]]

@@ -31,7 +31,7 @@ def main():
     served = tf.saved_model.load(os.path.join(args.output_dir, "saved_model"))
     serve = served.signatures["serving_default"]
 
-    from keras_dml.data.fashion_mnist import load_fashion_mnist   # idx reader only
+    from keras_dml.data.fashion_mnist import load_fashion_mnist  # idx reader only
     from keras_dml.evaluation import retrieval_metrics
     test = load_fashion_mnist(root=args.fashion_mnist_dir, source="files").test
     images = np.stack([x.numpy() for x, _ in test.dataset()])

@@ -162,6 +162,7 @@ def run_grid(configs, base_recipe, data, output_dir, *, task=None, extra=None,
       The :class:`Results` (all rows, old and new).
     """
     import keras
+
     import keras_dml as kd
     results = Results(output_dir)
     todo = []

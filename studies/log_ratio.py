@@ -256,6 +256,7 @@ def imagenet_features(recipe, data, unseen):
     """The pretrained backbone without training: GAP + GMP of the last
     feature map, L2-normalised (the features the embedding head reads)."""
     import keras
+
     import keras_dml as kd
     weights = None if recipe.weights in ("", "none", "None") else recipe.weights
     shape = (recipe.image_size, recipe.image_size, 3)

@@ -18,9 +18,14 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from data_fixtures import BagOfWordsEncoder  # noqa: F401  (used by the runner)
-from data_fixtures import LSUN_FIELDS, layout_map, person, rects, write_idx
-
+from data_fixtures import (
+    LSUN_FIELDS,
+    BagOfWordsEncoder,  # noqa: F401  (used by the runner)
+    layout_map,
+    person,
+    rects,
+    write_idx,
+)
 from keras_dml.data import mpii
 from keras_dml.data.fashion_mnist import FILES as FASHION_FILES
 

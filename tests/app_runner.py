@@ -54,11 +54,13 @@ def main():
     import contextlib
     import functools
     import runpy
+
     # What the entry point (keras_dml.cli.run_module) does first, before this
     # harness's own imports load Keras and TensorFlow.
     from keras_dml.cli import quiet
     quiet.before_tensorflow(app_argv)
     from absl import flags
+
     from keras_dml import training
 
     original_run = training.run
@@ -91,6 +93,7 @@ def main():
     context = contextlib.nullcontext()
     if args.tfds_mock:
         import tensorflow_datasets as tfds
+
         import app_fixtures
         context = tfds.testing.mock_data(
             as_dataset_fn=app_fixtures.tfds_as_dataset_fn(args.app))

@@ -9,7 +9,6 @@ import struct
 
 import numpy as np
 
-
 # COCO captions (tests/data/test_coco.py) -----------------------------------
 
 class BagOfWordsEncoder:

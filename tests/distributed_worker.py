@@ -53,6 +53,7 @@ def make_dataset(case, shard_data=False):
 
 def make_model(case):
     import keras
+
     import tiny_models
     if case["input"] == "image":
         backbone = tiny_models.conv_backbone(
@@ -160,6 +161,7 @@ def run_mirrored(out_path):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
+
     import keras_dml as kd
 
     results = {}

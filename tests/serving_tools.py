@@ -40,6 +40,7 @@ def write_gallery(root, per_class=5):
 
 def export_tiny_model(path, seed=0):
     import keras
+
     import keras_dml as kd
     keras.utils.set_random_seed(seed)
     backbone = kd.backbones.get("small_cnn", input_shape=(32, 32, 3))

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 import keras_dml as kd
+import tiny_models
 from keras_dml import search
 from keras_dml.models import _steps_tensorflow
-import tiny_models
 
 
 def proxy_model(classes=3):

@@ -34,8 +34,7 @@ from typing import List, Optional, Tuple
 
 from keras_dml.backbones import hub, preprocessing
 from keras_dml.backbones.bninception import bn_inception
-from keras_dml.backbones.common import (WeightsUnavailableError,
-                                        batchnorm_layers, freeze_batchnorm)
+from keras_dml.backbones.common import WeightsUnavailableError, batchnorm_layers, freeze_batchnorm
 from keras_dml.backbones.efficientnet_lite import efficientnet_lite0
 from keras_dml.backbones.keras_apps import inception_v3, resnet50, resnet101
 from keras_dml.backbones.small_cnn import small_cnn

@@ -22,6 +22,7 @@ noise unless ``--verbosity=1``.
 def main(argv=None):
     """The ``keras-dml`` console script."""
     import sys
+
     from keras_dml.cli import quiet
     quiet.before_tensorflow(sys.argv[1:] if argv is None else list(argv))
     from keras_dml.cli.command import main as _main
@@ -33,6 +34,7 @@ def run_module(path):
     exit with its status."""
     import os
     import sys
+
     from keras_dml.cli import quiet
     quiet.before_tensorflow(sys.argv[1:])
     from keras_dml.cli.command import run_app

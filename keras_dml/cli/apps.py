@@ -64,6 +64,7 @@ def _glyph_flags():
 
 def _glyphs(F):
     from absl import app as absl_app
+
     import keras_dml as kd
     try:
         # Rendered at the training size: no resampling in the pipeline.
@@ -148,6 +149,7 @@ def _own_images_flags():
 
 def _own_images(F):
     import os
+
     import keras_dml as kd
     common = dict(test_classes=F.test_classes, seed=F.seed, split=F.split,
                   test_examples=F.test_examples,

@@ -29,17 +29,17 @@ PROG = "keras-dml"
 
 
 def _search(argv):
-    from keras_dml.cli import search    # argparse; TensorFlow only when it searches
+    from keras_dml.cli import search  # argparse; TensorFlow only when it searches
     return search.main(argv)
 
 
 def _index(argv):
-    from keras_dml.cli import index    # argparse; TensorFlow only when it embeds
+    from keras_dml.cli import index  # argparse; TensorFlow only when it embeds
     return index.main(argv)
 
 
 def _serve(argv):
-    from keras_dml.cli import serve    # argparse; the [serve] extra when it serves
+    from keras_dml.cli import serve  # argparse; the [serve] extra when it serves
     return serve.main(argv)
 
 

@@ -277,11 +277,12 @@ def _add_milvus_chunk(index, emb, ok, items, first, class_ids):
 
 def build(args):
     """Run the command; returns (index path, items indexed, unreadable list)."""
+    import keras
+
     from keras_dml import retrieval
     from keras_dml.cli import search as cli_search
     from keras_dml.retrieval.milvus import is_embedded
     from keras_dml.serving import app as serving_app
-    import keras
 
     if args.batch_size < 1 or args.checkpoint_every < 1:
         raise IndexCommandError("--batch_size and --checkpoint_every must be >= 1.")

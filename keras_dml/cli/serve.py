@@ -49,6 +49,7 @@ def main(argv):
     quiet.after_flags(0)
     try:
         import uvicorn
+
         from keras_dml.serving.app import create_app
     except ImportError as e:
         print(f"{PROG}: error: the search service needs the [serve] extra: pip install "

@@ -25,26 +25,33 @@ except ImportError as error:  # tf.data is the whole of this package
         "install tensorflow (the losses, layers, ops and metrics do not)."
     ) from error
 
-from keras_dml.data import samplers  # noqa: F401,E402
-from keras_dml.data import augment  # noqa: F401,E402
-from keras_dml.data.core import (  # noqa: F401,E402
-    DataNotFoundError, RetrievalData, Split, make_eval_pipeline,
-    make_train_pipeline)
-from keras_dml.data.splits import (  # noqa: F401,E402
-    hold_out_classes, hold_out_examples, random_indices, random_subset,
-    relabel)
-from keras_dml.data.augment import (  # noqa: F401,E402
-    eval_transform, resize_transform, train_transform)
-from keras_dml.data.tfds_benchmarks import (  # noqa: F401,E402
-    load_cars196, load_cub200, load_sop, load_tfds_benchmark)
-from keras_dml.data.inshop import load_inshop  # noqa: F401,E402
-from keras_dml.data.fashion_mnist import load_fashion_mnist  # noqa: F401,E402
-from keras_dml.data.mpii import load_mpii  # noqa: F401,E402
-from keras_dml.data.lsun import load_lsun_layout  # noqa: F401,E402
+from keras_dml.data import (
+    augment,  # noqa: F401,E402
+    samplers,  # noqa: F401,E402
+)
+from keras_dml.data.augment import eval_transform, resize_transform, train_transform  # noqa: F401,E402
 from keras_dml.data.coco import load_coco_captions  # noqa: F401,E402
+from keras_dml.data.core import (  # noqa: F401,E402
+    DataNotFoundError,
+    RetrievalData,
+    Split,
+    make_eval_pipeline,
+    make_train_pipeline,
+)
+from keras_dml.data.fashion_mnist import load_fashion_mnist  # noqa: F401,E402
+from keras_dml.data.folders import load_image_csv, load_image_folder  # noqa: F401,E402
 from keras_dml.data.glyphs import load_glyphs  # noqa: F401,E402
-from keras_dml.data.folders import (  # noqa: F401,E402
-    load_image_csv, load_image_folder)
+from keras_dml.data.inshop import load_inshop  # noqa: F401,E402
+from keras_dml.data.lsun import load_lsun_layout  # noqa: F401,E402
+from keras_dml.data.mpii import load_mpii  # noqa: F401,E402
+from keras_dml.data.splits import (  # noqa: F401,E402
+    hold_out_classes,
+    hold_out_examples,
+    random_indices,
+    random_subset,
+    relabel,
+)
+from keras_dml.data.tfds_benchmarks import load_cars196, load_cub200, load_sop, load_tfds_benchmark  # noqa: F401,E402
 from keras_dml.registry import Registry  # noqa: E402
 
 LOADERS = Registry("data set", {

@@ -49,12 +49,17 @@ Which normalisation each backbone uses (names of
 import keras
 import tensorflow as tf
 
+from keras_dml.backbones import preprocessing as _preprocessing
+
 # The layers live in a TensorFlow-free-at-import module so that ``import
 # keras_dml`` registers them (keras_dml._registration).
 from keras_dml.image_layers import (  # noqa: F401
-    Compose, GrayscaleToRGB, RandomResizedCrop, ResizeShorterSide, StrokeWidthJitter)
-
-from keras_dml.backbones import preprocessing as _preprocessing
+    Compose,
+    GrayscaleToRGB,
+    RandomResizedCrop,
+    ResizeShorterSide,
+    StrokeWidthJitter,
+)
 
 # The authors' resize for each crop size (code/dataset/utils.py comment).
 AUTHORS_RESIZE = {224: 256, 256: 292, 324: 361, 448: 512}

@@ -42,11 +42,11 @@ import csv
 import os
 from typing import Dict, List, Optional, Union
 
-from absl import logging
 import numpy as np
+from absl import logging
 
-from keras_dml.data.core import DataNotFoundError, RetrievalData, Split
 from keras_dml.data import splits as _splits
+from keras_dml.data.core import DataNotFoundError, RetrievalData, Split
 
 # What tf.io.decode_image reads (JPEG, PNG, GIF, BMP, WebP).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp"})

@@ -168,6 +168,7 @@ def read_faces(path: str, min_ideographs: int = MIN_IDEOGRAPHS) -> List[Face]:
     """The faces of one font file that map at least ``min_ideographs`` CJK
     unified ideographs (fontTools; unreadable files give no faces)."""
     import logging
+
     from fontTools.ttLib import TTCollection, TTFont, TTLibError
     # fontTools logs harmless repairs ("Not enough names in the 'post' table").
     logging.getLogger("fontTools").setLevel(logging.ERROR)

@@ -21,8 +21,7 @@ label. Evaluation: query vs gallery, Recall@1/10/20/40.
 import os
 from typing import List, Optional, Tuple, Union
 
-from keras_dml.data.core import (DataNotFoundError, RetrievalData, Split,
-                                 remap_labels, require_file)
+from keras_dml.data.core import DataNotFoundError, RetrievalData, Split, remap_labels, require_file
 
 PARTITION_FILE = os.path.join("Eval", "list_eval_partition.txt")
 STATUSES = ("train", "query", "gallery")

@@ -51,8 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_dml.data.core import (RetrievalData, Split, decode_image,
-                                 require_file, array_lookup)
+from keras_dml.data.core import RetrievalData, Split, array_lookup, decode_image, require_file
 
 if TYPE_CHECKING:
     from keras_dml.image_layers import Compose

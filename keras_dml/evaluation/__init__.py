@@ -9,13 +9,12 @@
     kd.evaluation.verification_metrics(emb_a, emb_b, same) -> {"roc_auc", "eer", "tar@far=1e-3", ...}
 """
 
-from keras_dml.evaluation.callbacks import (ContinuousRetrievalCallback,
-                                            RetrievalCallback)
+from keras_dml.evaluation.callbacks import ContinuousRetrievalCallback, RetrievalCallback
 from keras_dml.evaluation.continuous import continuous_metrics
 from keras_dml.evaluation.embed import embed
 from keras_dml.evaluation.retrieval import retrieval_metrics
-from keras_dml.search import top_k_neighbours
 from keras_dml.evaluation.verification import verification_metrics
+from keras_dml.search import top_k_neighbours
 
 __all__ = ["ContinuousRetrievalCallback", "RetrievalCallback",
            "continuous_metrics", "embed", "retrieval_metrics",

@@ -9,8 +9,7 @@ For N up to 100k+ labels: never an N x N matrix. This is the neighbour list
 
 import numpy as np
 
-from keras_dml.label_distances._label_sets import (
-    _as_compute, _length, _resolve_offline, _slice)
+from keras_dml.label_distances._label_sets import _as_compute, _length, _resolve_offline, _slice
 
 __all__ = ["nearest_neighbours"]
 

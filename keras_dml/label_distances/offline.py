@@ -7,8 +7,7 @@ computed chunk_size x chunk_size at a time (numpy out, or into a memmap).
 
 import numpy as np
 
-from keras_dml.label_distances._label_sets import (
-    _as_compute, _length, _resolve_offline, _slice)
+from keras_dml.label_distances._label_sets import _as_compute, _length, _resolve_offline, _slice
 
 __all__ = ["pairwise_label_distances"]
 

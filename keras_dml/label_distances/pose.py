@@ -9,8 +9,7 @@ from keras import ops
 
 from keras_dml import _backend
 from keras_dml import ops as kd_ops
-from keras_dml.label_distances._tensors import (
-    _float_tensor, _nonzero, _rank, _set_zero_diagonal)
+from keras_dml.label_distances._tensors import _float_tensor, _nonzero, _rank, _set_zero_diagonal
 
 __all__ = ["squared_l2"]
 

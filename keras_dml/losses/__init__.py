@@ -2,29 +2,37 @@
 
 from typing import Any, List, Optional, Union
 
+from keras_dml.losses.arcface import ArcFaceLoss, arcface_loss
 from keras_dml.losses.base import ContinuousLoss, MetricLoss
+from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
+from keras_dml.losses.circle import CircleLoss, circle_loss
+from keras_dml.losses.contrastive import ContrastiveLoss, contrastive_loss
+from keras_dml.losses.cosface import CosFaceLoss, cosface_loss
+from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
+from keras_dml.losses.lifted_structure import LiftedStructureLoss, lifted_structure_loss
+from keras_dml.losses.log_ratio import LogRatioLoss, log_ratio_loss
+from keras_dml.losses.multi_similarity import (
+    MultiSimilarityLoss,
+    multi_similarity_loss,
+    multi_similarity_pairs,
+)
+from keras_dml.losses.npair import NPairLoss, npair_loss
 from keras_dml.losses.pairs import References
-from keras_dml.registry import Registry
 from keras_dml.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 from keras_dml.losses.proxy_nca import ProxyNCALoss, proxy_nca_loss
-from keras_dml.losses.soft_triple import SoftTripleLoss, soft_triple_loss
-from keras_dml.losses.triplet import TripletLoss, triplet_loss
-from keras_dml.losses.contrastive import ContrastiveLoss, contrastive_loss
-from keras_dml.losses.multi_similarity import (
-    MultiSimilarityLoss, multi_similarity_loss, multi_similarity_pairs)
-from keras_dml.losses.npair import NPairLoss, npair_loss
-from keras_dml.losses.lifted_structure import (
-    LiftedStructureLoss, lifted_structure_loss)
-from keras_dml.losses.log_ratio import LogRatioLoss, log_ratio_loss
-from keras_dml.losses.dense_triplet import DenseTripletLoss, dense_triplet_loss
-from keras_dml.losses.binary_triplet import BinaryTripletLoss, binary_triplet_loss
 from keras_dml.losses.rank_n_contrast import (
-    RankNContrastLoss, rank_n_contrast_from_distances, rank_n_contrast_loss)
-from keras_dml.losses.arcface import ArcFaceLoss, arcface_loss
-from keras_dml.losses.cosface import CosFaceLoss, cosface_loss
+    RankNContrastLoss,
+    rank_n_contrast_from_distances,
+    rank_n_contrast_loss,
+)
+from keras_dml.losses.soft_triple import SoftTripleLoss, soft_triple_loss
 from keras_dml.losses.subcenter_arcface import (
-    SubCenterArcFaceLoss, subcenter_arcface_loss, subcenter_outliers)
-from keras_dml.losses.circle import CircleLoss, circle_loss
+    SubCenterArcFaceLoss,
+    subcenter_arcface_loss,
+    subcenter_outliers,
+)
+from keras_dml.losses.triplet import TripletLoss, triplet_loss
+from keras_dml.registry import Registry
 
 _CLASSES = (ProxyAnchorLoss, ProxyNCALoss, SoftTripleLoss, TripletLoss,
             ContrastiveLoss, MultiSimilarityLoss, NPairLoss,

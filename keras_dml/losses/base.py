@@ -13,8 +13,8 @@ import keras
 from keras import ops as kops
 
 from keras_dml import _backend, ops
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import label_distances as ld
+from keras_dml._types import Tensor, TensorLike
 
 
 class MetricLoss(keras.losses.Loss):

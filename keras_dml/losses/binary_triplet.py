@@ -6,16 +6,21 @@ same / not-same and a plain triplet loss is trained on (anchor, positive,
 negative).
 """
 
+from typing import Any, Optional, Tuple
+
 import keras
 from keras import ops as kops
 
-from typing import Any, Optional, Tuple
-
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 from keras_dml.losses.triplet_hinge import (
-    check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
+    check_block_size,
+    chunked_triplet_hinge,
+    not_anchor,
+    static_dim,
+    triplet_distances,
+)
 
 
 def binary_label_masks(label_dist: TensorLike, positives: int = 5, threshold: Optional[float] = None,

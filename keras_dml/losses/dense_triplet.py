@@ -5,15 +5,21 @@ The "L(Triplet) + M(Dense)" baseline of Kim et al., CVPR 2019: every triplet
 f_a than f_j is, by a margin.
 """
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
-
-from typing import Any, Optional
 
 from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 from keras_dml.losses.triplet_hinge import (
-    check_block_size, chunked_triplet_hinge, not_anchor, static_dim, triplet_distances)
+    check_block_size,
+    chunked_triplet_hinge,
+    not_anchor,
+    static_dim,
+    triplet_distances,
+)
+
 
 def dense_triplet_loss(embeddings: TensorLike, label_dist: TensorLike, margin: float = 0.03,
                        squared: bool = True, normalize: bool = True, anchors: str = "all",

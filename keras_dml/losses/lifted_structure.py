@@ -5,8 +5,8 @@ from typing import Any
 import keras
 from keras import ops as kops
 
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 
 

@@ -5,14 +5,13 @@ ratio of embedding distances should match the ratio of label distances for
 every triplet (a, i, j) of the minibatch (dense triplet mining).
 """
 
+from typing import Any, Optional, Union
+
 import keras
 from keras import ops as kops
 
-from typing import Any, Optional, Union
-
+from keras_dml import _backend, ops
 from keras_dml._types import Tensor, TensorLike
-from keras_dml import _backend
-from keras_dml import ops
 from keras_dml.losses.base import ContinuousLoss, LabelDistance, check_anchors
 
 RATIOS = ("log", "plain")

@@ -1,12 +1,12 @@
 """Proxy Anchor loss (Kim, Kim, Cho, Kwak, CVPR 2020)."""
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
-from typing import Any, Optional
-
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 

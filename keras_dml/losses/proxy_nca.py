@@ -1,12 +1,12 @@
 """Proxy-NCA loss (Movshovitz-Attias et al., ICCV 2017), as configured in PML."""
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
-from typing import Any, Optional
-
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, proxy_inputs
 
 

@@ -6,15 +6,19 @@ label space as j is a negative of the pair (i, j), so the embedding learns
 the ranking of the label distances.
 """
 
+from typing import Any, Optional
+
 import keras
 from keras import ops as kops
 
-from typing import Any, Optional
-
-from keras_dml._types import Tensor, TensorLike
 from keras_dml import _backend, ops
+from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import (
-    ContinuousLoss, LabelDistance, check_label_distance, continuous_inputs)
+    ContinuousLoss,
+    LabelDistance,
+    check_label_distance,
+    continuous_inputs,
+)
 
 
 def _check_temperature(temperature):

@@ -7,10 +7,9 @@ from keras import ops as kops
 
 from keras_dml import ops
 from keras_dml._types import Tensor, TensorLike
+from keras_dml.losses import pairs  # noqa: E402  (the shared pair masks)
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
 from keras_dml.losses.triplet_hinge import chunked_triplet_hinge
-
-from keras_dml.losses import pairs  # noqa: E402  (the shared pair masks)
 
 MININGS = ("all", "semihard", "hard")
 

@@ -6,8 +6,7 @@ import inspect
 import keras
 from keras import ops
 
-from keras_dml import _backend
-from keras_dml import _keras_hooks
+from keras_dml import _backend, _keras_hooks
 from keras_dml.layers.memory import CrossBatchMemory
 from keras_dml.losses.base import MetricLoss
 from keras_dml.optimizers import ParameterGroupOptimizer

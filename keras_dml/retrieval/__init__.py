@@ -19,8 +19,15 @@ Serving: ``kd.export.export_retrieval_model(model, index, path, k=10, ...)``.
 """
 
 from keras_dml.retrieval.calibration import Calibration, calibrate
-from keras_dml.retrieval.index import (Index, MatchResult, ModelMismatchError, SearchResult,
-                                       build_index, check_model_matches, model_fingerprint)
+from keras_dml.retrieval.index import (
+                                       Index,
+                                       MatchResult,
+                                       ModelMismatchError,
+                                       SearchResult,
+                                       build_index,
+                                       check_model_matches,
+                                       model_fingerprint,
+)
 from keras_dml.retrieval.milvus import MilvusConnectionError
 from keras_dml.retrieval.storage import FORMAT_VERSION, IndexFormatError
 

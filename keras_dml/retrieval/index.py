@@ -49,11 +49,11 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 
+from keras_dml._types import TensorLike
 from keras_dml.retrieval import storage
 from keras_dml.retrieval.backends import BACKENDS, METRICS
 from keras_dml.retrieval.memory import MemoryStore, first_values
 from keras_dml.retrieval.milvus import DEFAULT_TIMEOUT, MAX_LIMIT, MilvusStore
-from keras_dml._types import TensorLike
 from keras_dml.search import as_embeddings
 
 

@@ -313,6 +313,7 @@ def create_app(model_dir, index_dir, threshold=None, max_upload_bytes=DEFAULT_MA
     (the page's and /search's k when none is given).
     """
     from starlette.concurrency import run_in_threadpool
+
     from keras_dml.serving import page
     searcher = Searcher(model_dir, index_dir, check_fingerprint=check_fingerprint)
     if threshold is None:
@@ -406,6 +407,7 @@ def create_app(model_dir, index_dir, threshold=None, max_upload_bytes=DEFAULT_MA
 
 def _thumbnail_png(index_dir, metadata):
     from PIL import Image
+
     from keras_dml.training import gallery
     images, _ = gallery.images(index_dir, [metadata])
     image = Image.fromarray(np.asarray(images[0]).squeeze() if images[0].shape[-1] == 1

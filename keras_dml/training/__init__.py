@@ -16,12 +16,17 @@ writes a run's test gallery as ``index/`` and as the Embedding Projector run
 ``logs/projector``.
 """
 
-from keras_dml.training.recipe import (  # noqa: F401
-    Recipe, RecipeError, packaged_recipes, parse_flagfile, recipe_path)
-from keras_dml.training.rundir import OutputDirError, RunPaths  # noqa: F401
-from keras_dml.training.tasks import TASKS, Task, task_for  # noqa: F401
-from keras_dml.training.runner import RunResult, run  # noqa: F401
 from keras_dml.training import gallery  # noqa: F401,E402
+from keras_dml.training.recipe import (  # noqa: F401
+    Recipe,
+    RecipeError,
+    packaged_recipes,
+    parse_flagfile,
+    recipe_path,
+)
+from keras_dml.training.rundir import OutputDirError, RunPaths  # noqa: F401
+from keras_dml.training.runner import RunResult, run  # noqa: F401
+from keras_dml.training.tasks import TASKS, Task, task_for  # noqa: F401
 
 __all__ = ["OutputDirError", "Recipe", "RecipeError", "RunPaths", "RunResult", "TASKS", "Task",
            "gallery", "packaged_recipes", "parse_flagfile", "recipe_path", "run", "task_for"]

@@ -7,8 +7,8 @@
 import dataclasses
 from typing import Callable, Optional
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from keras_dml.training.recipe import RecipeError
 

@@ -10,8 +10,8 @@ import dataclasses
 import json
 from typing import Dict, Optional, Tuple
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from keras_dml.training.rundir import RunPaths, write_json
 

@@ -32,8 +32,8 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
 
-from absl import logging
 import keras
+from absl import logging
 
 from keras_dml import _backend
 from keras_dml.training import build, prepare, report

@@ -534,6 +534,7 @@ def table_rows(stdout):
 
 def test_fashion_mnist_search_command_matches_index_search(runs, tmp_path):
     import tensorflow as tf
+
     import keras_dml as kd
     r = runs["fashion_mnist"]
     ok(r["procs"][0])

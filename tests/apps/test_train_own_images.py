@@ -73,6 +73,7 @@ def test_train_app_reads_a_csv_or_a_folder(tmp_path):
     a folder -> load_image_folder; the split flags reach both."""
     import csv
     import types
+
     from keras_dml.cli import apps
     data = _folder(str(tmp_path / "photos"))
     rows = [(os.path.relpath(os.path.join(d, f), data), os.path.relpath(d, data).split(os.sep)[0])

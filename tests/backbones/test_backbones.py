@@ -6,11 +6,11 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
-from references import reference
 
 from keras_dml import backbones
 from keras_dml.backbones import bninception as bni
 from keras_dml.backbones import preprocessing
+from references import reference
 
 # BN-Inception as in the Proxy Anchor authors' code/net/bn_inception.py,
 # transcribed block by block: (block, input channels, 1x1, 3x3 reduce, 3x3,

@@ -12,13 +12,13 @@ import sys
 
 import numpy as np
 import pytest
-from references import reference
 import tensorflow as tf
 
 from keras_dml import backbones
 from keras_dml.backbones import efficientnet_lite as lite
 from keras_dml.backbones import preprocessing
 from keras_dml.backbones.torch_weights import TorchFileError, load_torch_file
+from references import reference
 
 
 def _weights_path():

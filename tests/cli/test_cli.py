@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import keras_dml as kd
-from keras_dml.cli import apps, command as main, quiet
+from keras_dml.cli import apps, quiet
+from keras_dml.cli import command as main
 
 
 def test_every_app_has_its_packaged_recipe_and_is_listed(capsys):

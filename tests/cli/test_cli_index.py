@@ -181,6 +181,7 @@ def _query_image(gallery):
 
 def test_milvus_index_is_self_contained_searched_and_served(model, tmp_path):
     import requests
+
     import keras_dml as kd
     from keras_dml.cli import search as cli_search
     reference("milvus_lite", "Milvus Lite")

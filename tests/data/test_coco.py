@@ -7,13 +7,11 @@ import struct
 
 import numpy as np
 import pytest
-from references import reference
 from PIL import Image
 
-from keras_dml.data import DataNotFoundError
-from keras_dml.data import coco, text_encoders
-
 from data_fixtures import BagOfWordsEncoder
+from keras_dml.data import DataNotFoundError, coco, text_encoders
+from references import reference
 
 TRAIN = {  # image id -> captions, in annotation-id order
     9: ["a dog runs", "a dog on grass", "brown dog running", "dog outside",

@@ -8,14 +8,12 @@ import struct
 
 import numpy as np
 import pytest
-from references import unavailable
 import tensorflow_datasets as tfds
 
-from keras_dml.data import DataNotFoundError
-from keras_dml.data.fashion_mnist import (DEBIAN_DIR, FILES,
-                                          load_fashion_mnist, read_idx)
-
 from data_fixtures import write_idx
+from keras_dml.data import DataNotFoundError
+from keras_dml.data.fashion_mnist import DEBIAN_DIR, FILES, load_fashion_mnist, read_idx
+from references import unavailable
 
 
 def write_fashion_mnist(root, n_train=40, n_test=30, seed=0):

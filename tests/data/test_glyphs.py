@@ -207,6 +207,7 @@ def test_missing_fonts_name_the_packages(tmp_path):
 
 def test_stroke_width_jitter_and_glyph_transform():
     import tensorflow as tf
+
     from keras_dml.data import augment
     rng = np.random.default_rng(0)
     x = (rng.random((4, 20, 20, 1)) > 0.8).astype(np.float32) * 255

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_dml.data import DataNotFoundError, make_eval_pipeline
-from keras_dml.data import augment
+from keras_dml.data import DataNotFoundError, augment, make_eval_pipeline
 from keras_dml.data.inshop import load_inshop, read_partition
 
 # (category, item number, image, status)

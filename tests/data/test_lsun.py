@@ -5,11 +5,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from data_fixtures import LSUN_FIELDS as FIELDS
+from data_fixtures import layout_map
 from keras_dml import label_distances
-from keras_dml.data import DataNotFoundError, augment, make_eval_pipeline
-from keras_dml.data import lsun
-
-from data_fixtures import LSUN_FIELDS as FIELDS, layout_map
+from keras_dml.data import DataNotFoundError, augment, lsun, make_eval_pipeline
 
 
 def write_lsun(root, rng, n_train=3, n_val=2, single_val=False):

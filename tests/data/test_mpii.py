@@ -6,10 +6,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from keras_dml.data import DataNotFoundError, make_train_pipeline
-from keras_dml.data import mpii
-
 from data_fixtures import person, rects
+from keras_dml.data import DataNotFoundError, make_train_pipeline, mpii
 
 
 def write_mpii(root, rng):
@@ -202,8 +200,7 @@ def test_missing_and_bad_files(tmp_path):
 def test_label_space_sampler_batches(tmp_path, rng):
     """The authors' batches (anchor, its nearest pose, others) through the
     pipeline keep the sampler's order: labels follow the indices."""
-    from keras_dml.data.samplers import (LabelSpaceBatchSampler,
-                                         nearest_neighbours)
+    from keras_dml.data.samplers import LabelSpaceBatchSampler, nearest_neighbours
     write_mpii(tmp_path, rng)
     data = mpii.load_mpii(tmp_path, crop_size=32, seed=0, test_fraction=0.1)
     labels = data.train.labels

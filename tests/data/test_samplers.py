@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from keras_dml import label_distances as ld
 from keras_dml.data import samplers
-from keras_dml.data.samplers import (
-    LabelSpaceBatchSampler, MPerClassSampler, nearest_neighbours)
+from keras_dml.data.samplers import LabelSpaceBatchSampler, MPerClassSampler, nearest_neighbours
 
 
 def test_nearest_neighbours_is_the_label_distances_one():

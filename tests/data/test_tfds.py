@@ -14,8 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from keras_dml.data import DataNotFoundError, make_eval_pipeline
-from keras_dml.data import augment, tfds_benchmarks
+from keras_dml.data import DataNotFoundError, augment, make_eval_pipeline, tfds_benchmarks
 from keras_dml.data.tfds_benchmarks import load_tfds_benchmark
 
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from references import reference
 
 import keras_dml as kd
 import keras_dml.evaluation.retrieval as retrieval_module
+from references import reference
 
 retrieval_metrics = kd.evaluation.retrieval_metrics
 

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dml import label_distances as ld
 from backend_tools import BACKEND, to_numpy
 from continuous_tools import assert_close
+from keras_dml import label_distances as ld
 from keras_dml._backend import full_precision
 
 pytestmark = pytest.mark.backends

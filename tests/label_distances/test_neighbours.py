@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from keras_dml import label_distances as ld
-from keras_dml.label_distances import nearest_neighbours
 from backend_tools import to_numpy
 from continuous_tools import assert_close
+from keras_dml import label_distances as ld
 from keras_dml._backend import full_precision
+from keras_dml.label_distances import nearest_neighbours
 
 pytestmark = pytest.mark.backends
 

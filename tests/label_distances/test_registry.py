@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import keras_dml as kd
-from keras_dml import label_distances as ld
 from backend_tools import to_numpy
+from keras_dml import label_distances as ld
 from keras_dml._backend import full_precision
 
 pytestmark = pytest.mark.backends

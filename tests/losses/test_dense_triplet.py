@@ -11,7 +11,11 @@ from keras import ops
 import keras_dml as kd
 from backend_tools import BACKEND, compiled, graph, tensor, to_numpy, value_and_grads
 from continuous_tools import (
-    assert_close, compiled_value_and_grad, eager_value_and_grad, value_and_grad64)
+    assert_close,
+    compiled_value_and_grad,
+    eager_value_and_grad,
+    value_and_grad64,
+)
 from finite_difference import finite_difference_grad
 from keras_dml.losses.binary_triplet import binary_triplet_loss
 from keras_dml.losses.dense_triplet import dense_triplet_loss

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import keras_dml as kd
-from backend_tools import BACKEND, compiled, to_numpy
-from backend_tools import largest_tensor
+from backend_tools import BACKEND, compiled, largest_tensor, to_numpy
 from continuous_tools import assert_close, eager_value_and_grad, value_and_grad64
 from finite_difference import finite_difference_grad
 from keras_dml.losses.log_ratio import log_ratio_loss

@@ -16,8 +16,15 @@ import pytest
 from keras import ops as kops
 
 import keras_dml as kd
-from backend_tools import (BACKEND, compiled, float64, largest_tensor, tensor,
-                           to_numpy, value_and_grads)
+from backend_tools import (
+    BACKEND,
+    compiled,
+    float64,
+    largest_tensor,
+    tensor,
+    to_numpy,
+    value_and_grads,
+)
 from finite_difference import finite_difference_grad
 from loss_cases import DTYPES, check_value_and_grad
 

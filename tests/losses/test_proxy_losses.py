@@ -11,8 +11,7 @@ import pytest
 from keras import ops as kops
 
 import keras_dml as kd
-from backend_tools import (BACKEND, compiled, float64, graph, tensor, to_numpy,
-                           value_and_grads)
+from backend_tools import BACKEND, compiled, float64, graph, tensor, to_numpy, value_and_grads
 from finite_difference import finite_difference_grad
 from loss_cases import DTYPES, check_value_and_grad
 

@@ -9,13 +9,23 @@ import pytest
 from keras import ops
 
 import keras_dml as kd
-from backend_tools import (BACKEND, compiled, graph, largest_tensor, tensor, to_numpy,
-                           value_and_grads)
+from backend_tools import (
+    BACKEND,
+    compiled,
+    graph,
+    largest_tensor,
+    tensor,
+    to_numpy,
+    value_and_grads,
+)
 from continuous_tools import (
-    assert_close, compiled_value_and_grad, eager_value_and_grad, value_and_grad64)
+    assert_close,
+    compiled_value_and_grad,
+    eager_value_and_grad,
+    value_and_grad64,
+)
 from finite_difference import finite_difference_grad
-from keras_dml.losses.rank_n_contrast import (
-    rank_n_contrast_from_distances, rank_n_contrast_loss)
+from keras_dml.losses.rank_n_contrast import rank_n_contrast_from_distances, rank_n_contrast_loss
 
 pytestmark = pytest.mark.backends
 

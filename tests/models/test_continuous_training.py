@@ -6,8 +6,8 @@ import tensorflow as tf
 from scipy.stats import spearmanr
 
 import keras_dml as kd
-from keras_dml.data.samplers import LabelSpaceBatchSampler, nearest_neighbours
 import tiny_models
+from keras_dml.data.samplers import LabelSpaceBatchSampler, nearest_neighbours
 
 
 def synthetic(n, seed):

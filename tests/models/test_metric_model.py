@@ -2,9 +2,9 @@
 the optimiser formulas, the proxy learning-rate multiplier, clipping,
 schedules, evaluation, saving and bad input."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import keras_dml as kd

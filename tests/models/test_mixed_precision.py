@@ -1,8 +1,8 @@
 """Mixed precision: float16 / bfloat16 compute, float32 weights and loss."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_dml as kd
 import tiny_models

@@ -2,9 +2,9 @@
 optimiser group's state, so an interrupted run ends where an uninterrupted
 one does."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_dml as kd
 import tiny_models

@@ -1,7 +1,7 @@
 """Warm-up (backbone frozen for the first epochs) and freeze_batchnorm."""
 
-import numpy as np
 import keras
+import numpy as np
 
 import keras_dml as kd
 import tiny_models

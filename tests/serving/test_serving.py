@@ -98,6 +98,7 @@ def test_search_raw_and_multipart(server, pair):
 def test_unknown_query(server):
     checker = np.indices((32, 32)).sum(0) % 2 * 255
     import io
+
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(checker.astype(np.uint8)).save(buf, format="PNG")
@@ -122,8 +123,9 @@ def test_embed_matches_the_index(server, pair):
 def test_thumbnail_by_id(server):
     r = requests.get(server + "/thumbnail/5", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    from PIL import Image
     import io
+
+    from PIL import Image
     assert Image.open(io.BytesIO(r.content)).size == (32, 32)
 
 
@@ -205,8 +207,8 @@ def test_a_request_is_answered_while_another_is_still_uploading(server, pair):
 
 
 def test_mismatched_model_is_refused(pair, tmp_path, capsys):
-    from keras_dml.cli import serve
     import keras_dml as kd
+    from keras_dml.cli import serve
     # The index records the model that made it (Index.model_fingerprint, in
     # its manifest), the same fingerprint kd.export wrote into the SavedModel.
     recorded = kd.retrieval.Index.load(pair[1]).model_fingerprint
