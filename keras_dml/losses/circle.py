@@ -8,7 +8,13 @@ from keras import ops as kops
 from keras_dml import ops
 from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import References, check_references, pair_masks, too_few_pairs
+from keras_dml.losses.pairs import (
+    References,
+    check_references,
+    pair_masks,
+    pair_similarities,
+    too_few_pairs,
+)
 
 
 def circle_loss(labels: TensorLike, embeddings: TensorLike, m: float = 0.4, gamma: float = 80.0,
@@ -42,8 +48,7 @@ def circle_loss(labels: TensorLike, embeddings: TensorLike, m: float = 0.4, gamm
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     references = check_references(references, embeddings)
-    s = ops.cosine_similarity(
-        embeddings, None if references is None else references.embeddings)
+    s = pair_similarities(embeddings, references)
     positive, negative = pair_masks(labels, references)
     gamma_t = ops.constant(gamma, dtype)
     s_const = kops.stop_gradient(s)

@@ -8,7 +8,7 @@ from keras import ops as kops
 from keras_dml import ops
 from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import References, check_references, pair_masks
+from keras_dml.losses.pairs import References, check_references, pair_distances, pair_masks
 
 
 def contrastive_loss(labels: TensorLike, embeddings: TensorLike, pos_margin: float = 0.0,
@@ -43,8 +43,7 @@ def contrastive_loss(labels: TensorLike, embeddings: TensorLike, pos_margin: flo
     pos_margin = ops.constant(pos_margin, dtype)
     neg_margin = ops.constant(neg_margin, dtype)
     references = check_references(references, embeddings)
-    ref = None if references is None else ops.l2_normalize(references.embeddings)
-    d = ops.pairwise_distances(ops.l2_normalize(embeddings), ref)
+    d = pair_distances(embeddings, references)
     positive, negative = pair_masks(labels, references)
     zeros = kops.zeros_like(d)
     pos_losses = kops.where(positive, kops.relu(d - pos_margin), zeros)

@@ -8,7 +8,13 @@ from keras import ops as kops
 from keras_dml import ops
 from keras_dml._types import Tensor, TensorLike
 from keras_dml.losses.base import MetricLoss, class_pair_inputs
-from keras_dml.losses.pairs import References, check_references, pair_masks, too_few_pairs
+from keras_dml.losses.pairs import (
+    References,
+    check_references,
+    pair_masks,
+    pair_similarities,
+    too_few_pairs,
+)
 
 
 def multi_similarity_pairs(labels: Tensor, similarities: TensorLike, epsilon: float = 0.1,
@@ -79,8 +85,7 @@ def multi_similarity_loss(labels: TensorLike, embeddings: TensorLike, alpha: flo
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     references = check_references(references, embeddings)
-    s = ops.cosine_similarity(
-        embeddings, None if references is None else references.embeddings)
+    s = pair_similarities(embeddings, references)
     if epsilon is None:
         kept_pos, kept_neg = pair_masks(labels, references)
     else:

@@ -91,10 +91,19 @@ def pair_masks(labels: Tensor, references: Optional[References] = None,
     return positive, negative
 
 
-def reference_embeddings(embeddings: Tensor, references: Optional[References]) -> Optional[Tensor]:
-    """The embeddings the anchors are compared with: the references', or the
-    batch's own (None: compare the batch with itself)."""
-    return None if references is None else references.embeddings
+def pair_similarities(embeddings: Tensor, references: Optional[References]) -> Tensor:
+    """Cosine similarities s[i, j] = <x_i, r_j> / (|x_i| |r_j|) of the anchors
+    with what they are compared with, [B, N]: the references' rows (N = M),
+    or the batch's own (N = B) without references."""
+    return ops.cosine_similarity(
+        embeddings, None if references is None else references.embeddings)
+
+
+def pair_distances(embeddings: Tensor, references: Optional[References]) -> Tensor:
+    """Euclidean distances d[i, j] = |x_i/|x_i| - r_j/|r_j|| of the normalised
+    anchors and comparands, [B, N] (as ``pair_similarities``)."""
+    ref = None if references is None else ops.l2_normalize(references.embeddings)
+    return ops.pairwise_distances(ops.l2_normalize(embeddings), ref)
 
 
 def too_few_pairs(positive: Tensor, negative: Tensor) -> Tensor:

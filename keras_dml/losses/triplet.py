@@ -72,8 +72,7 @@ def triplet_loss(labels: TensorLike, embeddings: TensorLike, margin: float = 0.1
     embeddings = kops.convert_to_tensor(embeddings)
     dtype = embeddings.dtype
     references = pairs.check_references(references, embeddings)
-    ref = None if references is None else ops.l2_normalize(references.embeddings)
-    d = ops.pairwise_distances(ops.l2_normalize(embeddings), ref)
+    d = pairs.pair_distances(embeddings, references)
     positive, negative = pairs.pair_masks(labels, references)
     # One [B, B] row tensor for the blocks: +1 positive, -1 negative, 0 self
     # (and 0 on the padded anchors of the last block: no triplet).
