@@ -39,6 +39,8 @@ batch q/s at 1M.
                                                         # an index's DIR/index/embeddings.npy)
     python bench/index.py --sizes= --embeddings demo_emb.npy   # real embeddings only
     python bench/index.py --sizes=100000 --only=milvus        # exact-TF + the Milvus rows
+    python bench/index.py --sizes=1000000 --only=milvus-server --milvus-index=IVF_FLAT \
+        --no-milvus-lite                                      # 1M through the gRPC server
 """
 
 import argparse
@@ -100,25 +102,41 @@ def process_peak_mb(pid):
 
 MILVUS_BUILD = {"M": 16, "efConstruction": 128}
 MILVUS_EF = (16, 64)
+MILVUS_NPROBE = (16, 64)
 
 
-def configs(n, workdir=None, server_uri=None):
-    """(name, Index kwargs, search-parameter sweep): each built once.
-    Milvus rows: embedded Milvus Lite (a .db in ``workdir``) and, with
-    ``server_uri``, the same client against ``milvus-lite server``."""
-    # ~4 sqrt(N) lists, a power of two: 1024 at 100k, 4096 at 1M.
-    nlist = int(2 ** np.clip(np.round(np.log2(4 * np.sqrt(max(n, 1)))), 4, 16))
-    milvus = []
+def nlist_for(n):
+    """~4 sqrt(N) lists, a power of two: 1024 at 100k, 4096 at 1M."""
+    return int(2 ** np.clip(np.round(np.log2(4 * np.sqrt(max(n, 1)))), 4, 16))
+
+
+def milvus_configs(n, workdir, server_uri, index_type):
+    """The Milvus rows: embedded Milvus Lite (a .db in ``workdir``) and, with
+    ``server_uri``, the same client against ``milvus-lite server``, with an
+    HNSW (M 16, efConstruction 128; ef 16, 64) or IVF_FLAT (nlist as faiss's
+    IVF; nprobe 16, 64) index."""
+    if index_type == "HNSW":
+        build, sweep = MILVUS_BUILD, [{"ef_search": e} for e in MILVUS_EF]
+    else:
+        build, sweep = {"nlist": nlist_for(n)}, [{"nprobe": p} for p in MILVUS_NPROBE]
+    label = index_type if index_type == "HNSW" else f"IVF_FLAT{build['nlist']}"
+    common = {"backend": "milvus", "index_type": index_type, "index_params": build,
+              "timeout": 3600}
+    rows = []
     if workdir is not None:
-        milvus.append(("milvus-lite HNSW", {
-            "backend": "milvus", "uri": os.path.join(workdir, f"lite{n}.db"),
-            "index_type": "HNSW", "index_params": MILVUS_BUILD, "timeout": 3600},
-            [{"ef_search": e} for e in MILVUS_EF]))
+        rows.append((f"milvus-lite {label}",
+                     {**common, "uri": os.path.join(workdir, f"lite{n}.db")}, sweep))
     if server_uri is not None:
-        milvus.append(("milvus-server HNSW", {
-            "backend": "milvus", "uri": server_uri, "collection": f"bench{n}",
-            "index_type": "HNSW", "index_params": MILVUS_BUILD, "timeout": 3600},
-            [{"ef_search": e} for e in MILVUS_EF]))
+        rows.append((f"milvus-server {label}",
+                     {**common, "uri": server_uri, "collection": f"bench{n}{index_type}"},
+                     sweep))
+    return rows
+
+
+def configs(n, workdir=None, server_uri=None, milvus_index="HNSW", milvus_lite=True):
+    """(name, Index kwargs, search-parameter sweep): each built once."""
+    nlist = nlist_for(n)
+    milvus = milvus_configs(n, workdir if milvus_lite else None, server_uri, milvus_index)
     return [
         ("exact-TF", {}, [{}]),
         ("faiss Flat", {"backend": "faiss", "faiss_factory": "Flat"}, [{}]),
@@ -187,14 +205,16 @@ def run_one(spec):
     return out
 
 
-def bench(data, n, workdir, label, only=None, server=None):
+def bench(data, n, workdir, label, only=None, server=None, milvus_index="HNSW",
+          milvus_lite=True):
     rows = []
     truth = None
     if n is None:                 # real embeddings: the gallery's size
         data_file = np.load(data, mmap_mode="r")
         x = data_file["embeddings"] if isinstance(data_file, np.lib.npyio.NpzFile) else data_file
         n = len(x) - min(NUM_QUERIES, len(x) // 10)
-    for name, params, sweep in configs(n, workdir, server and server[0]):
+    for name, params, sweep in configs(n, workdir, server and server[0], milvus_index,
+                                       milvus_lite):
         if only and name != "exact-TF" and not any(o in name for o in only):
             continue
         spec = {"data": data, "n": n, "params": params, "sweep": sweep,
@@ -269,6 +289,10 @@ def main():
                              "e.g. --only=milvus")
     parser.add_argument("--no-milvus-server", action="store_true",
                         help="skip the rows of milvus-lite server on localhost")
+    parser.add_argument("--no-milvus-lite", action="store_true",
+                        help="skip the rows of embedded Milvus Lite")
+    parser.add_argument("--milvus-index", default="HNSW", choices=("HNSW", "IVF_FLAT"),
+                        help="the Milvus rows' index type")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -282,10 +306,11 @@ def main():
             sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
             for n in ((100_000,) if args.quick else sizes):
                 rows += bench("synthetic", n, workdir, f"synthetic {n // 1000}k x 128",
-                              only, server)
+                              only, server, args.milvus_index, not args.no_milvus_lite)
             if args.embeddings:
                 rows += bench(args.embeddings, None, workdir,
-                              os.path.basename(args.embeddings), only, server)
+                              os.path.basename(args.embeddings), only, server,
+                              args.milvus_index, not args.no_milvus_lite)
         finally:
             if server is not None:
                 server[1].terminate()
