@@ -257,9 +257,15 @@ def test_blocked_host_search_follows_the_tie_rule(rng, monkeypatch, metric, k):
         s = 2.0 * q.astype(np.float64) @ g.T - (g.astype(np.float64) ** 2).sum(1)
     exclude = rng.integers(-1, len(g), len(q)).astype(np.int32)
     s[exclude >= 0, exclude[exclude >= 0]] = -np.inf
+    calls = []
+    blocked = search.Gallery.host_top_k_by_blocks
+    monkeypatch.setattr(search.Gallery, "host_top_k_by_blocks",
+                        lambda self, *a, **kw: calls.append(1) or blocked(self, *a, **kw))
     gallery = search.Gallery(g, metric)
     assert not gallery.has_duplicates
     values, columns = gallery.top_k(q, k, exclude=tensor(exclude))
+    # the host path's default: Gallery.top_k goes through the blocked search
+    assert bool(calls) == bool(gallery.host_product)
     np.testing.assert_array_equal(to_numpy(columns), ranked(s, k))
     np.testing.assert_array_equal(to_numpy(values), np.take_along_axis(s, ranked(s, k), 1))
     if gallery.host_product:
