@@ -75,6 +75,16 @@ def _find_with_other_finders(fullname, path, target):
     return None
 
 
+def _spec_with_wrapped_loader(fullname, path, target, wrapper):
+    """The spec the other finders give, its loader wrapped by ``wrapper``
+    (unchanged where there is no loader that executes a module)."""
+    spec = _find_with_other_finders(fullname, path, target)
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        return spec
+    spec.loader = wrapper(spec.loader)
+    return spec
+
+
 def _unwrap(module, loader):
     """Give the module its own loader back once it has executed."""
     module.__loader__ = loader
@@ -133,14 +143,10 @@ class KerasImportHook(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras" or "keras" in sys.modules:
             return None
-        spec = _find_with_other_finders(fullname, path, target)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
         # The hook stays until Keras has executed: a bare
         # importlib.util.find_spec("keras") (TensorFlow's import makes one)
         # asks for a spec without loading it.
-        spec.loader = _LoaderThenRegister(spec.loader)
-        return spec
+        return _spec_with_wrapped_loader(fullname, path, target, _LoaderThenRegister)
 
 
 class KerasDmlImportCounter(importlib.abc.MetaPathFinder):
@@ -150,11 +156,7 @@ class KerasDmlImportCounter(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if not fullname.startswith("keras_dml."):
             return None
-        spec = _find_with_other_finders(fullname, path, target)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _LoaderCountingKerasDml(spec.loader)
-        return spec
+        return _spec_with_wrapped_loader(fullname, path, target, _LoaderCountingKerasDml)
 
 
 _HOOKS = ("KerasImportHook", "KerasDmlImportCounter")
