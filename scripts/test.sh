@@ -17,7 +17,8 @@ PY=${PYTHON:-.venv/bin/python}
 ARGS=("$@")
 CUSTOM=1
 [ ${#ARGS[@]} -eq 0 ] && ARGS=(tests) && CUSTOM=0
-PYTEST=("$PY" -m pytest -q -rs -p no:cacheprovider)
+# --durations: each pass ends with its slowest tests, to keep the suite's time in view.
+PYTEST=("$PY" -m pytest -q -rs -p no:cacheprovider --durations=15)
 # Two workers (pytest-xdist, the test extra): the passes are CPU-bound on
 # compiling (XLA, tf.function) and take about half the time on 2 cores.
 # TEST_WORKERS=0 runs in one process.
