@@ -262,7 +262,7 @@ class Index:
     def positions(self, ids: TensorLike) -> np.ndarray:
         """Storage positions of ``ids`` (KeyError naming any missing id); the
         in-process backends only (a Milvus collection has no positions)."""
-        if self.backend == "milvus" or not isinstance(self._store, MemoryStore):
+        if not isinstance(self._store, MemoryStore):
             raise ValueError("a milvus index has no storage positions.")
         ids = np.asarray(ids)
         flat = _as_int64(ids.reshape(-1), "ids", ids.size)
